@@ -1,0 +1,129 @@
+"""The terminal as a chat platform, for `moveworks-bridge chat`.
+
+Same relay, renderer and poller as Slack and Teams. On a terminal the answer is redrawn in place
+as it streams (with the current reasoning step before the first words); when output is piped,
+progress goes to stderr and stdout receives only the exact final answer, so scripts can use it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import sys
+from typing import Any, TextIO
+
+from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
+from bridge.textfmt import balance_fences
+
+PLATFORM = "console"
+CAPABILITIES = Capabilities(max_text_len=1_000_000, edit=True, native_stream=True, min_edit_interval=0.05)
+THREAD = ThreadKey(PLATFORM, "local", "terminal", "")
+
+
+def render_answer(answer: Answer) -> str:
+    """The final answer as plain terminal text: body, numbered sources, buttons, rating hint."""
+    lines = [answer.text.rstrip()]
+    if answer.citations:
+        lines += ["", "Sources:"]
+        lines += [f"  [{c.number}] {c.title}" + (f" <{c.url}>" if c.url else "") for c in answer.citations]
+    if answer.actions:
+        lines += ["", "Actions:"]
+        for i, action in enumerate(answer.actions, 1):
+            target = f"<{action.url}>" if action.url else f"type /action {i}"
+            lines.append(f"  {i}. {action.label} ({target})")
+    if answer.feedback is not None:
+        lines += ["", "Was this helpful? Type /good or /bad."]
+    return "\n".join(lines)
+
+
+class ConsoleSink:
+    budget_key = "console"
+    capabilities = CAPABILITIES
+
+    def __init__(self, adapter: ConsoleAdapter, *, proactive: bool) -> None:
+        self.adapter = adapter
+        self.proactive = proactive
+        self._drawn_lines = 0
+        self._status: str | None = None
+
+    @property
+    def _tty(self) -> bool:
+        return self.adapter.live
+
+    def _erase(self) -> None:
+        if self._drawn_lines:
+            self.adapter.out.write(f"\x1b[{self._drawn_lines}F\x1b[J")
+            self._drawn_lines = 0
+
+    def _draw(self, text: str) -> None:
+        self._erase()
+        width = max(20, shutil.get_terminal_size((100, 20)).columns)
+        self.adapter.out.write(text + "\n")
+        self.adapter.out.flush()
+        self._drawn_lines = sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
+
+    async def show(self, frame: Frame) -> None:
+        if self._tty:
+            if frame.text:
+                self._draw(balance_fences(frame.text) + " ▍")
+            else:
+                self._draw(f"⏳ {frame.status or 'Thinking'}…")
+        elif not frame.text and frame.status and frame.status != self._status:
+            self._status = frame.status
+            print(f"⏳ {frame.status}…", file=self.adapter.err, flush=True)
+
+    async def finish(self, answer: Answer) -> list[str]:
+        text = render_answer(answer)
+        if self.proactive:
+            text = "📣 New message from the assistant:\n" + text
+        if self._tty:
+            self._draw(text)
+            self._drawn_lines = 0
+        else:
+            print(text, file=self.adapter.out, flush=True)
+        self.adapter.last_answer = answer
+        return [answer.message_ids[-1] if answer.message_ids else "console"]
+
+    async def fail(self, message: str) -> None:
+        if self._tty:
+            self._draw(f"⚠️  {message}")
+            self._drawn_lines = 0
+        else:
+            print(f"⚠️  {message}", file=self.adapter.out, flush=True)
+
+
+class ConsoleAdapter:
+    platform = PLATFORM
+
+    def __init__(
+        self,
+        *,
+        email: str | None = None,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+        live: bool | None = None,
+    ) -> None:
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.live = self.out.isatty() if live is None else live
+        self.user = ChatUser(PLATFORM, "local", getpass.getuser(), name=getpass.getuser(), email=email)
+        self.last_answer: Answer | None = None
+
+    async def open_reply(
+        self, thread: ThreadKey, address: dict[str, Any], *, user: ChatUser | None, proactive: bool
+    ) -> ConsoleSink:
+        return ConsoleSink(self, proactive=proactive)
+
+    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
+        return THREAD, {}
+
+    async def resolve_email(self, user: ChatUser) -> str | None:
+        return self.user.email
+
+    async def check(self) -> list[tuple[str, bool, str]]:
+        return [("console", True, "terminal available")]
+
+
+def build(ctx: Any) -> ConsoleAdapter:
+    return ConsoleAdapter(email=os.environ.get("MOVEWORKS_CHAT_EMAIL"))

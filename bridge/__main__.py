@@ -1,0 +1,7 @@
+"""`python -m bridge` does exactly what the `moveworks-bridge` console script does."""
+
+import sys
+
+from bridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,134 @@
+"""Shared write budgets: one token bucket per workspace/tenant for every concurrent answer.
+
+Platform rate limits (Slack Tier 3 chat.update, Teams per-tenant quotas) are per workspace, not
+per message, so each reply must draw from one bucket shared with every other reply. Final writes
+jump the queue: an intermediate edit may always be dropped (latest text wins), a final never.
+
+The bucket is sized so that no sliding window of `rate.per` seconds ever sees more than
+`rate.count` writes: a burst of `b` plus a refill of `(count - b) / per` per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+
+from bridge.models import Rate
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class WriteBudget:
+    def __init__(
+        self,
+        rate: Rate | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        if rate is None:
+            self.burst, self.refill = 0, 0.0
+        else:
+            self.burst = max(1, rate.count // 10)
+            spare = rate.count - self.burst
+            self.refill = (spare if spare > 0 else rate.count) / rate.per
+        self.tokens = float(self.burst)
+        self._updated = clock()
+        self._blocked_until = 0.0
+        self._waiters: list[list] = []  # heap of [priority, seq, wake event, done]
+        self._seq = itertools.count()
+        self.granted = 0
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate is None
+
+    def _refresh(self) -> float:
+        now = self._clock()
+        if self.rate is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self._updated) * self.refill)
+        self._updated = now
+        return now
+
+    def _delay(self) -> float:
+        now = self._refresh()
+        wait = max(0.0, self._blocked_until - now)
+        if self.tokens < 1.0:
+            wait = max(wait, (1.0 - self.tokens) / self.refill)
+        return wait
+
+    def _wake_head(self) -> None:
+        if self._waiters:
+            self._waiters[0][2].set()
+
+    async def acquire(self, *, final: bool = False) -> None:
+        """Wait for one write. Finals are served before intermediates, each in FIFO order."""
+        if self.rate is None:
+            self.granted += 1
+            return
+        entry = [0 if final else 1, next(self._seq), asyncio.Event(), False]
+        heapq.heappush(self._waiters, entry)
+        try:
+            while True:
+                if self._waiters[0] is entry:
+                    delay = self._delay()
+                    if delay <= 0:
+                        heapq.heappop(self._waiters)
+                        entry[3] = True
+                        self.tokens -= 1.0
+                        self.granted += 1
+                        self._wake_head()
+                        return
+                    await self._sleep(delay)
+                else:
+                    entry[2].clear()
+                    await entry[2].wait()
+        finally:
+            if not entry[3]:
+                was_head = self._waiters and self._waiters[0] is entry
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+                if was_head:
+                    self._wake_head()
+
+    def charge(self, n: int = 1) -> None:
+        """Account for writes made without waiting (a second call inside one update)."""
+        if self.rate is not None:
+            self._refresh()
+            self.tokens -= n
+            self.granted += n
+
+    def refund(self, n: int = 1) -> None:
+        """A granted write that turned out not to be needed."""
+        if self.rate is not None:
+            self._refresh()
+            self.tokens = min(float(self.burst), self.tokens + n)
+            self.granted -= n
+
+    def penalize(self, retry_after: float) -> None:
+        """The platform said 429: nobody sharing this budget writes until `retry_after` passed."""
+        now = self._refresh()
+        self._blocked_until = max(self._blocked_until, now + max(0.0, retry_after))
+        self.tokens = min(self.tokens, 0.0)
+
+
+class Budgets:
+    """Registry of budgets by key ("slack:T123", "teams:<tenant>")."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep):
+        self._clock = clock
+        self._sleep = sleep
+        self._budgets: dict[str, WriteBudget] = {}
+
+    def get(self, key: str, rate: Rate | None) -> WriteBudget:
+        budget = self._budgets.get(key)
+        if budget is None or budget.rate != rate:
+            budget = WriteBudget(rate, clock=self._clock, sleep=self._sleep)
+            self._budgets[key] = budget
+        return budget

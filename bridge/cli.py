@@ -1,0 +1,267 @@
+"""`moveworks-bridge` / `python -m bridge`: serve, poll, simulator, chat, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+
+from bridge import logs
+from bridge.config import SECRET_FIELDS, Settings
+from bridge.errors import ConfigError
+
+log = logging.getLogger("bridge.cli")
+
+SIM_ASSISTANT = "moveworks-bridge-dev"
+SIM_API_KEY = "sim-key"
+SIM_EMAIL = "employee@example.com"
+
+
+def _settings(**kw) -> Settings:
+    return Settings.from_env(**kw)
+
+
+def _setup_logs(settings: Settings | None, level: str | None = None) -> None:
+    secrets = [getattr(settings, f) for f in SECRET_FIELDS] if settings else []
+    logs.setup(
+        settings.log_format if settings else os.environ.get("BRIDGE_LOG_FORMAT", "text"),
+        level or (settings.log_level if settings else "INFO"),
+        [s for s in secrets if isinstance(s, str)],
+    )
+
+
+# --- serve / poll -----------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings()
+    _setup_logs(settings)
+    from bridge.app import serve
+    from bridge.runtime import build_runtime
+
+    if "teams" in settings.adapters and not settings.teams_app_id:
+        log.warning(
+            "TEAMS ADAPTER IS RUNNING WITHOUT AUTHENTICATION (no TEAMS_APP_ID): anyone who can "
+            "reach /api/messages can talk to the bot. Use this only for local development."
+        )
+    if not settings.adapters:
+        log.warning("no chat platform configured (set SLACK_BOT_TOKEN, TEAMS_APP_ID or BRIDGE_ADAPTERS)")
+    runtime = build_runtime(settings, poller=settings.poller)
+    asyncio.run(serve(runtime, port=args.port))
+    return 0
+
+
+async def _poll_forever(settings: Settings) -> None:
+    from bridge.runtime import build_runtime
+
+    runtime = build_runtime(settings, poller=True)
+    await runtime.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await runtime.poller.start()
+    log.info("poller running (adapters: %s)", ", ".join(a.platform for a in runtime.adapters) or "none")
+    try:
+        await stop.wait()
+    finally:
+        await runtime.aclose()
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    settings = _settings()
+    _setup_logs(settings)
+    asyncio.run(_poll_forever(settings))
+    return 0
+
+
+# --- simulator --------------------------------------------------------------------------------
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from bridge.simulator import SimulatorConfig, run
+
+    _setup_logs(None, "INFO")
+    config = SimulatorConfig(
+        assistant_name=args.assistant_name,
+        api_keys={args.api_key: args.email},
+        pace=args.pace,
+        webhook_url=args.webhook_url,
+        webhook_secret=os.environ.get("BRIDGE_WEBHOOK_SECRET"),
+    )
+    run(config, host=args.host, port=args.port)
+    return 0
+
+
+# --- chat -------------------------------------------------------------------------------------
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from adapters.console import THREAD, ConsoleAdapter
+    from bridge.models import Inbound
+    from bridge.runtime import build_runtime
+    from bridge.store import Store
+
+    sim = None
+    if args.simulate:
+        from bridge.simulator import Simulator, SimulatorConfig
+
+        sim = Simulator(SimulatorConfig(assistant_name=SIM_ASSISTANT, api_keys={SIM_API_KEY: SIM_EMAIL},
+                                        pace=args.pace))
+        await sim.start()
+        settings = Settings(
+            moveworks_base_url=sim.base_url,
+            moveworks_assistant_name=SIM_ASSISTANT,
+            moveworks_api_key=SIM_API_KEY,
+            poll_interval=1.0,
+        )
+        store = Store(":memory:")
+    else:
+        settings = _settings()
+        store = Store(settings.db)
+    email = args.as_email or os.environ.get("MOVEWORKS_CHAT_EMAIL") or (SIM_EMAIL if sim else None)
+    console = ConsoleAdapter(email=email)
+    runtime = build_runtime(settings, adapters=(), store=store, poller=not args.once)
+    runtime.relay.register(console)
+    runtime.adapters.append(console)
+    user = console.user
+    store.save_employee(user, active=True)
+
+    async def ask(text: str, callback=None) -> None:
+        inbound = Inbound(
+            delivery_id=f"console-{uuid.uuid4()}",
+            thread=THREAD,
+            user=user,
+            text=text,
+            callback_id=callback.callback_id if callback else None,
+            callback_conversation_id=console.last_answer.conversation_id if callback else None,
+        )
+        await runtime.relay.handle(inbound)
+
+    try:
+        if args.once is not None:
+            await ask(args.once)
+            last = console.last_answer
+            return 0 if last is not None else 1
+        if runtime.poller is not None:
+            await runtime.poller.start()
+        print("Ask the assistant anything. Commands: /good, /bad, /action N, /quit.", flush=True)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                line = await loop.run_in_executor(None, lambda: input("\nyou › "))
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            line = line.strip()
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                return 0
+            if line in ("/good", "/bad"):
+                answer = console.last_answer
+                if answer is None or answer.feedback is None:
+                    print("There is no answer to rate yet.")
+                    continue
+                print(await runtime.relay.feedback(user, answer.feedback, line == "/good"))
+                continue
+            if line.startswith("/action"):
+                answer = console.last_answer
+                try:
+                    action = answer.actions[int(line.split()[1]) - 1]  # type: ignore[union-attr]
+                except (AttributeError, IndexError, ValueError):
+                    print("Usage: /action N, with N from the last answer's list.")
+                    continue
+                if action.url:
+                    print(f"Open {action.url}")
+                    continue
+                await ask(action.label, callback=action)
+                continue
+            await ask(line)
+    finally:
+        await runtime.aclose()
+        if sim is not None:
+            await sim.stop()
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    try:
+        if not args.simulate:
+            _settings()  # fail fast with the variable's name
+    except ConfigError:
+        raise
+    _setup_logs(None, "WARNING")
+    return asyncio.run(_chat(args))
+
+
+# --- doctor -----------------------------------------------------------------------------------
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bridge.doctor import run_doctor
+
+    _setup_logs(None, "ERROR")
+    return asyncio.run(run_doctor(as_email=args.as_email))
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="moveworks-bridge",
+        description="The Moveworks AI assistant in Slack and Microsoft Teams.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="HTTP server for Slack/Teams (+ the events poller)")
+    serve.add_argument("--port", type=int, default=None, help="overrides $PORT")
+    serve.set_defaults(func=cmd_serve)
+
+    poll = sub.add_parser("poll", help="the events poller alone (a separate worker)")
+    poll.set_defaults(func=cmd_poll)
+
+    sim = sub.add_parser("simulator", help="a local Moveworks Conversations API simulator")
+    sim.add_argument("--port", type=int, default=8089)
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--pace", type=float, default=1.0, help="stream pacing multiplier; 0 = instant")
+    sim.add_argument("--assistant-name", default=SIM_ASSISTANT)
+    sim.add_argument("--api-key", default=SIM_API_KEY)
+    sim.add_argument("--email", default=SIM_EMAIL, help="identity of the API key")
+    sim.add_argument("--webhook-url", default=None, help="POST a signed notification on each event")
+    sim.set_defaults(func=cmd_simulator)
+
+    chat = sub.add_parser("chat", help="chat with the assistant in this terminal")
+    chat.add_argument("--simulate", action="store_true", help="use an in-process simulator")
+    chat.add_argument("--once", metavar="TEXT", default=None, help="ask one question and exit")
+    chat.add_argument("--as", dest="as_email", default=None, help="employee email (user_jwt mode)")
+    chat.add_argument("--pace", type=float, default=1.0, help=argparse.SUPPRESS)
+    chat.set_defaults(func=cmd_chat)
+
+    doctor = sub.add_parser("doctor", help="check configuration and connectivity")
+    doctor.add_argument("--as", dest="as_email", default=None,
+                        help="employee email for the Moveworks check in user_jwt mode")
+    doctor.set_defaults(func=cmd_doctor)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"moveworks-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Settings from the environment (CONTRACT.md names), validated once at start-up.
+
+A missing or malformed variable stops start-up with one line naming it; values of secrets are
+never echoed. `Settings.__repr__` masks every secret so an accidental log line stays safe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+
+from bridge.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.moveworks.ai/rest/v1beta1"
+DEFAULT_TOKEN_URL = "https://api.moveworks.ai/oauth/v1/token"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+AUTH_MODES = ("api_key", "client_credentials", "user_jwt")
+SECRET_FIELDS = frozenset(
+    {
+        "moveworks_api_key",
+        "moveworks_client_secret",
+        "moveworks_jwt_private_key",
+        "webhook_secret",
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "slack_client_secret",
+        "teams_app_password",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 3978
+    db: str = "bridge.db"
+    adapters: tuple[str, ...] = ()
+    poller: bool = True
+    poll_interval: float = 5.0
+    poll_max_interval: float = 300.0
+    webhook_secret: str | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
+    shutdown_grace: float = 20.0
+
+    moveworks_base_url: str = DEFAULT_BASE_URL
+    moveworks_assistant_name: str = ""
+    moveworks_auth: str = "api_key"
+    moveworks_api_key: str | None = None
+    moveworks_token_url: str = DEFAULT_TOKEN_URL
+    moveworks_client_id: str | None = None
+    moveworks_client_secret: str | None = None
+    moveworks_jwt_private_key: str | None = None
+    moveworks_jwt_issuer: str | None = None
+    moveworks_jwt_audience: str | None = None
+    moveworks_rps: float = 10.0
+    moveworks_timeout: float = 30.0
+
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    slack_streaming: str = "auto"
+    slack_channel_mode: str = "thread"
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+
+    teams_app_id: str | None = None
+    teams_app_password: str | None = None
+    teams_app_tenant_id: str | None = None
+    teams_app_type: str = "MultiTenant"
+    teams_allowed_tenants: frozenset[str] = field(default_factory=frozenset)
+    teams_text_format: str = "markdown"
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    @property
+    def per_employee(self) -> bool:
+        return self.moveworks_auth == "user_jwt"
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, need_moveworks: bool = True) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        adapters_default = []
+        if reader.str("SLACK_BOT_TOKEN") or reader.str("SLACK_CLIENT_ID"):
+            adapters_default.append("slack")
+        if reader.str("TEAMS_APP_ID"):
+            adapters_default.append("teams")
+        adapters = reader.list("BRIDGE_ADAPTERS", adapters_default)
+        for name in adapters:
+            if name not in ("slack", "teams"):
+                raise ConfigError(f"BRIDGE_ADAPTERS: unknown adapter {name!r} (use slack, teams)")
+        settings = cls(
+            port=reader.int("PORT", 3978, low=1, high=65535),
+            db=reader.str("BRIDGE_DB") or "bridge.db",
+            adapters=tuple(adapters),
+            poller=reader.choice("BRIDGE_POLLER", ("on", "off"), "on") == "on",
+            poll_interval=reader.float("BRIDGE_POLL_INTERVAL", 5.0, low=0.2),
+            poll_max_interval=reader.float("BRIDGE_POLL_MAX_INTERVAL", 300.0, low=1.0),
+            webhook_secret=reader.str("BRIDGE_WEBHOOK_SECRET"),
+            log_format=reader.choice("BRIDGE_LOG_FORMAT", ("text", "json"), "text"),
+            log_level=reader.choice(
+                "BRIDGE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+            ),
+            shutdown_grace=reader.float("BRIDGE_SHUTDOWN_GRACE", 20.0, low=0.0),
+            moveworks_base_url=reader.url("MOVEWORKS_BASE_URL", DEFAULT_BASE_URL),
+            moveworks_assistant_name=reader.str("MOVEWORKS_ASSISTANT_NAME") or "",
+            moveworks_auth=reader.choice("MOVEWORKS_AUTH", AUTH_MODES, "api_key"),
+            moveworks_api_key=reader.str("MOVEWORKS_API_KEY"),
+            moveworks_token_url=reader.url("MOVEWORKS_TOKEN_URL", DEFAULT_TOKEN_URL),
+            moveworks_client_id=reader.str("MOVEWORKS_CLIENT_ID"),
+            moveworks_client_secret=reader.str("MOVEWORKS_CLIENT_SECRET"),
+            moveworks_jwt_private_key=reader.str("MOVEWORKS_JWT_PRIVATE_KEY"),
+            moveworks_jwt_issuer=reader.str("MOVEWORKS_JWT_ISSUER"),
+            moveworks_jwt_audience=reader.str("MOVEWORKS_JWT_AUDIENCE"),
+            moveworks_rps=reader.float("MOVEWORKS_MAX_RPS", 10.0, low=0.1),
+            moveworks_timeout=reader.float("MOVEWORKS_TIMEOUT", 30.0, low=1.0),
+            slack_bot_token=reader.str("SLACK_BOT_TOKEN"),
+            slack_signing_secret=reader.str("SLACK_SIGNING_SECRET"),
+            slack_app_token=reader.str("SLACK_APP_TOKEN"),
+            slack_api_url=reader.url("SLACK_API_URL", DEFAULT_SLACK_API_URL),
+            slack_streaming=reader.choice("SLACK_STREAMING", ("auto", "native", "edit"), "auto"),
+            slack_channel_mode=reader.choice("SLACK_CHANNEL_MODE", ("thread", "dm"), "thread"),
+            slack_client_id=reader.str("SLACK_CLIENT_ID"),
+            slack_client_secret=reader.str("SLACK_CLIENT_SECRET"),
+            teams_app_id=reader.str("TEAMS_APP_ID"),
+            teams_app_password=reader.str("TEAMS_APP_PASSWORD"),
+            teams_app_tenant_id=reader.str("TEAMS_APP_TENANT_ID"),
+            teams_app_type=reader.choice(
+                "TEAMS_APP_TYPE", ("MultiTenant", "SingleTenant", "UserAssignedMSI"), "MultiTenant"
+            ),
+            teams_allowed_tenants=frozenset(reader.list("TEAMS_ALLOWED_TENANTS", [])),
+            teams_text_format=reader.choice(
+                "TEAMS_TEXT_FORMAT", ("markdown", "extendedmarkdown"), "markdown"
+            ),
+        )
+        settings.validate(need_moveworks=need_moveworks)
+        return settings
+
+    def validate(self, *, need_moveworks: bool = True) -> None:
+        """Cross-field rules; each error names the variable to fix."""
+        if need_moveworks:
+            if not self.moveworks_assistant_name:
+                raise ConfigError("MOVEWORKS_ASSISTANT_NAME is required (the Assistant-Name header)")
+            required = {
+                "api_key": ("MOVEWORKS_API_KEY",),
+                "client_credentials": ("MOVEWORKS_CLIENT_ID", "MOVEWORKS_CLIENT_SECRET"),
+                "user_jwt": (
+                    "MOVEWORKS_JWT_PRIVATE_KEY",
+                    "MOVEWORKS_JWT_ISSUER",
+                    "MOVEWORKS_JWT_AUDIENCE",
+                ),
+            }[self.moveworks_auth]
+            for name in required:
+                if not getattr(self, name.lower()):
+                    raise ConfigError(f"{name} is required when MOVEWORKS_AUTH={self.moveworks_auth}")
+        if "slack" in self.adapters:
+            if not self.slack_bot_token and not (self.slack_client_id and self.slack_client_secret):
+                raise ConfigError(
+                    "SLACK_BOT_TOKEN is required for the slack adapter "
+                    "(or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET for multi-workspace OAuth)"
+                )
+            if not self.slack_app_token and not self.slack_signing_secret:
+                raise ConfigError(
+                    "SLACK_SIGNING_SECRET is required for the slack adapter over HTTP "
+                    "(or SLACK_APP_TOKEN for Socket Mode)"
+                )
+            if self.slack_bot_token and not self.slack_bot_token.startswith("xoxb-"):
+                raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
+            if self.slack_app_token and not self.slack_app_token.startswith("xapp-"):
+                raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
+        if "teams" in self.adapters and self.teams_app_id:
+            if self.teams_app_type != "UserAssignedMSI" and not self.teams_app_password:
+                raise ConfigError("TEAMS_APP_PASSWORD is required when TEAMS_APP_ID is set")
+            if self.teams_app_type == "SingleTenant" and not self.teams_app_tenant_id:
+                raise ConfigError("TEAMS_APP_TENANT_ID is required when TEAMS_APP_TYPE=SingleTenant")
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def str(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def int(self, name: str, default: int, *, low: int, high: int) -> int:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}")
+        return value
+
+    def float(self, name: str, default: float, *, low: float) -> float:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds") from None
+        if not value >= low:
+            raise ConfigError(f"{name} must be at least {low}")
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of: {', '.join(allowed)}")
+        return value
+
+    def list(self, name: str, default: list[str]) -> list[str]:
+        raw = self.str(name)
+        if raw is None:
+            return list(default)
+        return [item.strip().lower() if name == "BRIDGE_ADAPTERS" else item.strip()
+                for item in raw.split(",") if item.strip()]
+
+    def url(self, name: str, default: str) -> str:
+        raw = self.str(name)
+        if raw is None:
+            return default
+        if not raw.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} must be an http(s) URL")
+        return raw

@@ -1,0 +1,137 @@
+"""Platform-neutral values that flow between adapters, the relay, the renderer and the poller.
+
+Adapters convert their platform's payloads into these on the way in, and render these into
+their platform's format on the way out; the core never sees a Slack or Teams object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.moveworks.models import Action
+
+
+@dataclass(frozen=True)
+class ThreadKey:
+    """Where an answer lives: one chat thread (Slack thread, Teams reply chain or chat)."""
+
+    platform: str  # "slack" | "teams" | "console"
+    workspace: str  # Slack team id, Teams tenant id ("" when the platform has none)
+    channel: str  # Slack channel id, Teams conversation id (without ";messageid=")
+    thread: str = ""  # Slack thread_ts, Teams reply-chain root id; "" for flat chats
+
+    @property
+    def lock_key(self) -> str:
+        """Serialises everything written into this thread (answers and events)."""
+        return f"{self.platform}|{self.workspace}|{self.channel}|{self.thread}"
+
+
+@dataclass(frozen=True)
+class ChatUser:
+    platform: str
+    workspace: str
+    user_id: str
+    name: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One question (or button press) from an employee, already normalised by an adapter."""
+
+    delivery_id: str  # platform delivery id for dedupe (Slack event_id, Teams activity id)
+    thread: ThreadKey
+    user: ChatUser
+    text: str = ""
+    # A Moveworks CALLBACK_ACTION pressed in chat, and the conversation it belongs to.
+    callback_id: str | None = None
+    callback_conversation_id: str | None = None
+    callback_label: str | None = None
+    # Adapter-private, JSON-serialisable data needed to write into the thread later
+    # (Slack channel/thread_ts, Teams conversation-reference key). Stored with the link.
+    address: dict[str, Any] = field(default_factory=dict)
+    direct: bool = False  # a DM / personal chat
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`count` writes per `per` seconds."""
+
+    count: int
+    per: float
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a reply surface can do; declared by each adapter, never probed."""
+
+    max_text_len: int  # markdown characters per platform message (headroom for conversion included)
+    edit: bool = True  # messages can be edited in place
+    native_stream: bool = False  # the sink streams natively (Slack chat.*Stream, Teams streaming)
+    min_edit_interval: float = 1.0  # seconds between two writes to the same reply
+    write_budget: Rate | None = None  # shared by every answer in one workspace/tenant
+
+
+@dataclass(frozen=True)
+class CitationLink:
+    number: int  # the [n] shown in the text
+    title: str
+    url: str | None
+    snippet: str = ""
+
+
+@dataclass(frozen=True)
+class FeedbackTarget:
+    """Everything a feedback button needs to call Moveworks submit-feedback."""
+
+    conversation_id: str
+    response_id: str
+    message_id: str
+    helpful: str | None
+    unhelpful: str | None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The exact final content of one reply, platform-neutral."""
+
+    text: str  # Markdown; citation markers "[n]" already inserted
+    citations: tuple[CitationLink, ...] = ()
+    actions: tuple[Action, ...] = ()
+    feedback: FeedbackTarget | None = None
+    conversation_id: str | None = None
+    response_id: str | None = None
+    message_ids: tuple[str, ...] = ()
+    ai_generated: bool = True
+
+
+@dataclass(frozen=True)
+class Frame:
+    """An intermediate view of a streaming answer: the answer so far and the current step."""
+
+    text: str  # cumulative Markdown of the answer so far ("" while reasoning)
+    status: str | None = None  # current reasoning step, e.g. "Looking up your ticket"
+
+
+@dataclass(frozen=True)
+class ThreadLink:
+    """A chat thread + employee mapped to one Moveworks conversation (store row)."""
+
+    id: int
+    thread: ThreadKey
+    user_id: str
+    identity: str  # Moveworks identity (employee email, or "" for the single service identity)
+    conversation_id: str
+    address: dict[str, Any]
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class Employee:
+    platform: str
+    workspace: str
+    user_id: str
+    email: str | None
+    name: str | None
+    last_active_at: float | None

@@ -1,0 +1,341 @@
+"""The relay: one inbound question from any adapter → one streamed Moveworks answer in chat.
+
+Order of work for a question: dedupe the delivery (store, so it holds across processes),
+resolve the employee's Moveworks identity, then, under the thread's lock, get or create the
+conversation of this (thread, employee) pair and stream the answer into the adapter's sink.
+Every way this can fail ends with a short, kind message in the thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
+
+from bridge import metrics
+from bridge.budget import Budgets
+from bridge.concurrency import KeyedLock, TaskSet
+from bridge.errors import DeliveryError, UserCanceled
+from bridge.models import ChatUser, FeedbackTarget, Inbound, ThreadKey, ThreadLink
+from bridge.moveworks.errors import (
+    AuthError,
+    InvalidRequest,
+    MoveworksError,
+    NotFound,
+    RateLimited,
+)
+from bridge.ports import ChatAdapter, ReplySink
+from bridge.store import Store
+from bridge.streaming import AnswerFailed, StreamRenderer
+
+log = logging.getLogger("bridge.relay")
+
+MAX_INPUT_CHARS = 8000
+EMAIL_RECHECK_SECONDS = 24 * 3600.0
+
+MSG_EMPTY = "It looks like your message was empty. What can I help you with?"
+MSG_TOO_LONG = (
+    f"That message is too long for me to send to the assistant (the limit is {MAX_INPUT_CHARS:,} "
+    "characters). Could you shorten it, or ask about one part at a time?"
+)
+MSG_NO_IDENTITY = (
+    "I couldn't match your chat account to an employee email, so I can't ask the assistant on "
+    "your behalf. Please contact your IT team."
+)
+MSG_BUSY = "The assistant is very busy right now. Please try again in a minute."
+MSG_AUTH = "I couldn't sign in to the assistant for you just now. Please try again later."
+MSG_FAILED = "Sorry, the assistant ran into a problem answering that. Please try again."
+MSG_UNAVAILABLE = "Sorry, I can't reach the assistant right now. Please try again in a few minutes."
+MSG_BUG = "Sorry, something went wrong on my side. Please try again."
+MSG_RESTART = "I was restarted before I could finish this answer. Please ask again."
+MSG_NOT_OWNER = "That button belongs to someone else's conversation, so only they can use it."
+MSG_CALLBACK_GONE = "That button has expired. Please ask your question again."
+
+
+def kind_message(exc: BaseException) -> str:
+    """The short, kind text a user sees for a failure (never the exception itself)."""
+    if isinstance(exc, RateLimited):
+        return MSG_BUSY
+    if isinstance(exc, AuthError):
+        return MSG_AUTH
+    if isinstance(exc, AnswerFailed):
+        return MSG_FAILED
+    if isinstance(exc, MoveworksError):
+        return MSG_UNAVAILABLE
+    return MSG_BUG
+
+
+class NoIdentity(Exception):
+    pass
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        client,  # bridge.moveworks.client.MoveworksClient (typed loosely to keep imports light)
+        per_employee: bool,
+        budgets: Budgets | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep=asyncio.sleep,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.per_employee = per_employee
+        self.budgets = budgets or Budgets(clock=clock, sleep=sleep)
+        self.adapters: dict[str, ChatAdapter] = {}
+        self._clock = clock
+        self._sleep = sleep
+        self._locks = KeyedLock()
+        self._tasks = TaskSet()
+        self._first_text_observers: list[Callable[[str, float], None]] = []
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def register(self, adapter: ChatAdapter) -> None:
+        self.adapters[adapter.platform] = adapter
+
+    def thread_lock(self, thread: ThreadKey) -> AbstractAsyncContextManager[None]:
+        """Held while anything is written into `thread`: answers and events never interleave."""
+        return self._locks(thread.lock_key)
+
+    def observe_first_text(self, callback: Callable[[str, float], None]) -> None:
+        """Benchmarks: called with (platform, seconds from first delta to first visible text)."""
+        self._first_text_observers.append(callback)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, inbound: Inbound) -> None:
+        """Accept a question and return at once; the answer streams in a background task."""
+        self._tasks.spawn(self.handle(inbound), name=f"answer:{inbound.thread.platform}")
+
+    async def drain(self, timeout: float) -> int:
+        """Graceful shutdown: let answers finish for `timeout` s; the rest end with a note."""
+        return await self._tasks.drain(timeout)
+
+    # --- identity ----------------------------------------------------------------------------
+
+    async def identity_for(self, user: ChatUser) -> str | None:
+        """The Moveworks identity of a chat user: their email in user_jwt mode, else None
+        (the one service identity). Raises NoIdentity when an email is needed but unknown.
+
+        The email is also worth knowing in single-identity modes (proactive DMs), so it is
+        looked up there too, but at most once a day per user."""
+        email = user.email
+        looked_up = False
+        if not email:
+            known = self.store.get_employee(user.platform, user.workspace, user.user_id)
+            email = known.email if known else None
+        if not email:
+            checked = self.store.email_checked_at(user.platform, user.workspace, user.user_id)
+            due = self.per_employee or checked is None or time.time() - checked > EMAIL_RECHECK_SECONDS
+            adapter = self.adapters.get(user.platform)
+            if adapter is not None and due:
+                looked_up = True
+                try:
+                    email = await adapter.resolve_email(user)
+                except Exception:  # noqa: BLE001 - a directory outage must not lose the question
+                    log.warning("email lookup failed for a %s user", user.platform, exc_info=True)
+                    email = None
+        if email or looked_up:
+            self.store.save_employee(replace(user, email=email or None), email_checked=looked_up)
+        if not self.per_employee:
+            return None
+        if not email:
+            raise NoIdentity()
+        return email.lower()
+
+    # --- questions ---------------------------------------------------------------------------
+
+    async def handle(self, inbound: Inbound) -> None:
+        platform = inbound.thread.platform
+        if not self.store.claim_inbound(platform, inbound.delivery_id):
+            metrics.INBOUND_DUPLICATES.labels(platform).inc()
+            log.info("duplicate delivery %s dropped", inbound.delivery_id)
+            return
+        metrics.INBOUND.labels(platform).inc()
+        adapter = self.adapters.get(platform)
+        if adapter is None:
+            log.error("no adapter registered for %s", platform)
+            return
+        async with self.thread_lock(inbound.thread):
+            sink = await adapter.open_reply(
+                inbound.thread, inbound.address, user=inbound.user, proactive=False
+            )
+            outcome = "failed"
+            metrics.ACTIVE_ANSWERS.inc()
+            try:
+                outcome = await self._answer(inbound, sink)
+            finally:
+                metrics.ACTIVE_ANSWERS.dec()
+                metrics.ANSWERS.labels(platform, outcome).inc()
+
+    async def _answer(self, inbound: Inbound, sink: ReplySink) -> str:
+        text = inbound.text.strip()
+        if inbound.callback_id is None:
+            if not text:
+                await sink.fail(MSG_EMPTY)
+                return "rejected"
+            if len(text) > MAX_INPUT_CHARS:
+                await sink.fail(MSG_TOO_LONG)
+                return "rejected"
+        try:
+            identity = await self.identity_for(inbound.user)
+        except NoIdentity:
+            await sink.fail(MSG_NO_IDENTITY)
+            return "rejected"
+        self.store.save_employee(inbound.user, active=True)
+        try:
+            link = await self._link_for(inbound, identity)
+        except _Refused as refused:
+            await sink.fail(refused.message)
+            return "rejected"
+        except MoveworksError as exc:
+            log.warning("could not create a conversation: %s", exc)
+            await sink.fail(kind_message(exc))
+            return "failed"
+        return await self._stream(inbound, link, sink, retry_lost=True)
+
+    async def _link_for(self, inbound: Inbound, identity: str | None) -> ThreadLink:
+        if inbound.callback_id is not None:
+            links = self.store.links_for_conversation(inbound.callback_conversation_id or "")
+            if not links:
+                raise _Refused(MSG_CALLBACK_GONE)
+            owner = links[0]
+            if owner.user_id != inbound.user.user_id or owner.thread.platform != inbound.thread.platform:
+                raise _Refused(MSG_NOT_OWNER)
+            return owner
+        link = self.store.get_link(inbound.thread, inbound.user.user_id)
+        if link is not None and link.active:
+            self.store.touch_link(link.id, inbound.address or None)
+            return link
+        conversation = await self.client.create_conversation(identity)
+        return self.store.insert_link(
+            inbound.thread,
+            inbound.user.user_id,
+            identity or "",
+            conversation.conversation_id,
+            inbound.address,
+        )
+
+    async def _stream(self, inbound: Inbound, link: ThreadLink, sink: ReplySink, *, retry_lost: bool) -> str:
+        identity = link.identity or None
+        budget = self.budgets.get(sink.budget_key, sink.capabilities.write_budget)
+        reply_id = self.store.start_reply(link.id)
+        platform = inbound.thread.platform
+
+        def first_text(seconds: float) -> None:
+            metrics.FIRST_TEXT_SECONDS.labels(platform).observe(seconds)
+            for observer in self._first_text_observers:
+                observer(platform, seconds)
+
+        renderer = StreamRenderer(
+            sink,
+            budget,
+            clock=self._clock,
+            sleep=self._sleep,
+            on_response_id=lambda rid: self.store.finish_reply(reply_id, "streaming", response_id=rid),
+            on_first_text=first_text,
+        )
+        events = self.client.stream_response(
+            identity,
+            link.conversation_id,
+            text=None if inbound.callback_id else inbound.text.strip(),
+            callback_id=inbound.callback_id,
+        )
+        try:
+            result = await renderer.run(events)
+        except asyncio.CancelledError:
+            self.store.finish_reply(reply_id, "interrupted")
+            try:
+                await asyncio.wait_for(asyncio.shield(renderer.fail(MSG_RESTART)), 5.0)
+            except Exception:  # noqa: BLE001 - best effort while shutting down
+                log.info("could not mark an interrupted answer")
+            raise
+        except UserCanceled:
+            self.store.finish_reply(reply_id, "canceled")
+            log.info("the user stopped the answer")
+            return "canceled"
+        except NotFound as exc:
+            self.store.finish_reply(reply_id, "failed")
+            if retry_lost and renderer.response_id is None and inbound.callback_id is None:
+                # The conversation is gone on the Moveworks side: start a new one once.
+                log.info("conversation %s not found; starting a new one", link.conversation_id)
+                self.store.deactivate_link(link.id)
+                try:
+                    fresh = await self._link_for(inbound, identity)
+                except MoveworksError as err:
+                    await renderer.fail(kind_message(err))
+                    return "failed"
+                return await self._stream(inbound, fresh, sink, retry_lost=False)
+            await renderer.fail(kind_message(exc))
+            return "failed"
+        except InvalidRequest as exc:
+            self.store.finish_reply(reply_id, "failed")
+            log.warning("Moveworks refused the request: %s", exc)
+            await renderer.fail(MSG_CALLBACK_GONE if inbound.callback_id else MSG_FAILED)
+            return "failed"
+        except DeliveryError as exc:
+            self.store.finish_reply(reply_id, "failed")
+            if exc.permanent:
+                log.warning("cannot write into the thread any more: %s", exc)
+                self.store.deactivate_link(link.id)
+                return "undeliverable"
+            log.warning("delivery failed: %s", exc)
+            await self._fail_quietly(renderer)
+            return "failed"
+        except (MoveworksError, AnswerFailed) as exc:
+            self.store.finish_reply(reply_id, "failed")
+            log.warning("answer failed: %s", exc)
+            await self._fail_quietly(renderer, kind_message(exc))
+            return "failed"
+        except Exception:
+            self.store.finish_reply(reply_id, "failed")
+            log.exception("unexpected error while answering")
+            await self._fail_quietly(renderer, MSG_BUG)
+            return "failed"
+        self.store.finish_reply(
+            reply_id, "final", response_id=result.response_id, platform_message_ids=result.platform_ids
+        )
+        for message_id in result.message_ids:
+            self.store.mark_shown(message_id, link.id, "stream")
+        return "answered"
+
+    @staticmethod
+    async def _fail_quietly(renderer: StreamRenderer, message: str = MSG_FAILED) -> None:
+        try:
+            await renderer.fail(message)
+        except Exception:  # noqa: BLE001 - the platform itself is failing; nothing more to do
+            log.warning("could not post the failure message", exc_info=True)
+
+    # --- feedback ----------------------------------------------------------------------------
+
+    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> str:
+        """Send a 👍/👎 to Moveworks as the asker; returns the acknowledgement for the user."""
+        links = self.store.links_for_conversation(target.conversation_id)
+        if links and links[0].user_id != user.user_id:
+            return "Only the person who asked can rate this answer."
+        callback = target.helpful if helpful else target.unhelpful
+        if not callback:
+            return "Feedback isn't available for this answer."
+        identity = (links[0].identity or None) if links else None
+        try:
+            await self.client.submit_feedback(
+                identity, target.conversation_id, target.response_id, target.message_id, callback
+            )
+        except MoveworksError as exc:
+            log.warning("feedback failed: %s", exc)
+            return "Sorry, I couldn't record your feedback right now. Please try again later."
+        return "Thanks for the feedback!" if helpful else "Thanks, that helps the assistant improve."
+
+
+class _Refused(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

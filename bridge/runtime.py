@@ -1,0 +1,136 @@
+"""Composition root: builds the store, Moveworks client, relay, adapters and poller from
+`Settings`. The only place in `bridge/` that reaches the adapter registry (lazily, by name)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from bridge import metrics
+from bridge.budget import Budgets
+from bridge.config import Settings
+from bridge.moveworks import ApiKeyAuth, ClientCredentialsAuth, MoveworksClient, UserJwtAuth
+from bridge.moveworks.auth import AuthProvider
+from bridge.relay import Relay
+from bridge.store import Store
+
+log = logging.getLogger("bridge.runtime")
+
+
+@dataclass
+class AdapterContext:
+    """What an adapter's `build(ctx)` receives."""
+
+    settings: Settings
+    store: Store
+    relay: Relay
+    budgets: Budgets
+    metrics: ModuleType = metrics
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    auth: AuthProvider
+    client: MoveworksClient
+    relay: Relay
+    budgets: Budgets
+    adapters: list[Any] = field(default_factory=list)
+    poller: Any = None
+
+    async def start(self) -> None:
+        for adapter in self.adapters:
+            start = getattr(adapter, "start", None)
+            if start is not None:
+                await start()
+
+    async def aclose(self) -> None:
+        if self.poller is not None:
+            await self.poller.stop()
+        for adapter in self.adapters:
+            stop = getattr(adapter, "stop", None)
+            if stop is not None:
+                try:
+                    await stop()
+                except Exception:  # noqa: BLE001 - shut the rest down regardless
+                    log.warning("adapter %s did not stop cleanly", adapter.platform, exc_info=True)
+        await self.client.aclose()
+        await self.auth.aclose()
+        self.store.close()
+
+
+def build_auth(settings: Settings) -> AuthProvider:
+    if settings.moveworks_auth == "client_credentials":
+        return ClientCredentialsAuth(
+            settings.moveworks_token_url,
+            settings.moveworks_client_id or "",
+            settings.moveworks_client_secret or "",
+        )
+    if settings.moveworks_auth == "user_jwt":
+        return UserJwtAuth(
+            settings.moveworks_token_url,
+            settings.moveworks_jwt_private_key or "",
+            settings.moveworks_jwt_issuer or "",
+            settings.moveworks_jwt_audience or "",
+        )
+    return ApiKeyAuth(settings.moveworks_api_key or "")
+
+
+def _count_request(method: str, endpoint: str, status: int | None, seconds: float) -> None:
+    metrics.MOVEWORKS_REQUESTS.labels(endpoint, str(status or "error")).inc()
+
+
+def build_client(settings: Settings, auth: AuthProvider, **kw: Any) -> MoveworksClient:
+    timeout = httpx.Timeout(connect=5.0, read=settings.moveworks_timeout, write=30.0, pool=10.0)
+    return MoveworksClient(
+        settings.moveworks_base_url,
+        settings.moveworks_assistant_name,
+        auth,
+        timeout=timeout,
+        on_request=_count_request,
+        **kw,
+    )
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    adapters: tuple[str, ...] | None = None,
+    poller: bool = False,
+    store: Store | None = None,
+    clock=time.monotonic,
+    sleep=asyncio.sleep,
+    client_kw: dict[str, Any] | None = None,
+) -> Runtime:
+    """Build everything (no network yet). `adapters` defaults to `settings.adapters`."""
+    from adapters import registry  # composition root only: the core never imports adapters
+
+    store = store or Store(settings.db)
+    interrupted = store.interrupt_streaming_replies()
+    if interrupted:
+        log.warning("%d answers were interrupted by the previous shutdown", interrupted)
+    store.prune_inbound()
+    auth = build_auth(settings)
+    client = build_client(settings, auth, **(client_kw or {}))
+    budgets = Budgets(clock=clock, sleep=sleep)
+    relay = Relay(store=store, client=client, per_employee=auth.per_employee, budgets=budgets,
+                  clock=clock, sleep=sleep)
+    runtime = Runtime(settings=settings, store=store, auth=auth, client=client, relay=relay,
+                      budgets=budgets)
+    ctx = AdapterContext(settings=settings, store=store, relay=relay, budgets=budgets)
+    for name in settings.adapters if adapters is None else adapters:
+        adapter = registry.build(name, ctx)
+        relay.register(adapter)
+        runtime.adapters.append(adapter)
+    if poller:
+        from bridge.poller import Poller
+
+        runtime.poller = Poller.from_settings(settings, store=store, client=client, relay=relay)
+    return runtime

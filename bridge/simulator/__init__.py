@@ -1,0 +1,17 @@
+"""Local simulator of the Moveworks (Beta, "G1") Conversations API — see reference/moveworks-api.md.
+
+Written from the spec and independent of the rest of `bridge/` (it imports nothing from it), so it
+checks our client rather than mirroring it. Serves the 11 G1 endpoints under `/rest/v1beta1`
+(also `/assistant/v1` and `/rest/v1`), the token endpoint `/oauth/v1/token`, and an admin API under
+`/_sim/` documented in `bridge.simulator.admin`.
+
+    sim = Simulator(SimulatorConfig(pace=0))
+    await sim.start()            # ephemeral port; sim.url / sim.base_url / sim.token_url
+    sim.script_answer(text="Hi", match="hello")
+    await sim.stop()
+"""
+
+from .config import SimulatorConfig
+from .server import Simulator, run, serve_forever
+
+__all__ = ["Simulator", "SimulatorConfig", "serve_forever", "run"]

@@ -1,0 +1,316 @@
+"""The 11 G1 Conversations API endpoints (reference §2), plus `GET /auth/test`.
+
+Handlers assume the server middleware already authenticated the caller (`request[IDENTITY]`)
+and applied request-level faults; they only look at that identity's state, so foreign ids 404.
+Each handler is tagged with the fault-endpoint name it answers to (`@endpoint("stream")`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import engine
+from .errors import ApiError, bad_input, not_found
+from .pagination import paginate
+from .state import CallbackRef, UserState
+
+if TYPE_CHECKING:
+    from .server import Simulator
+
+PREFIXES = ("/rest/v1beta1", "/assistant/v1", "/rest/v1")
+MAX_TITLE = 256
+IDENTITY = web.RequestKey("identity", str)  # set by the server middleware
+
+
+def endpoint(name: str):
+    """Tag a handler with its endpoint name (used for auth and fault matching)."""
+
+    def deco(fn):
+        fn.endpoint = name
+        return fn
+
+    return deco
+
+
+async def json_body(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip() and allow_empty:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise bad_input("Request body must be valid JSON") from None
+    if not isinstance(data, dict):
+        raise bad_input("Request body must be a JSON object")
+    return data
+
+
+def _title(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise bad_input("title must be a non-empty string")
+    if len(value) > MAX_TITLE:
+        raise bad_input(f"title must be at most {MAX_TITLE} characters")
+    return value
+
+
+class ConversationsApi:
+    def __init__(self, sim: "Simulator") -> None:
+        self.sim = sim
+
+    def routes(self, prefix: str) -> list[web.RouteDef]:
+        c = prefix + "/conversations"
+        return [
+            web.get(prefix + "/auth/test", self.auth_test),
+            web.get(c, self.list_conversations),
+            web.post(c, self.create_conversation),
+            web.get(c + "/{cid}", self.get_conversation),
+            web.patch(c + "/{cid}", self.update_conversation),
+            web.get(c + "/{cid}/events", self.list_events),
+            web.post(c + "/{cid}/responses", self.create_response),
+            web.post(c + "/{cid}/responses/stream", self.create_response_stream),
+            web.get(c + "/{cid}/responses/{rid}", self.get_response),
+            web.get(c + "/{cid}/messages", self.list_messages),
+            web.get(c + "/{cid}/responses/{rid}/messages", self.list_response_messages),
+            web.post(c + "/{cid}/responses/{rid}/messages/{mid}/feedback", self.submit_feedback),
+        ]
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _user(self, request: web.Request) -> UserState:
+        return self.sim.state.user(request[IDENTITY])
+
+    def _conversation(self, request: web.Request) -> dict[str, Any]:
+        conv = self._user(request).conversations.get(request.match_info["cid"])
+        if conv is None:
+            raise not_found("Conversation")
+        return conv
+
+    def _response(self, request: web.Request) -> dict[str, Any]:
+        conv = self._conversation(request)
+        resp = self._user(request).responses.get(request.match_info["rid"])
+        if resp is None or resp["conversation_id"] != conv["conversation_id"]:
+            raise not_found("Response")
+        return resp
+
+    def _input(self, request: web.Request, body: dict[str, Any], conversation_id: str):
+        """(question, None) or (None, (callback_id, ref)); accepts G1/G2 and the G3 `chat` shape."""
+        inp = body.get("input")
+        if not isinstance(inp, dict):
+            raise bad_input("input is required")
+        text, callback_id = inp.get("text"), inp.get("callback_id")
+        if isinstance(inp.get("chat"), dict):
+            text = inp["chat"].get("text")
+        if isinstance(inp.get("callback"), dict):
+            callback_id = inp["callback"].get("callback_id")
+        if text is not None and callback_id is not None:
+            raise bad_input("input must have exactly one of text or callback_id")
+        if callback_id is not None:
+            ref = self.sim.state.callbacks.get(callback_id) if isinstance(callback_id, str) else None
+            if (
+                ref is None
+                or ref.kind != "action"
+                or ref.identity != request[IDENTITY]
+                or ref.conversation_id != conversation_id
+            ):
+                raise bad_input("Unknown callback_id")
+            return None, (callback_id, ref)
+        if not isinstance(text, str) or not text.strip():
+            raise bad_input("input.text is required and must not be empty")
+        return text, None
+
+    # -- conversations -----------------------------------------------------------------------
+    @endpoint("auth_test")
+    async def auth_test(self, request: web.Request) -> web.Response:
+        return web.json_response({"Message": f"Authenticated as {request[IDENTITY]}"})
+
+    @endpoint("list_conversations")
+    async def list_conversations(self, request: web.Request) -> web.Response:
+        raw = request.query.get("archived", "false").lower()
+        if raw not in ("true", "false", "1", "0"):
+            raise bad_input("archived must be true or false")
+        archived = raw in ("true", "1")
+        convs = [c for c in self._user(request).conversations.values() if bool(c.get("archived")) == archived]
+        convs.sort(key=lambda c: (c["updated_at"], c["conversation_id"]), reverse=True)
+        page, nxt = paginate(request, f"conversations:{archived}", convs)
+        return web.json_response({"conversations": page, "metadata": {"next_cursor": nxt}})
+
+    @endpoint("create_conversation")
+    async def create_conversation(self, request: web.Request) -> web.Response:
+        body = await json_body(request, allow_empty=True)
+        title = body.get("title")
+        if title is not None:
+            title = _title(title)
+        conv = self.sim.state.new_conversation(request[IDENTITY], title)
+        return web.json_response(conv, status=201)
+
+    @endpoint("get_conversation")
+    async def get_conversation(self, request: web.Request) -> web.Response:
+        return web.json_response(self._conversation(request))
+
+    @endpoint("update_conversation")
+    async def update_conversation(self, request: web.Request) -> web.Response:
+        conv = self._conversation(request)
+        body = await json_body(request, allow_empty=True)
+        title = _title(body["title"]) if body.get("title") is not None else None
+        archived = body.get("archived")
+        if archived is not None and not isinstance(archived, bool):
+            raise bad_input("archived must be a boolean")
+        if title is not None:
+            conv["title"] = title
+        if archived is not None:
+            conv["archived"] = archived
+        if title is not None or archived is not None:
+            self.sim.state.touch(request[IDENTITY], conv["conversation_id"])
+        return web.json_response(conv)
+
+    # -- events --------------------------------------------------------------------------------
+    @endpoint("events")
+    async def list_events(self, request: web.Request) -> web.Response:
+        cid = request.match_info["cid"]
+        user = self._user(request)
+        if cid != "-" and cid not in user.conversations:
+            raise not_found("Conversation")
+        q = request.query
+        after = q.get("starting_after") or q.get("start_event_id")
+        until = q.get("ending_at") or q.get("last_event_id")
+        if after and until and until <= after:
+            raise bad_input("ending_at must be greater than starting_after")
+        events = [
+            e
+            for e in user.events
+            if (cid == "-" or e["conversation_id"] == cid)
+            and (not after or e["event_id"] > after)
+            and (not until or e["event_id"] <= until)
+        ]
+        page, nxt = paginate(
+            request, f"events:{cid}", events, id_key="event_id", after=lambda e, a: e["event_id"] > a
+        )
+        return web.json_response({"events": page, "metadata": {"next_cursor": nxt}})
+
+    # -- responses ----------------------------------------------------------------------------
+    async def _start(self, request: web.Request, fault_endpoint: str) -> engine.Run:
+        conv = self._conversation(request)
+        body = await json_body(request)
+        question, callback = self._input(request, body, conv["conversation_id"])
+        run = engine.start(self.sim, request[IDENTITY], conv["conversation_id"], question=question, callback=callback)
+        faults = self.sim.faults
+        if faults.take(fault_endpoint, ("response_failed",)):
+            run.fail = True
+        slow = faults.take(fault_endpoint, ("slow",))
+        if slow:
+            run.slow = float(slow.delay or 0)
+        return run
+
+    @endpoint("create_response")
+    async def create_response(self, request: web.Request) -> web.Response:
+        run = await self._start(request, "create_response")
+        engine.launch(self.sim, run)
+        return web.json_response(run.response, status=202)
+
+    @endpoint("stream")
+    async def create_response_stream(self, request: web.Request) -> web.StreamResponse:
+        self._conversation(request)  # 404 before 400
+        if "text/event-stream" not in request.headers.get("Accept", ""):
+            raise bad_input("Accept: text/event-stream is required")
+        run = await self._start(request, "stream")
+        faults = self.sim.faults
+        cut = faults.take("stream", ("stream_cut",)) is not None
+        run.stream_error = faults.take("stream", ("stream_error",)) is not None
+        queue = run.subscribe()
+        engine.launch(self.sim, run)
+        resp = web.StreamResponse(
+            status=200,
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        await resp.prepare(request)
+        seq = 0
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=self.sim.config.ping_interval)
+                except asyncio.TimeoutError:
+                    await resp.write(b": ping\n\n")
+                    continue
+                if item is engine.END:
+                    break
+                event_type, data = item
+                if event_type != "ERROR":
+                    seq += 1
+                    data = {"event_type": event_type, "sequence_number": seq, **{k: v for k, v in data.items() if k != "event_type"}}
+                frame = f"event: {event_type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+                await resp.write(frame.encode())
+                if event_type == "RESPONSE_IN_PROGRESS":
+                    await resp.write(b": ping\n\n")
+                if (cut and event_type == "RESPONSE_CREATED") or event_type in (
+                    "RESPONSE_COMPLETED",
+                    "RESPONSE_FAILED",
+                    "ERROR",
+                ):
+                    break
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # client went away; the run keeps going server-side
+        finally:
+            run.unsubscribe(queue)
+        return resp
+
+    @endpoint("get_response")
+    async def get_response(self, request: web.Request) -> web.Response:
+        return web.json_response(self._response(request))
+
+    # -- messages -------------------------------------------------------------------------------
+    @endpoint("messages")
+    async def list_messages(self, request: web.Request) -> web.Response:
+        conv = self._conversation(request)
+        msgs = sorted(
+            self._user(request).conversation_messages(conv["conversation_id"]),
+            key=lambda m: m["message_id"],
+            reverse=True,
+        )
+        page, nxt = paginate(
+            request,
+            f"messages:{conv['conversation_id']}",
+            msgs,
+            id_key="message_id",
+            after=lambda m, a: m["message_id"] < a,
+        )
+        return web.json_response({"messages": page, "metadata": {"next_cursor": nxt}})
+
+    @endpoint("response_messages")
+    async def list_response_messages(self, request: web.Request) -> web.Response:
+        resp = self._response(request)
+        msgs = sorted(self._user(request).response_messages(resp["response_id"]), key=lambda m: m["message_id"])
+        return web.json_response({"messages": msgs})
+
+    @endpoint("feedback")
+    async def submit_feedback(self, request: web.Request) -> web.Response:
+        resp = self._response(request)
+        mid = request.match_info["mid"]
+        msg = self._user(request).messages.get(mid)
+        if msg is None or msg["response_id"] != resp["response_id"]:
+            raise not_found("Message")
+        body = await json_body(request)
+        cb = body.get("callback_id")
+        ref: CallbackRef | None = self.sim.state.callbacks.get(cb) if isinstance(cb, str) else None
+        if ref is None or ref.message_id != mid or ref.kind not in ("helpful", "unhelpful") or ref.identity != request[IDENTITY]:
+            raise ApiError(400, "INVALID_REQUEST", "callback_id is not a feedback option of this message")
+        extra = body.get("additional_feedback")
+        if extra is not None and not isinstance(extra, str):
+            raise ApiError(400, "INVALID_REQUEST", "additional_feedback must be a string")
+        self.sim.state.feedback.append(
+            {
+                "identity": request[IDENTITY],
+                "conversation_id": msg["conversation_id"],
+                "response_id": msg["response_id"],
+                "message_id": mid,
+                "callback_id": cb,
+                "rating": ref.kind,
+                "additional_feedback": extra,
+                "t": time.time(),
+            }
+        )
+        return web.json_response({"status": "SUBMITTED"})

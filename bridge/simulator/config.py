@@ -1,0 +1,31 @@
+"""Simulator settings. Mutable on purpose: `POST /_sim/config` changes pacing and token knobs live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SimulatorConfig:
+    assistant_name: str = "moveworks-bridge-dev"
+    # Bearer API key -> identity (email). API keys never expire (reference §5.4).
+    api_keys: dict[str, str] = field(default_factory=lambda: {"sim-key": "employee@example.com"})
+    client_id: str = "sim-client"
+    client_secret: str = "sim-secret"
+    client_identity: str = "service@example.com"  # who client_credentials tokens act as
+    token_ttl: int = 3600
+    token_body: str = "flat"  # "flat" or "data" ({"data": {...}}), both are documented
+    pace: float = 1.0  # multiplier on stream delays; 0 = instant
+    jwt_public_key: str | None = None  # PEM; when set, jwt-bearer signatures are verified
+    jwt_issuer: str | None = None  # when set, `iss` must match
+    jwt_audience: str | None = None  # when set, `aud` must match
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    # Realistic default pacing (seconds, multiplied by `pace`).
+    reasoning_delay: float = 0.3
+    chunk_delay: float = 0.06
+    chunk_words: int = 4  # words added per MESSAGE snapshot
+    ping_interval: float = 5.0  # `: ping` comment while a stream is idle (not paced)
+    # Also publish ordinary (client-initiated) answers as events; real Moveworks may do so,
+    # so a client must dedupe by message_id. Off by default.
+    answer_events: bool = False

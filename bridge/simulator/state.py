@@ -1,0 +1,131 @@
+"""In-memory store, keyed by the identity behind the bearer (reference §5.1, §8).
+
+Objects are kept as the JSON dicts the API returns, so what tests read from `sim.state` is exactly
+what a client would see. Ids from another identity are simply absent from that identity's maps,
+which yields the required 404 instead of leaking existence.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ids import new_id, now_iso, opaque
+
+SYSTEM_TITLE = "System Initiated Conversation"
+
+
+def content(kind: str, text: str) -> dict[str, Any]:
+    """A `Content` object: `{"type": "COMMONMARK_TEXT", "commonmark_text": {"text": ...}}`."""
+    return {"type": kind, kind.lower(): {"text": text}}
+
+
+@dataclass
+class CallbackRef:
+    """What an issued callback id points at (actions and feedback share one namespace)."""
+
+    identity: str
+    conversation_id: str
+    response_id: str
+    message_id: str
+    kind: str  # "action" | "helpful" | "unhelpful"
+    label: str = ""
+
+
+@dataclass
+class UserState:
+    identity: str
+    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # insertion = creation order
+    events: list[dict[str, Any]] = field(default_factory=list)  # creation (= id) order
+
+    def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages.values() if m["conversation_id"] == conversation_id]
+
+    def response_messages(self, response_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages.values() if m["response_id"] == response_id]
+
+
+@dataclass
+class SimState:
+    users: dict[str, UserState] = field(default_factory=dict)
+    callbacks: dict[str, CallbackRef] = field(default_factory=dict)
+    feedback: list[dict[str, Any]] = field(default_factory=list)  # submitted feedback records
+
+    def user(self, identity: str) -> UserState:
+        if identity not in self.users:
+            self.users[identity] = UserState(identity)
+        return self.users[identity]
+
+    # -- factories -------------------------------------------------------------------------
+    def new_conversation(self, identity: str, title: str | None) -> dict[str, Any]:
+        ts = now_iso()
+        conv = {
+            "conversation_id": new_id("conv_"),
+            "title": title,
+            "archived": False,
+            "created_at": ts,
+            "updated_at": ts,
+        }
+        self.user(identity).conversations[conv["conversation_id"]] = conv
+        return conv
+
+    def new_response(self, identity: str, conversation_id: str) -> dict[str, Any]:
+        resp = {
+            "response_id": new_id("resp_"),
+            "conversation_id": conversation_id,
+            "status": "CREATED",
+            "created_at": now_iso(),
+            "completed_at": None,
+            "outputs": [],
+        }
+        self.user(identity).responses[resp["response_id"]] = resp
+        self.touch(identity, conversation_id)
+        return resp
+
+    def add_message(self, identity: str, message: dict[str, Any]) -> dict[str, Any]:
+        self.user(identity).messages[message["message_id"]] = message
+        self.touch(identity, message["conversation_id"])
+        return message
+
+    def add_event(self, identity: str, message: dict[str, Any]) -> dict[str, Any]:
+        event = {
+            "event_id": new_id("evt_"),
+            "conversation_id": message["conversation_id"],
+            "created_at": now_iso(),
+            "event_payload": {"type": "MESSAGE_EVENT", "message": message},
+        }
+        self.user(identity).events.append(event)
+        self.touch(identity, message["conversation_id"])
+        return event
+
+    def touch(self, identity: str, conversation_id: str) -> None:
+        conv = self.user(identity).conversations.get(conversation_id)
+        if conv is not None:
+            conv["updated_at"] = now_iso()
+
+    def issue_callback(self, identity: str, message: dict[str, Any], kind: str, label: str = "") -> str:
+        cb = opaque("cb_")
+        self.callbacks[cb] = CallbackRef(
+            identity, message["conversation_id"], message["response_id"], message["message_id"], kind, label
+        )
+        return cb
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "users": {
+                identity: {
+                    "conversations": len(u.conversations),
+                    "responses": len(u.responses),
+                    "messages": len(u.messages),
+                    "events": len(u.events),
+                    "last_event_id": u.events[-1]["event_id"] if u.events else None,
+                }
+                for identity, u in self.users.items()
+            },
+            "feedback": self.feedback,
+            "callbacks": len(self.callbacks),
+            "t": time.time(),
+        }

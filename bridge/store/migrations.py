@@ -1,0 +1,131 @@
+"""Append-only, named schema migrations; the only place the schema is defined.
+
+Never edit or reorder a migration that has shipped: add a new one at the end. Start-up applies
+the pending ones and refuses a database that has migrations this code does not know (it was
+written by a newer release).
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("moveworks_bridge")
+
+
+@migrations(name="m001_initial")
+def m001_initial(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE thread_links (
+            id INTEGER PRIMARY KEY,
+            platform TEXT NOT NULL,
+            workspace TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            thread TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            identity TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            address TEXT NOT NULL DEFAULT '{}',
+            active INTEGER NOT NULL DEFAULT 1,
+            created_at REAL NOT NULL,
+            last_used_at REAL NOT NULL,
+            UNIQUE (platform, workspace, channel, thread, user_id)
+        )"""
+    )
+    db.execute("CREATE INDEX thread_links_conversation ON thread_links (conversation_id)")
+    db.execute(
+        """
+        CREATE TABLE employees (
+            platform TEXT NOT NULL,
+            workspace TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            email TEXT,
+            name TEXT,
+            email_checked_at REAL,
+            last_active_at REAL,
+            PRIMARY KEY (platform, workspace, user_id)
+        )"""
+    )
+    db.execute("CREATE INDEX employees_email ON employees (email)")
+    db.execute("CREATE INDEX employees_active ON employees (last_active_at)")
+    db.execute(
+        """
+        CREATE TABLE inbound_deliveries (
+            platform TEXT NOT NULL,
+            delivery_id TEXT NOT NULL,
+            received_at REAL NOT NULL,
+            PRIMARY KEY (platform, delivery_id)
+        )"""
+    )
+    db.execute("CREATE INDEX inbound_deliveries_age ON inbound_deliveries (received_at)")
+    db.execute(
+        """
+        CREATE TABLE replies (
+            id INTEGER PRIMARY KEY,
+            link_id INTEGER NOT NULL REFERENCES thread_links (id),
+            response_id TEXT,
+            status TEXT NOT NULL,
+            platform_message_ids TEXT NOT NULL DEFAULT '[]',
+            started_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX replies_status ON replies (status)")
+    db.execute(
+        """
+        CREATE TABLE shown_messages (
+            message_id TEXT PRIMARY KEY,
+            link_id INTEGER,
+            source TEXT NOT NULL,
+            shown_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE event_deliveries (
+            event_id TEXT PRIMARY KEY,
+            identity TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            detail TEXT,
+            payload TEXT,
+            claimed_at REAL,
+            finished_at REAL
+        )"""
+    )
+    db.execute("CREATE INDEX event_deliveries_status ON event_deliveries (status)")
+    db.execute(
+        """
+        CREATE TABLE poll_checkpoints (
+            identity TEXT PRIMARY KEY,
+            last_event_id TEXT,
+            started_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """
+        CREATE TABLE conversation_refs (
+            platform TEXT NOT NULL,
+            ref_key TEXT NOT NULL,
+            tenant TEXT,
+            service_url TEXT,
+            user_id TEXT,
+            personal INTEGER NOT NULL DEFAULT 0,
+            reference TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (platform, ref_key)
+        )"""
+    )
+    db.execute("CREATE INDEX conversation_refs_user ON conversation_refs (platform, user_id, personal)")
+    db.execute(
+        """
+        CREATE TABLE kv (
+            namespace TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (namespace, key)
+        )"""
+    )
