@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from bridge.models import Rate
 
 Sleep = Callable[[float], Awaitable[None]]
+_EPSILON = 1e-6
 
 
 class WriteBudget:
@@ -59,7 +60,7 @@ class WriteBudget:
     def _delay(self) -> float:
         now = self._refresh()
         wait = max(0.0, self._blocked_until - now)
-        if self.tokens < 1.0:
+        if self.tokens < 1.0 - _EPSILON:  # float refills land on 0.9999…: that is a token
             wait = max(wait, (1.0 - self.tokens) / self.refill)
         return wait
 

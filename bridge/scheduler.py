@@ -32,11 +32,13 @@ from dataclasses import dataclass
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[object]]
 
+MIN_WAIT = 1e-6
 ACTIVE_WINDOW = 600.0  # seconds of inactivity after which an identity counts as idle
 
 
 class RequestBudget:
-    """At most `rps` request starts in any half-open one-second window (a sliding log).
+    """At most `rps` request starts in any half-open one-second window (a sliding log), and
+    evenly spaced (one every 1/rps s): a steady rate, never a burst.
 
     Waiters are served in FIFO order (one asyncio.Lock), so no poll starves.
     """
@@ -51,6 +53,7 @@ class RequestBudget:
         else:
             self.count, self.window = 1, float(window) / rps
         self.rps = rps
+        self.spacing = self.window / self.count
         self._clock = clock
         self._sleep = sleep
         self._grants: deque[float] = deque(maxlen=self.count)
@@ -59,11 +62,23 @@ class RequestBudget:
         self.granted = 0
 
     def _delay(self) -> float:
+        # differences, not sums, and a floor: float rounding (or a timer firing a hair early)
+        # must never let an 11th request into a window
         now = self._clock()
-        wait = self.blocked_until - now
+        wait = 0.0
+        if now < self.blocked_until:
+            wait = max(self.blocked_until - now, MIN_WAIT)
         if len(self._grants) >= self.count:
-            wait = max(wait, self._grants[0] + self.window - now)
-        return max(0.0, wait)
+            age = now - self._grants[0]
+            if age < self.window:
+                wait = max(wait, self.window - age, MIN_WAIT)
+        if self._grants:
+            # evenly spaced, no bursts: network jitter between here and the server cannot
+            # squeeze a burst of one window into the next as seen by Moveworks
+            gap = now - self._grants[-1]
+            if gap < self.spacing:
+                wait = max(wait, self.spacing - gap, MIN_WAIT)
+        return wait
 
     async def acquire(self) -> None:
         async with self._lock:
@@ -109,7 +124,8 @@ class Schedule:
         self._clock = clock
         self._wall = wall
         self.states: dict[str, IdentityState] = {}
-        self._heap: list[tuple[float, int, str]] = []
+        self._heap: list[tuple[float, int, str]] = []  # (due, seq, key): not due yet
+        self._ready: list[tuple[float, int, str, float]] = []  # (deadline, seq, key, due): due
         self._seq = itertools.count()
 
     # --- classification -------------------------------------------------------------------
@@ -179,32 +195,64 @@ class Schedule:
     def recently_active(self) -> list[str]:
         return [k for k, s in self.states.items() if self.is_active(s)]
 
+    def _valid(self, key: str, due: float) -> IdentityState | None:
+        state = self.states.get(key)
+        if state is None or state.running or state.next_due != due:
+            return None
+        return state
+
+    def _promote(self) -> None:
+        """Move every identity that is due now from the time heap to the ready heap.
+
+        The ready heap is ordered by deadline = due + the identity's interval (a webhook trigger:
+        its due time alone). When more identities are due than the budget can poll, active
+        identities (short interval) therefore go first, while idle ones still age towards the
+        front: nobody starves, and the active pace degrades last.
+        """
+        now = self._clock()
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key = heapq.heappop(self._heap)
+            state = self._valid(key, due)
+            if state is None:
+                continue
+            deadline = due if state.reason == "webhook" else due + self.interval_for(state)
+            heapq.heappush(self._ready, (deadline, next(self._seq), key, due))
+
     def next_due(self) -> float | None:
         """Monotonic time of the earliest due identity (stale heap entries dropped)."""
+        self._promote()
+        while self._ready:
+            _, _, key, due = self._ready[0]
+            if self._valid(key, due) is None:
+                heapq.heappop(self._ready)
+                continue
+            return due
         while self._heap:
             due, _, key = self._heap[0]
-            state = self.states.get(key)
-            if state is None or state.running or state.next_due != due:
+            if self._valid(key, due) is None:
                 heapq.heappop(self._heap)
                 continue
             return due
         return None
 
     def take_due(self) -> IdentityState | None:
-        """The earliest due identity, marked running; None if nobody is due yet."""
-        while self._heap:
-            due, _, key = self._heap[0]
-            state = self.states.get(key)
-            if state is None or state.running or state.next_due != due:
-                heapq.heappop(self._heap)
+        """The most urgent due identity, marked running; None if nobody is due yet."""
+        self._promote()
+        while self._ready:
+            _, _, key, due = heapq.heappop(self._ready)
+            state = self._valid(key, due)
+            if state is None:
                 continue
-            if due > self._clock():
-                return None
-            heapq.heappop(self._heap)
             state.running = True
             state.again = False
             return state
         return None
+
+    @property
+    def backlog(self) -> int:
+        """Identities due now and waiting for the budget (a gauge for benchmarks)."""
+        self._promote()
+        return sum(1 for _, _, key, due in self._ready if self._valid(key, due) is not None)
 
     def done(self, state: IdentityState, *, ok: bool, delivered: int = 0,
              retry_after: float | None = None) -> None:

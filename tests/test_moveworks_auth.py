@@ -164,7 +164,8 @@ async def test_client_credentials_single_flight(sim):
 
 
 @pytest.mark.asyncio
-async def test_client_credentials_refresh_after_expire_tokens_fault(sim):
+async def test_client_credentials_refresh_after_expire_tokens_fault(sim, caplog):
+    caplog.set_level(logging.DEBUG)
     auth = ClientCredentialsAuth(sim.token_url, "sim-client", "sim-secret")
     client = MoveworksClient(sim.base_url, ASSISTANT, auth, sleep=Sleeps())
     try:
@@ -173,7 +174,11 @@ async def test_client_credentials_refresh_after_expire_tokens_fault(sim):
         sim.inject_fault("expire_tokens")
         page = await client.list_conversations(None)
         assert [c.conversation_id for c in page.items] == [conv.conversation_id]
-        assert await auth.bearer(None) != old and len(token_calls(sim)) == 2
+        new = await auth.bearer(None)
+        assert new != old and len(token_calls(sim)) == 2
+        assert "401" in caplog.text or "UNAUTHORIZED" in caplog.text  # the expiry was seen...
+        for secret in (old, new, "sim-secret"):  # ...but no token or secret was logged
+            assert secret not in caplog.text
     finally:
         await client.aclose()
         await auth.aclose()

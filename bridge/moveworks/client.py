@@ -275,7 +275,7 @@ class MoveworksClient:
                     attempt -= 1
                     continue
                 if failure.sent:
-                    if failure.error.status is not None and failure.error.status not in RETRY_STATUSES:
+                    if not self._ambiguous(failure):
                         raise failure.error from None
                     found = await self._recover_turn(
                         identity, conversation_id, text, callback_id, since, failure, attempt
@@ -368,7 +368,7 @@ class MoveworksClient:
                 attempt -= 1
                 continue
             if failure.sent:
-                if failure.error.status is not None and failure.error.status not in RETRY_STATUSES:
+                if not self._ambiguous(failure):
                     raise failure.error from None
                 found = await self._recover_turn(
                     identity, conversation_id, text, callback_id, since, failure, attempt
@@ -823,6 +823,13 @@ class MoveworksClient:
         if cls is RateLimited:
             return RateLimited(text, retry_after=retry_after, status=status, code=code, root_uuid=root)
         return cls(text, status=status, code=code, root_uuid=root)
+
+    @staticmethod
+    def _ambiguous(failure: _AttemptFailed) -> bool:
+        """May a create-response attempt have registered the turn? (network error, timeout,
+        retryable 5xx, or a 2xx we could not read)"""
+        status = failure.error.status
+        return failure.sent and (status is None or status in RETRY_STATUSES or 200 <= status < 300)
 
     @staticmethod
     def _should_refresh(failure: _AttemptFailed, refreshed: bool) -> bool:

@@ -1,7 +1,7 @@
 """Time-sortable base-62 identifiers, as the G1 API uses (`conv_32bt7BMLhLyVzTUjfi35N`).
 
 Layout of the 21 characters after the prefix: 8 chars of Unix milliseconds, 4 chars of a
-per-millisecond sequence, 9 random chars. The alphabet is in ASCII order, so ids compare as plain
+per-millisecond sequence (random start, then +1), 9 random chars. The alphabet is in ASCII order, so ids compare as plain
 strings in creation order — even within one millisecond — which is what `starting_after` /
 `ending_at` on the events endpoint and keyset cursors rely on.
 """
@@ -38,8 +38,8 @@ class IdGenerator:
     def new(self, prefix: str) -> str:
         with self._lock:
             now_ms = time.time_ns() // 1_000_000
-            if now_ms > self._last_ms:
-                self._last_ms, self._seq = now_ms, 0
+            if now_ms > self._last_ms:  # random start keeps ids from looking patterned
+                self._last_ms, self._seq = now_ms, secrets.randbelow(62**3)
             else:
                 self._seq += 1
                 if self._seq >= _SEQ_SPACE:  # borrow the next millisecond

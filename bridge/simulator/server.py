@@ -66,7 +66,7 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        bound_host, bound_port = self._runner.addresses[0][:2]
+        bound_port = self._runner.addresses[0][1]
         shown = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self.url = f"http://{shown}:{bound_port}"
 

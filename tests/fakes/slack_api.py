@@ -373,7 +373,7 @@ class FakeSlack:
             pass
 
     @staticmethod
-    def _check_content(params: dict[str, Any], *, required: bool = True) -> None:
+    def _check_content(params: dict[str, Any], *, required: bool = True, stream: bool = False) -> None:
         text, blocks, md = params.get("text"), params.get("blocks"), params.get("markdown_text")
         if required and not (text or blocks or md):
             raise _ApiError("no_text")
@@ -381,7 +381,7 @@ class FakeSlack:
             raise _ApiError("msg_too_long")
         if md and len(md) > STREAM_CHUNK_LIMIT:
             raise _ApiError("msg_too_long")
-        if md and blocks:
+        if md and blocks and not stream:  # a message body is either markdown_text or blocks
             raise _ApiError("invalid_arguments")
         if blocks:
             FakeSlack._check_blocks(blocks)
@@ -490,7 +490,7 @@ class FakeSlack:
                 raise _ApiError("missing_recipient_team_id")
             if not params.get("recipient_user_id"):
                 raise _ApiError("missing_recipient_user_id")
-        self._check_content(params, required=False)
+        self._check_content(params, required=False, stream=True)
         message = {
             "ts": self._new_ts(),
             "channel": channel,
@@ -514,7 +514,7 @@ class FakeSlack:
         message = self._find(channel, params.get("ts", ""))
         if not message.get("streaming"):
             raise _ApiError("message_not_in_streaming_state")
-        self._check_content(params, required=False)
+        self._check_content(params, required=False, stream=True)
         md = params.get("markdown_text") or ""
         if len(message["markdown_text"]) + len(md) > STREAM_TOTAL_LIMIT:
             raise _ApiError("msg_too_long")

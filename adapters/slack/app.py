@@ -1,0 +1,350 @@
+"""The Slack adapter: bolt's `AsyncApp` built, mounted on the bridge's aiohttp server (or run in
+Socket Mode), and the `ChatAdapter` surface the relay writes through.
+
+Thin by design: bolt verifies signatures, answers url_verification and acks; listeners normalise
+the event (`events.py`) and hand it to `relay.submit`; replies go out through a native stream sink
+(`native.py`) or the core's `EditingSink` over `SlackMessageOps` (`ops.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bridge.errors import DeliveryError
+from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
+from bridge.ports import ReplySink
+from bridge.streaming import EditingSink
+
+from . import blocks as bk
+from . import directory
+from .calls import TRANSIENT, call, error_code, to_delivery_error
+from .events import Ignore, KindReply, PLATFORM, ids, normalise, normalise_action, register
+from .install import KvInstallationStore, KvOAuthStateStore
+from .native import STREAM_RATE, NativeStreamSink
+from .ops import SlackMessageOps
+from .status import StatusKeeper
+
+log = logging.getLogger("adapters.slack")
+
+EDIT_RATE = Rate(50, 60.0)  # chat.update is Tier 3: ~50 per minute per workspace
+EDIT_CAPABILITIES = Capabilities(
+    # One `markdown` block holds up to 12,000 characters; 8,000 leaves room for the status line,
+    # cursor and fence lines, and for the mrkdwn-section fallback (<= 50 sections of 3,000).
+    max_text_len=8_000,
+    edit=True,
+    native_stream=False,
+    min_edit_interval=1.1,
+    write_budget=EDIT_RATE,
+)
+# Bot scopes in manifest.yml; OAuth installs request the same.
+SCOPES = [
+    "app_mentions:read",
+    "channels:history",
+    "groups:history",
+    "im:history",
+    "mpim:history",
+    "im:write",
+    "chat:write",
+    "users:read",
+    "users:read.email",
+]
+MSG_POINTER = "📬 I've sent my answer to you in a direct message."
+
+
+class SlackAdapter:
+    platform = PLATFORM
+
+    def __init__(
+        self,
+        ctx: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        status_refresh: float | None = None,
+    ) -> None:
+        settings = ctx.settings
+        self.settings = settings
+        self.store = ctx.store
+        self.relay = ctx.relay
+        self.budgets = ctx.budgets
+        self.metrics = getattr(ctx, "metrics", None)
+        self._clock = clock
+        self._sleep = sleep
+        self._status_refresh = status_refresh
+        self.api_url = settings.slack_api_url
+        self.streaming = settings.slack_streaming
+        self.channel_mode = settings.slack_channel_mode
+        self.socket_mode = bool(settings.slack_app_token)
+        self.oauth = bool(settings.slack_client_id and settings.slack_client_secret)
+        self.installations = KvInstallationStore(self.store) if self.oauth else None
+        self._clients: dict[str, AsyncWebClient] = {}
+        self._native_off: set[str] = set()  # teams where native streaming is unavailable
+        self._formats: dict[str, dict[str, bool]] = {}
+        self._socket: Any = None
+        self.bolt = self._build_bolt()
+        register(self.bolt, self)
+
+    # --- bolt ---------------------------------------------------------------------------------
+
+    def _build_bolt(self) -> AsyncApp:
+        s = self.settings
+        secret = s.slack_signing_secret or None
+        common: dict[str, Any] = {
+            "signing_secret": secret,
+            # Without a secret only Socket Mode is served (the HTTP route is not mounted).
+            "request_verification_enabled": secret is not None,
+            "process_before_response": False,
+            "logger": logging.getLogger("slack_bolt"),
+        }
+        if self.oauth:
+            return AsyncApp(
+                client=AsyncWebClient(base_url=self.api_url),
+                installation_store=self.installations,
+                oauth_settings=AsyncOAuthSettings(
+                    client_id=s.slack_client_id,
+                    client_secret=s.slack_client_secret,
+                    scopes=SCOPES,
+                    installation_store=self.installations,
+                    state_store=KvOAuthStateStore(self.store),
+                    install_path="/slack/install",
+                    redirect_uri_path="/slack/oauth_redirect",
+                ),
+                **common,
+            )
+        client = AsyncWebClient(token=s.slack_bot_token, base_url=self.api_url)
+        self._clients[s.slack_bot_token or ""] = client
+        return AsyncApp(client=client, token=s.slack_bot_token, **common)
+
+    def mount(self, app: web.Application) -> None:
+        """`POST /slack/events` (events + interactivity) and, with OAuth, the install routes."""
+        if self.settings.slack_signing_secret:
+            app.router.add_post("/slack/events", self._http)
+        flow = self.bolt.oauth_flow
+        if flow is not None:
+            app.router.add_get(flow.install_path, self._oauth_install)
+            app.router.add_get(flow.redirect_uri_path, self._oauth_redirect)
+
+    async def _http(self, request: web.Request) -> web.Response:
+        try:
+            bolt_request = await to_bolt_request(request)
+            if not isinstance(bolt_request.body, dict):
+                raise ValueError("not an object")
+        except (ValueError, AttributeError, TypeError):
+            # bolt cannot parse the body, so it never gets to verify it: check the signature with
+            # slack_sdk's verifier, so garbage is told apart from an unsigned request.
+            raw = await request.text()
+            verifier = SignatureVerifier(self.settings.slack_signing_secret or "")
+            if not verifier.is_valid_request(raw, dict(request.headers)):
+                return web.json_response({"error": "invalid request"}, status=401)
+            return web.json_response({"error": "malformed body"}, status=400)
+        return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
+
+    async def _oauth_install(self, request: web.Request) -> web.Response:
+        bolt_request = await to_bolt_request(request)
+        return await to_aiohttp_response(await self.bolt.oauth_flow.handle_installation(bolt_request))
+
+    async def _oauth_redirect(self, request: web.Request) -> web.Response:
+        bolt_request = await to_bolt_request(request)
+        return await to_aiohttp_response(await self.bolt.oauth_flow.handle_callback(bolt_request))
+
+    async def start(self) -> None:
+        if self.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(
+                self.bolt, self.settings.slack_app_token, web_client=AsyncWebClient(base_url=self.api_url)
+            )
+            await self._socket.connect_async()
+            log.info("slack: connected in Socket Mode")
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            socket, self._socket = self._socket, None
+            await socket.close_async()
+
+    async def check(self) -> list[tuple[str, bool, str]]:
+        """`doctor` lines; never prints tokens."""
+        lines: list[tuple[str, bool, str]] = []
+        if self.oauth:
+            teams = self.installations.installed_teams() if self.installations else []
+            lines.append(("slack oauth", True, f"{len(teams)} workspace(s) installed"))
+            return lines
+        try:
+            response = await self.bolt.client.auth_test()
+            lines.append(("slack auth", True, f"bot @{response.get('user')} in team {response.get('team_id')}"))
+        except SlackApiError as exc:
+            lines.append(("slack auth", False, f"auth.test failed: {error_code(exc) or 'error'}"))
+        except TRANSIENT as exc:
+            lines.append(("slack auth", False, f"cannot reach Slack ({type(exc).__name__})"))
+        if self.socket_mode:
+            lines.append(("slack mode", True, "Socket Mode (SLACK_APP_TOKEN set)"))
+        else:
+            lines.append(("slack mode", bool(self.settings.slack_signing_secret), "HTTP: POST /slack/events"))
+        return lines
+
+    # --- clients and metrics --------------------------------------------------------------------
+
+    async def client_for(self, team_id: str, enterprise_id: str | None = None) -> AsyncWebClient:
+        """A Web API client with the bot token of this workspace (OAuth) or the one bot token."""
+        if not self.oauth:
+            return self.bolt.client
+        assert self.installations is not None
+        bot = await self.installations.async_find_bot(enterprise_id=enterprise_id, team_id=team_id)
+        if bot is None:
+            raise DeliveryError(f"slack: the app is not installed in {team_id}", permanent=True)
+        client = self._clients.get(bot.bot_token)
+        if client is None:
+            client = self._clients[bot.bot_token] = AsyncWebClient(token=bot.bot_token, base_url=self.api_url)
+        return client
+
+    def _count(self, op: str) -> None:
+        if self.metrics is not None:
+            self.metrics.PLATFORM_WRITES.labels(PLATFORM, op).inc()
+
+    # --- inbound --------------------------------------------------------------------------------
+
+    async def on_event(self, body: dict, event: dict, context: Any, *, mention: bool) -> None:
+        where = ids(body, context)
+        decision = normalise(event, where, mention=mention, owned_thread=self.store.thread_has_links)
+        if isinstance(decision, Ignore):
+            log.debug("slack event ignored: %s", decision.reason)
+            return
+        if isinstance(decision, KindReply):
+            await self._kind_reply(context, decision)
+            return
+        inbound = decision
+        if self.channel_mode == "dm" and not inbound.direct:
+            address = dict(inbound.address)
+            address.update({"dm_user": inbound.user.user_id, "pointer": True})
+            inbound = _replace_address(inbound, address)
+        self.relay.submit(inbound)
+
+    async def _kind_reply(self, context: Any, reply: KindReply) -> None:
+        if not self.store.claim_inbound(PLATFORM, reply.delivery_id):
+            return
+        try:
+            self._count("post")
+            await call(context.client.chat_postMessage, channel=reply.channel, thread_ts=reply.thread_ts, text=reply.text)
+        except (SlackApiError, *TRANSIENT) as exc:
+            log.warning("could not post a reply: %s", error_code(exc) or type(exc).__name__)
+
+    async def on_feedback(self, body: dict, action: dict, context: Any) -> None:
+        where = ids(body, context)
+        decoded = bk.feedback_target(bk.decode(action.get("value")))
+        user_id = (body.get("user") or {}).get("id")
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        if decoded is None or not user_id or not channel:
+            return
+        target, helpful = decoded
+        user = ChatUser(PLATFORM, where.team_id, user_id)
+        text = await self.relay.feedback(user, target, helpful)
+        message = body.get("message") or {}
+        kwargs: dict[str, Any] = {"channel": channel, "user": user_id, "text": text}
+        if message.get("thread_ts"):
+            kwargs["thread_ts"] = message["thread_ts"]
+        try:
+            self._count("ephemeral")
+            await call(context.client.chat_postEphemeral, **kwargs)
+        except (SlackApiError, *TRANSIENT) as exc:
+            log.warning("could not acknowledge feedback: %s", error_code(exc) or type(exc).__name__)
+
+    async def on_callback(self, body: dict, action: dict, context: Any) -> None:
+        where = ids(body, context)
+        inbound = normalise_action(body, action, where, bk.decode(action.get("value")))
+        if inbound is not None:
+            self.relay.submit(inbound)
+
+    # --- ChatAdapter ------------------------------------------------------------------------------
+
+    async def open_reply(
+        self, thread: ThreadKey, address: dict[str, Any], *, user: ChatUser | None, proactive: bool
+    ) -> ReplySink:
+        team = thread.workspace
+        client = await self.client_for(team, address.get("enterprise_id"))
+        channel = address.get("channel") or thread.channel
+        thread_ts = address.get("thread_ts") if "thread_ts" in address else (thread.thread or None)
+        if address.get("dm_user"):  # SLACK_CHANNEL_MODE=dm: everything for this asker goes to their DM
+            channel, thread_ts = await self._open_dm(client, address["dm_user"]), None
+            if address.get("pointer") and not proactive:
+                await self._post_pointer(client, address)
+        formats = self._formats.setdefault(team, {})
+        edit_budget = self.budgets.get(f"slack:{team}", EDIT_RATE)
+        ops = SlackMessageOps(client, channel, thread_ts, on_write=self._count, formats=formats)
+
+        def editing() -> EditingSink:
+            return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", sleep=self._sleep)
+
+        native = self.streaming in ("native", "auto") and not (self.streaming == "auto" and team in self._native_off)
+        if proactive or not thread_ts or not native:
+            return editing()
+        stream_key = f"slack:{team}:stream"
+        status = StatusKeeper(client, channel, thread_ts, on_write=self._count, sleep=self._sleep)
+        if self._status_refresh is not None:
+            status.refresh = self._status_refresh
+        recipient_user = (user.user_id if user else None) or address.get("user")
+        return NativeStreamSink(
+            client,
+            channel,
+            thread_ts,
+            budget_key=stream_key,
+            stream_budget=self.budgets.get(stream_key, STREAM_RATE),
+            edit_budget=edit_budget,
+            make_fallback=editing,
+            recipient_team_id=address.get("recipient_team_id") or team,
+            recipient_user_id=recipient_user,
+            status=status,
+            on_write=self._count,
+            on_unavailable=lambda code: self._native_off.add(team),
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+
+    async def _open_dm(self, client: AsyncWebClient, user_id: str) -> str:
+        try:
+            response = await call(client.conversations_open, users=user_id)
+        except SlackApiError as exc:
+            raise to_delivery_error(exc, "conversations.open") from None
+        except TRANSIENT as exc:
+            raise DeliveryError(f"conversations.open: {type(exc).__name__}") from None
+        return str(response["channel"]["id"])
+
+    async def _post_pointer(self, client: AsyncWebClient, address: dict[str, Any]) -> None:
+        try:
+            self._count("post")
+            await call(
+                client.chat_postMessage, channel=address["channel"], thread_ts=address.get("thread_ts"), text=MSG_POINTER
+            )
+        except (SlackApiError, *TRANSIENT) as exc:
+            log.warning("could not post the DM pointer: %s", error_code(exc) or type(exc).__name__)
+
+    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
+        """The employee's DM with the bot, for proactive messages from the poller."""
+        try:
+            client = await self.client_for(employee.workspace)
+            channel = await self._open_dm(client, employee.user_id)
+        except DeliveryError as exc:
+            log.info("cannot open a Slack DM: %s", exc)
+            return None
+        return ThreadKey(PLATFORM, employee.workspace, channel, ""), {"channel": channel, "thread_ts": None}
+
+    async def resolve_email(self, user: ChatUser) -> str | None:
+        client = await self.client_for(user.workspace)
+        profile = await directory.lookup(client, user.user_id)
+        return profile.email if profile else None
+
+
+def _replace_address(inbound: Any, address: dict[str, Any]) -> Any:
+    return replace(inbound, address=address)

@@ -1,0 +1,192 @@
+"""Bolt listeners and the normalisation of Slack events into the core's `Inbound`.
+
+What gets answered: DMs (including the agent/assistant DM surface, which arrives as `message` with
+`channel_type=im`), `@mentions` in channels (answered in a thread on the mention), and follow-ups
+in a thread the bot already answered without a new mention. What is ignored: the bot's own
+messages, other bots, message subtypes (edits, joins, deletes…), and channel messages not meant
+for the bot. A mention is delivered twice by Slack (`app_mention` and `message.*`); both map to
+the same delivery id (team:channel:ts), which the relay claims once in the store, so retries of
+either event and the pair itself are answered once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bridge.models import ChatUser, Inbound, ThreadKey
+
+from .blocks import CALLBACK_ACTION_PREFIX, FEEDBACK_ACTION
+from .mrkdwn import mentions, to_plain
+
+if TYPE_CHECKING:  # pragma: no cover
+    from slack_bolt.async_app import AsyncApp
+
+    from .app import SlackAdapter
+
+log = logging.getLogger("adapters.slack")
+
+PLATFORM = "slack"
+# Subtypes that are still a person writing to us; every other subtype is an edit, join, etc.
+USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
+MSG_FILES_ONLY = (
+    "I can only read text for now, so I couldn't look at that file. "
+    "Could you type your question instead?"
+)
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+@dataclass(frozen=True)
+class KindReply:
+    """A real person wrote something we cannot send to Moveworks: tell them, once."""
+
+    delivery_id: str
+    channel: str
+    thread_ts: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Where:
+    team_id: str
+    enterprise_id: str | None
+    is_enterprise_install: bool
+    bot_user_id: str
+
+
+def ids(body: dict[str, Any], context: Any | None = None) -> Where:
+    """The installation the event belongs to (team, org) and our bot user there."""
+    ctx = context or {}
+    auth = (body.get("authorizations") or [{}])[0] if isinstance(body.get("authorizations"), list) else {}
+    team_id = ctx.get("team_id") or body.get("team_id") or auth.get("team_id") or ""
+    enterprise_id = ctx.get("enterprise_id") or body.get("enterprise_id") or auth.get("enterprise_id")
+    is_org = bool(ctx.get("is_enterprise_install") or body.get("is_enterprise_install"))
+    bot_user_id = ctx.get("bot_user_id") or auth.get("user_id") or ""
+    return Where(team_id or enterprise_id or "", enterprise_id, is_org, bot_user_id)
+
+
+def delivery_id(team_id: str, channel: str, ts: str) -> str:
+    """Same for every delivery of one Slack message: retries and the app_mention/message pair."""
+    return f"{team_id}:{channel}:{ts}"
+
+
+def normalise(
+    event: dict[str, Any],
+    where: Where,
+    *,
+    mention: bool,
+    owned_thread: Callable[[ThreadKey], bool],
+) -> Inbound | KindReply | Ignore:
+    """One Slack event -> what to do with it. Pure apart from `owned_thread` (a store lookup)."""
+    if not isinstance(event, dict):
+        return Ignore("not an event")
+    subtype = event.get("subtype")
+    if subtype and subtype not in USER_SUBTYPES:
+        return Ignore(f"subtype {subtype}")
+    user = event.get("user")
+    if event.get("bot_id") or event.get("bot_profile") or not isinstance(user, str) or not user:
+        return Ignore("bot or no user")
+    if user == where.bot_user_id:
+        return Ignore("own message")
+    channel, ts = event.get("channel"), event.get("ts")
+    if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
+        return Ignore("no channel or ts")
+    raw = event.get("text") if isinstance(event.get("text"), str) else ""
+    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    direct = event.get("channel_type") == "im" or (not mention and channel.startswith("D"))
+    root = thread_ts or ts
+    thread = ThreadKey(PLATFORM, where.team_id, channel, root)
+    if not mention and not direct:
+        if mentions(raw, where.bot_user_id):
+            return Ignore("mention: answered from app_mention")
+        if not thread_ts or thread_ts == ts:
+            return Ignore("channel message not for the bot")
+        if not owned_thread(thread):
+            return Ignore("thread the bot is not part of")
+    did = delivery_id(where.team_id, channel, ts)
+    text = to_plain(raw, bot_user_id=where.bot_user_id)
+    if not text and event.get("files"):
+        return KindReply(did, channel, root, MSG_FILES_ONLY)
+    profile = event.get("user_profile") if isinstance(event.get("user_profile"), dict) else {}
+    name = profile.get("display_name") or profile.get("real_name") or None
+    recipient_team = where.enterprise_id if where.is_enterprise_install and where.enterprise_id else where.team_id
+    address = {
+        "channel": channel,
+        "thread_ts": root,
+        "recipient_team_id": event.get("user_team") or recipient_team,
+        "user": user,
+    }
+    if where.enterprise_id:
+        address["enterprise_id"] = where.enterprise_id
+    return Inbound(
+        delivery_id=did,
+        thread=thread,
+        user=ChatUser(PLATFORM, where.team_id, user, name=name),
+        text=text,
+        address=address,
+        direct=direct,
+    )
+
+
+def normalise_action(body: dict[str, Any], action: dict[str, Any], where: Where, data: dict[str, Any]) -> Inbound | None:
+    """A pressed Moveworks callback button -> an Inbound the relay streams into the thread."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    message = body.get("message") or {}
+    user = (body.get("user") or {}).get("id")
+    if not (channel and user and data.get("c") and data.get("cb")):
+        return None
+    root = message.get("thread_ts") or message.get("ts") or (body.get("container") or {}).get("message_ts")
+    if not root:
+        return None
+    thread = ThreadKey(PLATFORM, where.team_id, channel, root)
+    label = str(data.get("l") or "")
+    return Inbound(
+        delivery_id=f"action:{where.team_id}:{channel}:{action.get('action_ts') or body.get('trigger_id')}",
+        thread=thread,
+        user=ChatUser(PLATFORM, where.team_id, user, name=(body.get("user") or {}).get("name")),
+        text=label,
+        callback_id=str(data["cb"]),
+        callback_conversation_id=str(data["c"]),
+        callback_label=label,
+        address={"channel": channel, "thread_ts": root, "recipient_team_id": where.team_id, "user": user},
+        direct=channel.startswith("D"),
+    )
+
+
+def register(app: AsyncApp, adapter: SlackAdapter) -> None:
+    """Wire bolt listeners to the adapter. Order matters: the catch-alls come last."""
+
+    async def on_mention(body: dict, event: dict, context: Any) -> None:
+        await adapter.on_event(body, event, context, mention=True)
+
+    async def on_message(body: dict, event: dict, context: Any) -> None:
+        await adapter.on_event(body, event, context, mention=False)
+
+    async def ignore_event() -> None:
+        return None
+
+    async def on_feedback(ack: Any, body: dict, action: dict, context: Any) -> None:
+        await ack()
+        await adapter.on_feedback(body, action, context)
+
+    async def on_callback(ack: Any, body: dict, action: dict, context: Any) -> None:
+        await ack()
+        await adapter.on_callback(body, action, context)
+
+    async def just_ack(ack: Any) -> None:
+        await ack()
+
+    app.event("app_mention")(on_mention)
+    app.event("message")(on_message)
+    app.action(FEEDBACK_ACTION)(on_feedback)
+    app.action(re.compile("^" + re.escape(CALLBACK_ACTION_PREFIX)))(on_callback)
+    # URL buttons, unknown actions, shortcuts and every other event: acknowledged, nothing else.
+    app.action(re.compile(".*"))(just_ack)
+    app.event(re.compile(".*"))(ignore_event)

@@ -1,0 +1,118 @@
+"""Multi-workspace OAuth state in the bridge database (store.kv_*), so installations survive
+restarts and are shared by every process using the same `BRIDGE_DB`.
+
+slack_sdk's stores serialise the same way (`__dict__` as JSON); this one only swaps the file or
+SQLAlchemy backend for the bridge's own key/value table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from logging import Logger
+from typing import Any
+
+from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
+from slack_sdk.oauth.installation_store.models.bot import Bot
+from slack_sdk.oauth.installation_store.models.installation import Installation
+from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
+
+from bridge.store import Store
+
+log = logging.getLogger("adapters.slack")
+
+NS_BOT = "slack.bot"
+NS_INSTALLATION = "slack.installation"
+NS_STATE = "slack.oauth_state"
+
+
+def _key(enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False) -> str:
+    team = "-" if is_enterprise_install else (team_id or "-")
+    return f"{enterprise_id or '-'}:{team}"
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps({k: v for k, v in vars(obj).items() if not k.startswith("_")}, default=str)
+
+
+class KvInstallationStore(AsyncInstallationStore):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def logger(self) -> Logger:
+        return log
+
+    async def async_save(self, installation: Installation) -> None:
+        key = _key(installation.enterprise_id, installation.team_id, installation.is_enterprise_install)
+        data = _dump(installation)
+        self.store.kv_set(NS_INSTALLATION, f"{key}:latest", data)
+        if installation.user_id:
+            self.store.kv_set(NS_INSTALLATION, f"{key}:{installation.user_id}", data)
+        if installation.bot_token:
+            await self.async_save_bot(installation.to_bot())
+
+    async def async_save_bot(self, bot: Bot) -> None:
+        self.store.kv_set(NS_BOT, _key(bot.enterprise_id, bot.team_id, bot.is_enterprise_install), _dump(bot))
+
+    async def async_find_bot(
+        self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
+    ) -> Bot | None:
+        raw = self.store.kv_get(NS_BOT, _key(enterprise_id, team_id, is_enterprise_install))
+        if raw is None and enterprise_id and not is_enterprise_install:  # org-wide install
+            raw = self.store.kv_get(NS_BOT, _key(enterprise_id, None, True))
+        return Bot(**json.loads(raw)) if raw else None
+
+    async def async_find_installation(
+        self,
+        *,
+        enterprise_id: str | None,
+        team_id: str | None,
+        user_id: str | None = None,
+        is_enterprise_install: bool | None = False,
+    ) -> Installation | None:
+        key = _key(enterprise_id, team_id, is_enterprise_install)
+        raw = self.store.kv_get(NS_INSTALLATION, f"{key}:{user_id or 'latest'}")
+        return Installation(**json.loads(raw)) if raw else None
+
+    async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
+        self.store.kv_delete(NS_BOT, _key(enterprise_id, team_id))
+
+    async def async_delete_installation(
+        self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
+    ) -> None:
+        key = _key(enterprise_id, team_id)
+        if user_id:
+            self.store.kv_delete(NS_INSTALLATION, f"{key}:{user_id}")
+            return
+        for item_key, _ in self.store.kv_items(NS_INSTALLATION, prefix=f"{key}:"):
+            self.store.kv_delete(NS_INSTALLATION, item_key)
+
+    def installed_teams(self) -> list[str]:
+        return [key for key, _ in self.store.kv_items(NS_BOT)]
+
+
+class KvOAuthStateStore(AsyncOAuthStateStore):
+    """One-time OAuth `state` values, valid for 10 minutes, shared across processes."""
+
+    def __init__(self, store: Store, *, expiration_seconds: int = 600) -> None:
+        self.store = store
+        self.expiration_seconds = expiration_seconds
+
+    @property
+    def logger(self) -> Logger:
+        return log
+
+    async def async_issue(self, *args: Any, **kwargs: Any) -> str:
+        state = secrets.token_urlsafe(24)
+        self.store.kv_set(NS_STATE, state, str(time.time()))
+        return state
+
+    async def async_consume(self, state: str) -> bool:
+        raw = self.store.kv_get(NS_STATE, state)
+        if raw is None:
+            return False
+        self.store.kv_delete(NS_STATE, state)
+        return time.time() - float(raw) <= self.expiration_seconds

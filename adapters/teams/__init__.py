@@ -1,0 +1,21 @@
+"""Microsoft Teams adapter on botbuilder-core's `CloudAdapter` (botbuilder-integration-aiohttp).
+
+botbuilder is archived by Microsoft: every botbuilder/botframework import of the bridge lives in
+this package, so it can move to the Teams SDK or the Microsoft 365 Agents SDK without touching
+the core. Modules: `app` (adapter, route, ChatAdapter methods), `bot` (ActivityHandler → Inbound),
+`connector` (auth wiring, continued turns, error mapping), `ops` (post/update/delete), `streaming`
+(personal-chat native stream sink), `render` (Markdown, citations, cards), `entities` (Entity
+subclasses that really serialize), `references` (ConversationReference persistence), `package`
+(the Teams app package zip).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def build(ctx: Any):
+    """`TeamsAdapter` from an `AdapterContext` (imported lazily by `adapters.registry`)."""
+    from .app import TeamsAdapter
+
+    return TeamsAdapter(ctx)

@@ -1,0 +1,236 @@
+"""`TeamsAdapter`: build, mount (`POST /api/messages`), start/stop, and the `ChatAdapter` methods.
+
+Inbound requests are checked here before botbuilder sees them (content type, JSON, activity
+shape) so garbage gets a clear 4xx instead of the misleading 404/500 botbuilder's aiohttp
+integration produces (teams.md §4.5). Authentication is botbuilder's own:
+`CloudAdapter.process_activity` with `ConfigurationBotFrameworkAuthentication`. Without
+`TEAMS_APP_ID` it accepts unauthenticated requests (local development), and says so at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import jwt
+from aiohttp import web
+from botbuilder.core import TurnContext, serializer_helper
+from botbuilder.core.teams import TeamsInfo
+from botbuilder.schema import (
+    Activity,
+    ChannelAccount,
+    ConversationAccount,
+    ConversationParameters,
+    ConversationReference,
+)
+from msrest.exceptions import DeserializationError
+
+from bridge.budget import WriteBudget
+from bridge.errors import DeliveryError
+from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
+from bridge.ports import ReplySink
+from bridge.streaming import EditingSink
+
+from .bot import TeamsBot, TenantRefused
+from .connector import build_cloud_adapter, run_in_conversation, to_delivery_error
+from .ops import TeamsMessageOps, TeamsTarget
+from .references import PLATFORM, ReferenceBook, bare_conversation
+from .streaming import TeamsStreamSink
+
+log = logging.getLogger("adapters.teams")
+
+# Teams accepts ~100 KB per message (UTF-16, text + entities + cards; teams.md §3.2). 12,000
+# Markdown characters stay under ~28 KB even when every character takes two UTF-16 bytes and the
+# Markdown rewrite adds a little, leaving room for citations and cards.
+MAX_TEXT_LEN = 12_000
+# 50 requests/s per app per tenant is the documented global limit: keep 10% headroom.
+TENANT_RATE = Rate(45, 1.0)
+# Per bot and conversation: 7/1 s, 8/2 s, 60/30 s. A bucket of 5 + 50 per 30 s never exceeds any.
+CONVERSATION_RATE = Rate(55, 30.0)
+
+NATIVE_CAPABILITIES = Capabilities(max_text_len=MAX_TEXT_LEN, edit=True, native_stream=True,
+                                   min_edit_interval=1.0, write_budget=TENANT_RATE)
+EDIT_CAPABILITIES = Capabilities(max_text_len=MAX_TEXT_LEN, edit=True, native_stream=False,
+                                 min_edit_interval=1.5, write_budget=TENANT_RATE)
+MAX_CONVERSATION_BUDGETS = 10_000
+
+
+class TeamsAdapter:
+    platform = PLATFORM
+
+    def __init__(self, ctx: Any, *, native_streaming: bool = True) -> None:
+        self.settings = ctx.settings
+        self.store = ctx.store
+        self.relay = ctx.relay
+        self.budgets = ctx.budgets
+        self.metrics = getattr(ctx, "metrics", None)
+        self.app_id = self.settings.teams_app_id or ""
+        self.native_streaming = native_streaming
+        self.references = ReferenceBook(self.store)
+        self.cloud, self.credentials = build_cloud_adapter(self.settings)
+        self.bot = TeamsBot(self)
+        self._conversation_budgets: OrderedDict[str, WriteBudget] = OrderedDict()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def mount(self, app: web.Application) -> None:
+        app.router.add_post("/api/messages", self.handle)
+
+    async def start(self) -> None:
+        if not self.app_id:
+            log.warning(
+                "!!! TEAMS RUNS UNAUTHENTICATED: TEAMS_APP_ID is not set, so /api/messages accepts "
+                "requests from anyone and outbound calls carry no token. Use this only for local "
+                "development (Bot Framework Emulator, Microsoft 365 Agents Playground). !!!"
+            )
+        else:
+            log.info("teams adapter ready (app type %s)", self.settings.teams_app_type)
+
+    async def stop(self) -> None:
+        return None
+
+    async def check(self) -> list[tuple[str, bool, str]]:
+        if not self.app_id:
+            return [("teams", True, "no TEAMS_APP_ID: unauthenticated local development mode")]
+        try:
+            credentials = await self.credentials.create_credentials(
+                self.app_id, "https://api.botframework.com", "https://login.microsoftonline.com", True
+            )
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(loop.run_in_executor(None, credentials.get_access_token), 15.0)
+        except Exception as exc:  # noqa: BLE001 - reported as one doctor line, no secrets
+            return [("teams credentials", False, f"could not get a Bot Framework token ({type(exc).__name__})")]
+        return [("teams credentials", True, f"Bot Framework token acquired ({self.settings.teams_app_type})")]
+
+    # --- inbound HTTP --------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if "application/json" not in (request.headers.get("Content-Type") or "").lower():
+            return web.json_response({"error": "Content-Type must be application/json"}, status=415)
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return web.json_response({"error": "the body is not JSON"}, status=400)
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
+            return web.json_response({"error": "not a Bot Framework activity"}, status=400)
+        try:
+            activity = Activity().deserialize(body)
+        except (DeserializationError, TypeError, ValueError, AttributeError):
+            return web.json_response({"error": "malformed activity"}, status=400)
+        auth_header = request.headers.get("Authorization", "")
+        try:
+            invoke = await self.cloud.process_activity(auth_header, activity, self.bot.on_turn)
+        except (PermissionError, jwt.PyJWTError):  # botbuilder's validation refused the token
+            return web.json_response({"error": "unauthorized"}, status=401)
+        except TenantRefused as exc:
+            log.warning("teams activity from a tenant outside TEAMS_ALLOWED_TENANTS refused: %s", exc)
+            return web.json_response({"error": "tenant not allowed"}, status=403)
+        if invoke is None:
+            return web.Response(status=201 if activity.type == "message" else 200)
+        if invoke.body is None:
+            return web.Response(status=invoke.status or 200)
+        return web.json_response(serializer_helper(invoke.body), status=invoke.status or 200)
+
+    # --- ChatAdapter ---------------------------------------------------------------------------
+
+    def _conversation_budget(self, conversation: str) -> WriteBudget:
+        budget = self._conversation_budgets.get(conversation)
+        if budget is None:
+            budget = WriteBudget(CONVERSATION_RATE)
+            self._conversation_budgets[conversation] = budget
+            while len(self._conversation_budgets) > MAX_CONVERSATION_BUDGETS:
+                self._conversation_budgets.popitem(last=False)
+        else:
+            self._conversation_budgets.move_to_end(conversation)
+        return budget
+
+    def target(self, ref_key: str) -> TeamsTarget:
+        stored = self.references.load(ref_key)
+        if stored is None:
+            raise DeliveryError("no stored Teams conversation reference", permanent=True)
+        return TeamsTarget(
+            self.cloud, self.app_id, stored, self.references,
+            self._conversation_budget(bare_conversation(ref_key)),
+            text_format=self.settings.teams_text_format, metrics=self.metrics,
+        )
+
+    async def open_reply(
+        self, thread: ThreadKey, address: dict[str, Any], *, user: ChatUser | None, proactive: bool
+    ) -> ReplySink:
+        ref_key = str(address.get("ref_key") or "")
+        target = self.target(ref_key)
+        tenant = target.stored.tenant or thread.workspace
+        budget_key = f"teams:{tenant}"
+        budget = self.budgets.get(budget_key, TENANT_RATE)
+        if target.stored.scope == "personal" and not proactive and self.native_streaming:
+            return TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key,
+                                   edit_capabilities=EDIT_CAPABILITIES)
+        return EditingSink(TeamsMessageOps(target), EDIT_CAPABILITIES, budget, budget_key)
+
+    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
+        stored = self.references.personal(employee.user_id)
+        if stored is None:
+            stored = await self._create_personal_chat(employee)
+        if stored is None:
+            return None
+        tenant = stored.tenant or employee.workspace
+        thread = ThreadKey(PLATFORM, tenant, bare_conversation(stored.ref_key), "")
+        return thread, {"ref_key": stored.ref_key, "scope": "personal"}
+
+    async def _create_personal_chat(self, employee: Employee):
+        """`create_conversation` for a user we only met in a channel or group chat."""
+        member = self.references.member(employee.workspace, employee.user_id)
+        if not member or not member.get("service_url"):
+            return None
+        tenant = employee.workspace
+        bot = ChannelAccount(id=(member.get("bot") or {}).get("id") or f"28:{self.app_id}",
+                             name=(member.get("bot") or {}).get("name"))
+        parameters = ConversationParameters(
+            is_group=False, bot=bot, members=[ChannelAccount(id=member["member_id"])],
+            tenant_id=tenant, channel_data={"tenant": {"id": tenant}},
+        )
+        created: list[str] = []
+
+        async def callback(context: TurnContext) -> None:
+            created.append(context.activity.conversation.id)
+
+        try:
+            await self.cloud.create_conversation(self.app_id, callback, parameters, "msteams",
+                                                 member["service_url"])
+        except Exception as exc:  # noqa: BLE001
+            raise to_delivery_error(exc, "create") from None
+        if not created or not created[0]:
+            return None
+        reference = ConversationReference(
+            bot=bot, user=ChannelAccount(id=member["member_id"], aad_object_id=employee.user_id),
+            conversation=ConversationAccount(id=created[0], conversation_type="personal", tenant_id=tenant),
+            channel_id="msteams", service_url=member["service_url"],
+        )
+        return self.references.save(created[0], reference, tenant=tenant, scope="personal",
+                                    user_id=employee.user_id)
+
+    async def resolve_email(self, user: ChatUser) -> str | None:
+        """Email (else UPN) from the Teams roster, via the chat where we met the user."""
+        member = self.references.member(user.workspace, user.user_id)
+        if not member:
+            return None
+        stored = self.references.load(member["ref_key"])
+        if stored is None:
+            return None
+
+        async def lookup(context: TurnContext) -> Any:
+            context.activity.conversation.id = bare_conversation(context.activity.conversation.id)
+            context.activity.channel_data = {"tenant": {"id": stored.tenant}}  # TeamsInfo reads it
+            return await TeamsInfo.get_member(context, member["member_id"])
+
+        if self.metrics is not None:
+            self.metrics.PLATFORM_WRITES.labels(PLATFORM, "roster").inc()
+        try:
+            account = await run_in_conversation(self.cloud, self.app_id, stored.to_reference(), lookup)
+        except Exception as exc:  # noqa: BLE001 - the relay treats None as "unknown"
+            log.info("teams roster lookup failed: %s", to_delivery_error(exc, "roster"))
+            return None
+        email = getattr(account, "email", None) or getattr(account, "user_principal_name", None)
+        return str(email) if email else None

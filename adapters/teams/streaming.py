@@ -1,0 +1,219 @@
+"""Teams native streaming for personal chats, as a core `ReplySink` (teams.md §1).
+
+The protocol: `typing` activities carrying a `streaminfo` entity (informative updates with the
+current reasoning step, then cumulative `streaming` text, sequence numbers 1, 2, 3…), ended by a
+`message` with `streamType: final` that carries the exact final text, AI entity, cards and
+feedback flag. The renderer already guarantees one call at a time, at least a second apart.
+
+Recovery paths, so an answer is never lost:
+* a frame whose text does not extend what was streamed (Teams requires cumulative content) is
+  skipped: the final message carries the exact text anyway;
+* 403 "exceeded streaming time" (2 minutes): the streamed message is finished with a plain
+  `update_activity` of the full text (and intermediate frames keep updating it that way);
+* 403 "canceled by user": `UserCanceled`, so the relay stops the Moveworks request;
+* streaming refused before anything was shown (ContentStreamNotAllowed, 405): the reply becomes
+  a post-then-edit `EditingSink`;
+* an answer longer than one message: the final message holds the first part, the rest follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from botbuilder.schema import ActivityTypes
+
+from bridge.budget import Sleep, WriteBudget
+from bridge.errors import DeliveryError, RateLimited, StreamExpired, UserCanceled
+from bridge.models import Answer, Capabilities, Frame
+from bridge.streaming import CURSOR, EditingSink
+from bridge.textfmt import balance_fences, split_markdown
+
+from .connector import StreamCanceled, StreamNotAllowed, StreamTimedOut
+from .entities import StreamInfoEntity
+from .ops import TeamsMessageOps, TeamsTarget
+from .render import render_text, status_text
+
+log = logging.getLogger("adapters.teams")
+
+
+class TeamsStreamSink:
+    def __init__(
+        self,
+        target: TeamsTarget,
+        capabilities: Capabilities,
+        budget: WriteBudget,
+        budget_key: str,
+        *,
+        edit_capabilities: Capabilities,
+        sleep: Sleep = asyncio.sleep,
+        final_attempts: int = 8,
+    ) -> None:
+        self.target = target
+        self.capabilities = capabilities
+        self.budget = budget
+        self.budget_key = budget_key
+        self._edit_caps = edit_capabilities
+        self._sleep = sleep
+        self._final_attempts = final_attempts
+        self._limit = capabilities.max_text_len
+        self.stream_id: str | None = None
+        self._sequence = 0
+        self._streamed = ""  # wire text of the last `streaming` update
+        self._shown_answer = ""  # answer Markdown visible so far
+        self._state = "new"  # new | streaming | expired | canceled | done
+        self._fallback: EditingSink | None = None
+        self.message_ids: list[str] = []
+
+    # --- intermediate frames -------------------------------------------------------------------
+
+    async def show(self, frame: Frame) -> None:
+        if self._fallback is not None:
+            await self._fallback.show(frame)
+            return
+        if self._state == "canceled":
+            raise UserCanceled()
+        if self._state == "expired":
+            await self._show_by_update(frame)
+            return
+        if not frame.text:
+            if self._streamed:
+                return  # informative updates only before the first text
+            await self._stream(status_text(frame.status), "informative")
+            return
+        if len(frame.text) > self._limit:
+            return  # the final message splits it
+        wire = render_text(frame.text, self.target.text_format)
+        if not wire.startswith(self._streamed):
+            return  # not cumulative (e.g. a table rewritten as it completed): wait for the final
+        await self._stream(wire, "streaming")
+        self._streamed = wire
+        self._shown_answer = frame.text
+
+    async def _stream(self, text: str, stream_type: str) -> None:
+        sequence = self._sequence + 1
+        activity = self.target.message(
+            text,
+            kind=ActivityTypes.typing,
+            entities=[StreamInfoEntity(stream_type=stream_type, stream_sequence=sequence, stream_id=self.stream_id)],
+            raw_text=True,
+        )
+        try:
+            stream_id = await self.target.send(activity, op="stream")
+        except StreamCanceled:
+            self._state = "canceled"
+            raise UserCanceled() from None
+        except StreamTimedOut:
+            self._state = "expired"
+            raise
+        except StreamNotAllowed as exc:
+            if self.stream_id is None:
+                log.info("teams refused native streaming here (%s); using edits", exc)
+                self._fallback = EditingSink(TeamsMessageOps(self.target), self._edit_caps, self.budget,
+                                             self.budget_key, sleep=self._sleep)
+            else:
+                self._state = "expired"
+            raise StreamExpired(str(exc)) from None
+        self._sequence = sequence
+        if self.stream_id is None:
+            self.stream_id = stream_id
+            self._state = "streaming"
+
+    async def _show_by_update(self, frame: Frame) -> None:
+        if not frame.text or not self.stream_id or len(frame.text) > self._limit:
+            return
+        body = balance_fences(frame.text) + CURSOR
+        await self.target.update(self.stream_id, self.target.message(body))
+        self._shown_answer = frame.text
+
+    # --- the end -------------------------------------------------------------------------------
+
+    async def _final(self, write: Callable[[], Awaitable[Any]]) -> Any:
+        """A write that must happen: retries 429 (Retry-After) and transient errors with jitter."""
+        delay = 1.0
+        for attempt in range(1, self._final_attempts + 1):
+            await self.budget.acquire(final=True)
+            try:
+                return await write()
+            except RateLimited as exc:
+                wait = exc.retry_after if exc.retry_after is not None else delay * random.uniform(0.5, 1.5)
+                self.budget.penalize(wait)
+                if attempt == self._final_attempts:
+                    raise
+                await self._sleep(wait)
+            except (StreamTimedOut, StreamCanceled, StreamNotAllowed):
+                raise
+            except DeliveryError as exc:
+                if exc.permanent or attempt == self._final_attempts:
+                    raise
+                await self._sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    async def _end_stream(self, text: str, answer: Answer | None) -> str:
+        """Finish the stream with `text` (Markdown): the final streaming message, or a plain
+        update of the streamed message when the stream has ended on Teams' side."""
+        assert self.stream_id is not None
+        stream_id = self.stream_id
+        if self._state == "streaming":
+            activity = self.target.final_message(text, answer)
+            activity.entities = [StreamInfoEntity(stream_type="final", stream_id=stream_id),
+                                 *(activity.entities or [])]
+            try:
+                await self._final(lambda: self.target.send(activity, op="stream", final=True))
+                self._state = "done"
+                return stream_id
+            except StreamCanceled:
+                self._state = "canceled"
+                raise UserCanceled() from None
+            except (StreamTimedOut, StreamNotAllowed) as exc:
+                log.info("teams stream ended early (%s); finishing with an update", exc)
+                self._state = "expired"
+        await self._final(lambda: self.target.update(stream_id, self.target.final_message(text, answer),
+                                                     final=True))
+        self._state = "done"
+        return stream_id
+
+    async def finish(self, answer: Answer) -> list[str]:
+        if self._fallback is not None:
+            return await self._fallback.finish(answer)
+        if self._state == "canceled":
+            raise UserCanceled()
+        parts = split_markdown(answer.text, self._limit)
+        ids: list[str] = []
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            extras = answer if last else None
+            if i == 0 and self.stream_id is not None:
+                ids.append(await self._end_stream(part, extras))
+            else:
+                ids.append(await self._final(
+                    lambda part=part, extras=extras: self.target.send(
+                        self.target.final_message(part, extras), op="post", final=True)))
+        self.target.remember_answer(ids[-1], answer)
+        self._state = "done"
+        self._shown_answer = answer.text
+        self.message_ids = ids
+        return ids
+
+    async def fail(self, message: str) -> None:
+        if self._fallback is not None:
+            await self._fallback.fail(message)
+            return
+        if self._state in ("canceled", "done"):
+            return
+        note = f"⚠️ {message}"
+        if self.stream_id is None:
+            await self._final(lambda: self.target.send(self.target.message(note), op="post", final=True))
+            return
+        kept = balance_fences(self._shown_answer) if self._shown_answer else ""
+        text = f"{kept}\n\n{note}" if kept else note
+        if len(text) > self._limit:
+            text = split_markdown(kept, self._limit - len(note) - 2)[0] + "\n\n" + note
+        try:
+            await self._end_stream(text, None)
+        except UserCanceled:
+            return

@@ -1,0 +1,512 @@
+"""A fake Bot Framework connector (the Teams side of `serviceUrl`) on loopback, for wire-level tests.
+
+The bridge's real `CloudAdapter` sends its outbound activities here because every inbound
+activity's `serviceUrl` points at this server. It records every call with its exact JSON, keeps
+each activity's visible text (streams included), answers roster lookups and `POST
+/v3/conversations`, and enforces the Teams streaming protocol strictly (reference teams.md §1.1):
+a `streaminfo` entity without `streamType`/`streamSequence` is refused with Teams' BadSyntax error,
+sequences must grow by one, streamed text must be cumulative, and streaming outside personal chats
+is refused. Faults (429, 412/5xx, the streaming 403s, MessageWritesBlocked) are injected with
+`fail_next`. With `enforce_limits=True` it also applies the documented rate limits (per
+conversation 7/1 s, 8/2 s, 60/30 s; 50/s per tenant) and answers 429 beyond them.
+
+`TeamsUser` builds inbound activities the way Teams sends them (personal chat, channel reply
+chain with `;messageid=`, group chat, @mention entities, feedback invokes, card submits).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TENANT = "tenant-1"
+BOT_ID = "28:bot-app-id"
+BOT_NAME = "Moveworks"
+
+STREAM_ERRORS = {
+    "stream_timeout": "Content stream finished due to exceeded streaming time.",
+    "stream_canceled": "Content stream was canceled by user.",
+    "stream_not_allowed": "Content stream is not allowed.",
+}
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    json: Any
+    status: int
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def streaminfo(self) -> dict[str, Any] | None:
+        return streaminfo_of(self.json)
+
+
+@dataclass
+class FakeActivity:
+    id: str
+    conversation_id: str  # as sent (may include ";messageid=")
+    type: str
+    text: str  # what the user sees now
+    json: dict[str, Any]  # last JSON accepted for it
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stream: bool = False
+    stream_state: str = "open"  # open | final | expired | canceled
+    sequence: int = 0
+    streamed_text: str = ""
+    deleted: bool = False
+
+    @property
+    def entities(self) -> list[dict[str, Any]]:
+        return list(self.json.get("entities") or [])
+
+    @property
+    def attachments(self) -> list[dict[str, Any]]:
+        return list(self.json.get("attachments") or [])
+
+
+@dataclass
+class Fault:
+    kind: str
+    count: int
+    retry_after: float | None
+    when: Callable[[str, str, Any], bool]
+
+
+def streaminfo_of(body: Any) -> dict[str, Any] | None:
+    if not isinstance(body, dict):
+        return None
+    for entity in body.get("entities") or []:
+        if isinstance(entity, dict) and entity.get("type") == "streaminfo":
+            return entity
+    return None
+
+
+def bare(conversation_id: str) -> str:
+    return conversation_id.split(";messageid=")[0]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+           **extra: Any) -> web.Response:
+    body = {"error": {"code": code, "message": message, **extra}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class FakeConnector:
+    def __init__(self, *, enforce_limits: bool = False, tenant_rps: int = 50) -> None:
+        self.enforce_limits = enforce_limits
+        self.tenant_rps = tenant_rps
+        self.calls: list[Call] = []
+        self.activities: dict[str, FakeActivity] = {}
+        self.members: dict[str, dict[str, Any]] = {}
+        self.created: list[dict[str, Any]] = []
+        self.throttled = 0  # 429s answered because of enforced limits (not injected)
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1_700_000_000_001)
+        self._windows: dict[str, deque[float]] = defaultdict(deque)
+        self._tenant_window: deque[float] = deque()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_post("/v3/conversations", self._create_conversation)
+        app.router.add_post("/v3/conversations/{cid}/activities", self._post_activity)
+        app.router.add_post("/v3/conversations/{cid}/activities/{reply_to}", self._post_activity)
+        app.router.add_put("/v3/conversations/{cid}/activities/{aid}", self._put_activity)
+        app.router.add_delete("/v3/conversations/{cid}/activities/{aid}", self._delete_activity)
+        app.router.add_get("/v3/conversations/{cid}/members/{uid}", self._get_member)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- test API --------------------------------------------------------------------------
+
+    def add_member(self, member_id: str, aad_object_id: str, name: str, email: str | None,
+                   upn: str | None = None) -> None:
+        member = {"id": member_id, "name": name, "aadObjectId": aad_object_id, "email": email,
+                  "userPrincipalName": upn or email, "tenantId": TENANT, "userRole": "user"}
+        self.members[member_id] = member
+        self.members[aad_object_id] = member
+
+    def fail_next(
+        self,
+        kind: str,
+        *,
+        count: int = 1,
+        retry_after: float | None = None,
+        method: str | None = None,
+        stream_type: str | None = None,
+        when: Callable[[str, str, Any], bool] | None = None,
+    ) -> None:
+        """Inject a failure for the next `count` matching calls.
+
+        kinds: rate_limit (429), precondition (412), bad_gateway (502), unavailable (503),
+        stream_timeout / stream_canceled / stream_not_allowed (403 ContentStreamNotAllowed, on
+        streaming requests by default), writes_blocked (403 MessageWritesBlocked)."""
+        if when is None:
+            def when(m: str, path: str, body: Any) -> bool:
+                if method is not None and m != method:
+                    return False
+                info = streaminfo_of(body)
+                if kind in STREAM_ERRORS and info is None:
+                    return False
+                if stream_type is not None and (info or {}).get("streamType", "streaming") != stream_type:
+                    return False
+                return m in ("POST", "PUT") or (method is not None and m == method)
+        self._faults.append(Fault(kind, count, retry_after, when))
+
+    def writes(self) -> list[Call]:
+        return [c for c in self.calls if c.method in ("POST", "PUT", "DELETE") and "/activities" in c.path]
+
+    def calls_for(self, conversation_id: str) -> list[Call]:
+        return [c for c in self.writes() if f"/v3/conversations/{conversation_id}/" in c.path]
+
+    def messages(self, conversation_id: str | None = None) -> list[FakeActivity]:
+        """Visible bot messages (streams included), oldest first; `conversation_id` without
+        ";messageid=" matches every reply chain of that channel."""
+        return [a for a in self.activities.values()
+                if not a.deleted and a.type == "message"
+                and (conversation_id is None or a.conversation_id == conversation_id
+                     or bare(a.conversation_id) == conversation_id)]
+
+    def in_conversation(self, conversation_id: str) -> list[FakeActivity]:
+        """Every visible bot message posted with exactly this conversation id."""
+        return [a for a in self.activities.values()
+                if not a.deleted and a.conversation_id == conversation_id and a.type == "message"]
+
+    def visible_text(self, conversation_id: str, sep: str = "") -> str:
+        return sep.join(a.text for a in self.in_conversation(conversation_id))
+
+    # --- faults and limits -----------------------------------------------------------------
+
+    def _take_fault(self, method: str, path: str, body: Any) -> Fault | None:
+        for fault in self._faults:
+            if fault.count > 0 and fault.when(method, path, body):
+                fault.count -= 1
+                if fault.count == 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    def _fault_response(self, fault: Fault, activity: FakeActivity | None) -> web.Response:
+        headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
+        if fault.kind == "rate_limit":
+            return _error(429, "Throttled", "API calls quota exceeded! Maximum allowed calls exceeded.",
+                          headers)
+        if fault.kind == "precondition":
+            return _error(412, "PreconditionFailed", "Precondition failed, please retry.", headers)
+        if fault.kind == "bad_gateway":
+            return _error(502, "BadGateway", "Bad gateway.", headers)
+        if fault.kind == "unavailable":
+            return _error(503, "ServiceUnavailable", "Service unavailable.", headers)
+        if fault.kind in STREAM_ERRORS:
+            if activity is not None:
+                activity.stream_state = {"stream_timeout": "expired", "stream_canceled": "canceled"}.get(
+                    fault.kind, activity.stream_state)
+            return _error(403, "ContentStreamNotAllowed", STREAM_ERRORS[fault.kind])
+        if fault.kind == "writes_blocked":
+            return _error(403, "Forbidden", "Message writes are blocked for this bot.",
+                          subCode="MessageWritesBlocked")
+        raise AssertionError(f"unknown fault {fault.kind}")
+
+    def _over_limit(self, conversation_id: str) -> bool:
+        if not self.enforce_limits:
+            return False
+        now = time.monotonic()
+        window = self._windows[bare(conversation_id)]
+        while window and now - window[0] > 30.0:
+            window.popleft()
+        tenant = self._tenant_window
+        while tenant and now - tenant[0] > 1.0:
+            tenant.popleft()
+        in_1 = sum(1 for t in window if now - t < 1.0)
+        in_2 = sum(1 for t in window if now - t < 2.0)
+        if in_1 >= 7 or in_2 >= 8 or len(window) >= 60 or len(tenant) >= self.tenant_rps:
+            self.throttled += 1
+            return True
+        window.append(now)
+        tenant.append(now)
+        return False
+
+    # --- handlers --------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            return None
+
+    def _record(self, request: web.Request, body: Any, response: web.Response) -> web.Response:
+        self.calls.append(Call(request.method, request.path, body, response.status))
+        return response
+
+    def _new_id(self) -> str:
+        return str(next(self._ids))
+
+    async def _post_activity(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        return self._record(request, body, self._post(request.match_info["cid"], request.path, body))
+
+    def _post(self, cid: str, path: str, body: Any) -> web.Response:
+        if not isinstance(body, dict) or not body.get("type"):
+            return _error(400, "BadArgument", "Activity is missing or has no type")
+        info = streaminfo_of(body)
+        stream = self.activities.get(info.get("streamId", "")) if info and info.get("streamId") else None
+        fault = self._take_fault("POST", path, body)
+        if fault is not None:
+            return self._fault_response(fault, stream)
+        if self._over_limit(cid):
+            return _error(429, "Throttled", "API calls quota exceeded!", {"Retry-After": "1"})
+        kind = body["type"]
+        text = body.get("text") or ""
+        if info is None:
+            if kind == "typing":
+                return web.json_response({"id": ""}, status=201)
+            if kind != "message":
+                return _error(400, "BadArgument", f"Unsupported activity type {kind}")
+            if not text and not body.get("attachments"):
+                return _error(400, "BadArgument", "Message has no text and no attachments")
+            activity = FakeActivity(self._new_id(), cid, "message", text, body, [body])
+            self.activities[activity.id] = activity
+            return web.json_response({"id": activity.id}, status=201)
+        # --- streaming (reference teams.md §1.1) ---
+        if cid.startswith("19:"):
+            return _error(403, "ContentStreamNotAllowed", STREAM_ERRORS["stream_not_allowed"])
+        stream_type = info.get("streamType")
+        sequence = info.get("streamSequence")
+        if kind == "typing":
+            if stream_type not in ("informative", "streaming") or not isinstance(sequence, int):
+                return _error(400, "BadSyntax",
+                              "Only start streaming and continue streaming types are allowed as a typing activity")
+            if not text:
+                return _error(400, "BadRequest", "Start streaming activities should include text")
+            if stream is None:
+                if info.get("streamId"):
+                    return _error(404, "NotFound", "Unknown stream")
+                if sequence != 1:
+                    return web.json_response(
+                        {"error": {"code": "ContentStreamSequenceOrderPreConditionFailed"}}, status=202)
+                activity = FakeActivity(self._new_id(), cid, "message", text, body, [body], stream=True,
+                                        sequence=1)
+                if stream_type == "streaming":
+                    activity.streamed_text = text
+                self.activities[activity.id] = activity
+                return web.json_response({"id": activity.id}, status=201)
+            blocked = self._stream_blocked(stream)
+            if blocked is not None:
+                return blocked
+            if sequence != stream.sequence + 1:
+                return web.json_response(
+                    {"error": {"code": "ContentStreamSequenceOrderPreConditionFailed"}}, status=202)
+            if stream_type == "streaming":
+                if not text.startswith(stream.streamed_text):
+                    return _error(403, "ContentStreamNotAllowed",
+                                  "Request streamed content should contain the previously streamed content")
+                stream.streamed_text = text
+                stream.text = text
+            elif not stream.streamed_text:
+                stream.text = text
+            stream.sequence = sequence
+            stream.json = body
+            stream.history.append(body)
+            return web.json_response({}, status=202)
+        if kind != "message" or stream_type != "final" or stream is None:
+            return _error(400, "BadSyntax", "A final stream message needs type message, streamType final and streamId")
+        if "streamSequence" in info:
+            return _error(400, "BadSyntax", "streamSequence must not be set on the final message")
+        blocked = self._stream_blocked(stream)
+        if blocked is not None:
+            return blocked
+        if not text and not body.get("attachments"):
+            return _error(400, "BadRequest", "Final stream message has no content")
+        stream.stream_state = "final"
+        stream.text = text
+        stream.json = body
+        stream.history.append(body)
+        return web.json_response({"id": stream.id}, status=201)
+
+    @staticmethod
+    def _stream_blocked(stream: FakeActivity) -> web.Response | None:
+        if stream.stream_state == "final":
+            return _error(403, "ContentStreamNotAllowed",
+                          "Content stream is not allowed on an already completed streamed message")
+        if stream.stream_state == "expired":
+            return _error(403, "ContentStreamNotAllowed", STREAM_ERRORS["stream_timeout"])
+        if stream.stream_state == "canceled":
+            return _error(403, "ContentStreamNotAllowed", STREAM_ERRORS["stream_canceled"])
+        return None
+
+    async def _put_activity(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        cid, aid = request.match_info["cid"], request.match_info["aid"]
+        activity = self.activities.get(aid)
+        fault = self._take_fault("PUT", request.path, body)
+        if fault is not None:
+            return self._record(request, body, self._fault_response(fault, None))
+        if self._over_limit(cid):
+            return self._record(request, body, _error(429, "Throttled", "API calls quota exceeded!",
+                                                      {"Retry-After": "1"}))
+        if activity is None or activity.deleted:
+            return self._record(request, body, _error(404, "ActivityNotFound", "Unknown activity"))
+        if not isinstance(body, dict) or (not body.get("text") and not body.get("attachments")):
+            return self._record(request, body, _error(400, "BadArgument", "Update has no content"))
+        if streaminfo_of(body) is not None:
+            return self._record(request, body, _error(400, "BadSyntax", "Updates cannot carry streaminfo"))
+        activity.text = body.get("text") or ""
+        activity.json = body
+        activity.history.append(body)
+        if activity.stream and activity.stream_state == "open":
+            activity.stream_state = "final"
+        return self._record(request, body, web.json_response({"id": aid}, status=200))
+
+    async def _delete_activity(self, request: web.Request) -> web.Response:
+        aid = request.match_info["aid"]
+        activity = self.activities.get(aid)
+        if activity is not None:
+            activity.deleted = True
+        return self._record(request, None, web.json_response({}, status=200))
+
+    async def _get_member(self, request: web.Request) -> web.Response:
+        uid = request.match_info["uid"]
+        fault = self._take_fault("GET", request.path, None)
+        if fault is not None:
+            return self._record(request, None, self._fault_response(fault, None))
+        member = self.members.get(uid)
+        if member is None:
+            return self._record(request, None, _error(404, "MemberNotFoundInConversation", "Member not found"))
+        return self._record(request, None, web.json_response(member))
+
+    async def _create_conversation(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        fault = self._take_fault("POST", request.path, body)
+        if fault is not None:
+            return self._record(request, body, self._fault_response(fault, None))
+        if not isinstance(body, dict) or not body.get("members"):
+            return self._record(request, body, _error(400, "BadArgument", "members required"))
+        tenant = ((body.get("channelData") or {}).get("tenant") or {}).get("id") or body.get("tenantId") \
+            or body.get("tenantID")
+        if not tenant:
+            return self._record(request, body, _error(400, "BadArgument", "tenant id required"))
+        conversation = {"id": f"a:dm-{uuid.uuid4().hex[:12]}", "serviceUrl": self.url, "activityId": None}
+        self.created.append({"request": body, "response": conversation})
+        return self._record(request, body, web.json_response(conversation, status=201))
+
+
+# --- inbound activities, shaped like Teams sends them ------------------------------------------
+
+_inbound_ids = itertools.count(1_600_000_000_001)
+
+
+@dataclass
+class TeamsUser:
+    """A Teams user of tenant TENANT; builds the activities Teams would POST to the bot."""
+
+    member_id: str  # "29:..."
+    aad_object_id: str
+    name: str
+    service_url: str
+    tenant: str = TENANT
+
+    def _base(self, kind: str, conversation: dict[str, Any], *, activity_id: str | None = None,
+              channel_data: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = {"tenant": {"id": self.tenant}, **(channel_data or {})}
+        return {
+            "type": kind,
+            "id": activity_id or str(next(_inbound_ids)),
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "serviceUrl": self.service_url,
+            "channelId": "msteams",
+            "from": {"id": self.member_id, "name": self.name, "aadObjectId": self.aad_object_id},
+            "conversation": {**conversation, "tenantId": self.tenant},
+            "recipient": {"id": BOT_ID, "name": BOT_NAME},
+            "locale": "en-US",
+            "channelData": data,
+        }
+
+    def personal(self, text: str, *, conversation_id: str | None = None, activity_id: str | None = None,
+                 value: Any = None) -> dict[str, Any]:
+        conv = {"id": conversation_id or f"a:personal-{self.aad_object_id}", "conversationType": "personal"}
+        activity = self._base("message", conv, activity_id=activity_id)
+        activity["text"] = text
+        activity["textFormat"] = "plain"
+        if value is not None:
+            activity["value"] = value
+        return activity
+
+    @staticmethod
+    def _mention() -> tuple[str, dict[str, Any]]:
+        tag = f"<at>{BOT_NAME}</at>"
+        return tag, {"type": "mention", "text": tag, "mentioned": {"id": BOT_ID, "name": BOT_NAME}}
+
+    def channel(self, text: str, *, channel_id: str = "19:general@thread.tacv2", root_id: str | None = None,
+                activity_id: str | None = None, mention: bool = True, value: Any = None) -> dict[str, Any]:
+        """A channel message; a new post (root_id None) or a reply in the chain of `root_id`."""
+        activity_id = activity_id or str(next(_inbound_ids))
+        root = root_id or activity_id
+        conv = {"id": f"{channel_id};messageid={root}", "conversationType": "channel", "isGroup": True}
+        activity = self._base("message", conv, activity_id=activity_id,
+                              channel_data={"teamsChannelId": channel_id, "teamsTeamId": "19:team@thread.tacv2",
+                                            "channel": {"id": channel_id},
+                                            "team": {"id": "19:team@thread.tacv2"}})
+        if root_id:
+            activity["replyToId"] = root_id
+        if mention:
+            tag, entity = self._mention()
+            activity["text"] = f"{tag} {text}"
+            activity["entities"] = [entity]
+        else:
+            activity["text"] = text
+        if value is not None:
+            activity["value"] = value
+        return activity
+
+    def group(self, text: str, *, conversation_id: str = "19:group-chat@thread.v2", mention: bool = True,
+              activity_id: str | None = None) -> dict[str, Any]:
+        conv = {"id": conversation_id, "conversationType": "groupChat", "isGroup": True}
+        activity = self._base("message", conv, activity_id=activity_id)
+        if mention:
+            tag, entity = self._mention()
+            activity["text"] = f"{tag} {text}"
+            activity["entities"] = [entity]
+        else:
+            activity["text"] = text
+        return activity
+
+    def feedback(self, conversation: dict[str, Any], bot_message_id: str, reaction: str = "like") -> dict[str, Any]:
+        activity = self._base("invoke", conversation)
+        activity["name"] = "message/submitAction"
+        activity["replyToId"] = bot_message_id
+        activity["value"] = {"actionName": "feedback",
+                             "actionValue": {"reaction": reaction, "feedback": json.dumps({"feedbackText": ""})}}
+        return activity
+
+    def install(self, *, conversation_id: str | None = None) -> dict[str, Any]:
+        """The conversationUpdate Teams sends when the user installs the app (personal scope)."""
+        conv = {"id": conversation_id or f"a:personal-{self.aad_object_id}", "conversationType": "personal"}
+        activity = self._base("conversationUpdate", conv)
+        activity["membersAdded"] = [{"id": BOT_ID}]
+        return activity

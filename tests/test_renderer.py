@@ -1,0 +1,137 @@
+"""The streaming renderer and the editing sink, in virtual time with a recording platform."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bridge.budget import Budgets, WriteBudget
+from bridge.models import Capabilities, Rate
+from bridge.streaming import EditingSink, StreamRenderer
+from tests.spine_fakes import FakeClock, RecordingOps, RecordingPlatform, scripted_stream
+
+FENCE = re.compile(r"^ {0,3}```", re.M)
+
+
+def make(clock: FakeClock, caps: Capabilities, budget: WriteBudget | None = None, platform=None):
+    platform = platform or RecordingPlatform(clock=clock)
+    budget = budget or WriteBudget(caps.write_budget, clock=clock, sleep=clock.sleep)
+    sink = EditingSink(RecordingOps(platform), caps, budget, "w", sleep=clock.sleep)
+    renderer = StreamRenderer(sink, budget, clock=clock, sleep=clock.sleep)
+    return platform, sink, renderer
+
+
+CAPS = Capabilities(max_text_len=4000, min_edit_interval=1.0, write_budget=Rate(50, 60))
+TEXT = "Here is how to reset your password. " * 20
+
+
+async def test_status_line_then_throttled_edits_then_exact_final():
+    clock = FakeClock()
+    platform, _, renderer = make(clock, CAPS)
+    [result] = await clock.run(renderer.run(scripted_stream(clock, text=TEXT, duration=10, chunks=40)))
+    writes = [c for c in platform.calls if c[1] in ("post", "edit")]
+    assert writes[0][1] == "post" and "Searching" in writes[0][3]  # thinking line first
+    gaps = [b[0] - a[0] for a, b in zip(writes, writes[1:-1])]
+    assert all(g >= 1.0 - 1e-9 for g in gaps), gaps  # never faster than the declared interval
+    assert len(writes) <= 14  # 40 snapshots over 10 s coalesced into ~1 write per second
+    final = platform.messages[writes[0][2]]
+    assert final.text == result.answer.text  # exact final text, no cursor
+    assert "▍" not in final.text and final.text.startswith(TEXT[:10] + "[1]")
+    assert final.answer is not None and final.answer.feedback.helpful == "cb_good"
+
+
+async def test_repeated_snapshots_cost_no_writes():
+    from bridge.moveworks.models import Message, OutputDelta, Response, ResponseCompleted, ResponseCreated
+
+    clock = FakeClock()
+    platform, _, renderer = make(clock, CAPS)
+
+    async def repetitive():
+        yield ResponseCreated(Response("resp_1", "conv_1", "CREATED"))
+        for text in ("One", "One two", "One two three"):
+            for _ in range(10):  # the same cumulative snapshot, again and again
+                yield OutputDelta(Message("msg_1", "conv_1", "resp_1", "ASSISTANT", text))
+                await clock.sleep(2.0)
+        final = Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "One two three")
+        yield ResponseCompleted(Response("resp_1", "conv_1", "COMPLETED", outputs=(final,)))
+
+    await clock.run(renderer.run(repetitive()))
+    texts = [c[3] for c in platform.calls if c[1] in ("post", "edit")]
+    # three distinct snapshots and the final: nothing written twice
+    assert texts == ["One ▍", "One two ▍", "One two three ▍", "One two three"]
+
+
+async def test_shared_budget_holds_across_concurrent_answers():
+    clock = FakeClock()
+    caps = Capabilities(max_text_len=4000, min_edit_interval=1.0, write_budget=Rate(50, 60))
+    budget = Budgets(clock=clock, sleep=clock.sleep).get("slack:T1", caps.write_budget)
+    platform = RecordingPlatform(clock=clock)
+    runs = []
+    for i in range(12):
+        _, _, renderer = make(clock, caps, budget=budget, platform=platform)
+        runs.append(renderer.run(scripted_stream(clock, text=f"Answer {i}. " * 80, duration=30, chunks=60)))
+    results = await clock.run(*runs)
+    times = sorted(c[0] for c in platform.calls if c[1] in ("post", "edit"))
+    # No sliding 60-second window ever sees more than 50 writes.
+    for i, start in enumerate(times):
+        in_window = sum(1 for t in times[i:] if t < start + 60)
+        assert in_window <= 50, (start, in_window)
+    # ...and every answer still ends with its exact final text.
+    finals = {m.text for m in platform.messages.values()}
+    assert all(r.answer.text in finals for r in results)
+
+
+async def test_rate_limits_stop_intermediate_edits_but_never_the_final():
+    clock = FakeClock()
+    platform, _, renderer = make(clock, CAPS)
+    platform.rate_limit_next = 5  # three strikes on frames, then the final retries through the rest
+    [result] = await clock.run(renderer.run(scripted_stream(clock, text=TEXT, duration=10, chunks=20)))
+    assert platform.visible() == result.answer.text
+    assert sum(1 for c in platform.calls if c[1] == "429") == 5
+
+
+async def test_long_answer_is_split_without_loss_and_fences_balanced_on_every_write():
+    clock = FakeClock()
+    caps = Capabilities(max_text_len=1000, min_edit_interval=1.0, write_budget=None)
+    code = "```python\n" + "\n".join(f"print({i})  # step {i}" for i in range(300)) + "\n```\n"
+    text = ("Intro paragraph.\n\n" + code + "\nAfter the code. " * 30) * 2
+    platform, sink, renderer = make(clock, caps)
+    [result] = await clock.run(
+        renderer.run(scripted_stream(clock, text=text, duration=20, chunks=50, citations=False))
+    )
+    for _, op, _, written in platform.calls:
+        if op in ("post", "edit"):
+            assert len(written) <= 1000
+            assert len(FENCE.findall(written)) % 2 == 0, written[-80:]
+    parts = [platform.messages[i].text for i in sink.message_ids]
+    assert len(parts) >= 8
+    # Remove only the fences the splitter added: the original comes back, character for character.
+    rebuilt = parts[0]
+    for prev, part in zip(parts, parts[1:]):
+        if prev.endswith("\n```") and part.startswith("```python\n"):
+            rebuilt = rebuilt[:-3]  # parts are cut at line ends, so only the fence was added
+            part = part[len("```python\n"):]
+        rebuilt += part
+    assert rebuilt == result.answer.text == text.strip()
+
+
+async def test_failure_keeps_partial_text_and_adds_a_kind_note():
+    from bridge.moveworks.models import OutputDelta, Message, ResponseCreated, Response, StreamError
+
+    clock = FakeClock()
+    platform, _, renderer = make(clock, CAPS)
+
+    async def broken():
+        yield ResponseCreated(Response("resp_1", "conv_1", "CREATED"))
+        yield OutputDelta(Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "Partial answer"))
+        await clock.sleep(2)
+        yield StreamError("INTERNAL", "boom")
+
+    from bridge.streaming import AnswerFailed
+
+    with pytest.raises(AnswerFailed):
+        await clock.run(renderer.run(broken()))
+    await clock.run(renderer.fail("Sorry, the assistant ran into a problem."))
+    assert platform.visible() == "Partial answer\n\n⚠️ Sorry, the assistant ran into a problem."
+    assert "boom" not in platform.visible() and "INTERNAL" not in platform.visible()

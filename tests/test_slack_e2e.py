@@ -1,0 +1,581 @@
+"""The Slack adapter end to end: signed Events API requests over loopback HTTP to the real serve
+app, the real Moveworks client against the simulator, and the real slack_sdk client against a fake
+Slack Web API that keeps message state. Assertions are about what users see."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest_asyncio
+from aiohttp import web
+
+from bridge.app import make_app
+from bridge.config import Settings
+from bridge.runtime import Runtime, build_runtime
+from bridge.simulator import Simulator, SimulatorConfig
+from bridge.store import Store
+from tests.fakes.slack_api import FakeSlack
+
+SECRET = "test-signing-secret"
+ASSISTANT = "moveworks-bridge-dev"
+_ids = itertools.count(1)
+
+
+def sign(body: str, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
+    """Slack's v0 request signature (the client side of what bolt verifies)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+def event_body(event: dict[str, Any], *, team: str = "T1", event_id: str | None = None) -> dict[str, Any]:
+    return {
+        "token": "verification-token-unused",
+        "team_id": team,
+        "api_app_id": "A1",
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{next(_ids):06d}",
+        "event_time": int(time.time()),
+        "event": event,
+        "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True, "enterprise_id": None,
+                            "is_enterprise_install": False}],
+    }
+
+
+def new_ts() -> str:
+    return f"{1600000000 + next(_ids)}.000100"
+
+
+def dm(text: str, *, user: str = "U1", channel: str = "D1", ts: str | None = None, thread_ts: str | None = None,
+       **extra: Any) -> dict[str, Any]:
+    event = {"type": "message", "channel_type": "im", "channel": channel, "user": user, "text": text,
+             "ts": ts or new_ts(), **extra}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def mention(text: str, *, user: str = "U1", channel: str = "C1", ts: str | None = None,
+            thread_ts: str | None = None) -> dict[str, Any]:
+    event = {"type": "app_mention", "channel": channel, "user": user, "text": f"<@UBOT> {text}",
+             "ts": ts or new_ts()}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def channel_message(text: str, *, user: str = "U1", channel: str = "C1", ts: str | None = None,
+                    thread_ts: str | None = None, **extra: Any) -> dict[str, Any]:
+    event = {"type": "message", "channel_type": "channel", "channel": channel, "user": user, "text": text,
+             "ts": ts or new_ts(), **extra}
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def questions(sim: Simulator) -> list[str]:
+    """What employees asked Moveworks, as the simulator received it."""
+    found = []
+    for user in sim.state.users.values():
+        for message in user.messages.values():
+            if message.get("actor") == "USER":
+                content = message.get("content") or {}
+                kind = str(content.get("type") or "").lower()
+                text = (content.get(kind) or {}).get("text") if kind else None
+                if text is None:
+                    text = next((v.get("text") for v in content.values() if isinstance(v, dict) and "text" in v), None)
+                if text is not None:
+                    found.append(text)
+    return found
+
+
+async def until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Harness:
+    """Fake Slack + simulator + the bridge's serve app with only the Slack adapter."""
+
+    def __init__(self, tmp_path: Path, **options: Any) -> None:
+        self.tmp_path = tmp_path
+        self.options = options
+        self.fake = FakeSlack(enforce_tier3=options.pop("enforce_tier3", False))
+        self.sim = Simulator(SimulatorConfig(assistant_name=ASSISTANT, pace=0))
+        self.runtime: Runtime | None = None
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.session: aiohttp.ClientSession | None = None
+        self.fake.add_user("U1", "alice", "alice@example.com")
+        self.fake.add_user("U2", "bob", "bob@example.com")
+
+    def settings(self) -> Settings:
+        o = self.options
+        return Settings(
+            db=str(self.tmp_path / "bridge.db"),
+            adapters=("slack",),
+            poller=False,
+            moveworks_base_url=self.sim.base_url,
+            moveworks_assistant_name=ASSISTANT,
+            moveworks_api_key="sim-key",
+            slack_bot_token=None if o.get("oauth") else self.fake.token,
+            slack_signing_secret=None if o.get("socket") and not o.get("http_too") else SECRET,
+            slack_app_token=self.fake.app_token if o.get("socket") else None,
+            slack_api_url=self.fake.url,
+            slack_streaming=o.get("streaming", "auto"),
+            slack_channel_mode=o.get("channel_mode", "thread"),
+            slack_client_id="cid" if o.get("oauth") else None,
+            slack_client_secret="csecret" if o.get("oauth") else None,
+            shutdown_grace=2.0,
+        )
+
+    async def start(self) -> None:
+        await self.fake.start()
+        await self.sim.start()
+        await self.boot()
+        self.session = aiohttp.ClientSession()
+
+    async def boot(self) -> None:
+        settings = self.settings()
+        self.runtime = build_runtime(settings, store=Store(settings.db))
+        self.runner = web.AppRunner(make_app(self.runtime), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def shutdown(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()  # drains answers, stops adapters, closes the store
+            self.runner = None
+
+    async def restart(self) -> None:
+        await self.shutdown()
+        await self.boot()
+
+    async def stop(self) -> None:
+        await self.shutdown()
+        if self.session is not None:
+            await self.session.close()
+        await self.sim.stop()
+        await self.fake.stop()
+
+    @property
+    def adapter(self) -> Any:
+        assert self.runtime is not None
+        return self.runtime.relay.adapters["slack"]
+
+    async def post(self, body: str, headers: dict[str, str], path: str = "/slack/events") -> tuple[int, str]:
+        assert self.session is not None
+        async with self.session.post(self.url + path, data=body.encode(), headers=headers) as resp:
+            return resp.status, await resp.text()
+
+    async def send(self, event: dict[str, Any], *, event_id: str | None = None, retry: int | None = None,
+                   **kw: Any) -> tuple[int, str]:
+        body = json.dumps(event_body(event, event_id=event_id))
+        headers = {"Content-Type": "application/json", **sign(body, **kw)}
+        if retry:
+            headers.update({"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"})
+        return await self.post(body, headers)
+
+    async def click(self, payload: dict[str, Any]) -> tuple[int, str]:
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.post(body, {"Content-Type": "application/x-www-form-urlencoded", **sign(body)})
+
+    async def idle(self) -> None:
+        """Every accepted question has been answered (or failed)."""
+        assert self.runtime is not None
+        await until(lambda: self.runtime.relay.in_flight == 0, what="answers to finish")
+
+    def answers(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        return [m for m in self.fake.thread(channel, thread_ts) if m.get("bot_id")]
+
+    async def answered(self, channel: str, thread_ts: str, count: int = 1) -> str:
+        """Wait for `count` finished bot replies in a thread; returns the last one's text."""
+        def done() -> bool:
+            msgs = self.answers(channel, thread_ts)
+            return len(msgs) >= count and not any(m.get("streaming") for m in msgs) and \
+                self.runtime is not None and self.runtime.relay.in_flight == 0
+        await until(done, what=f"{count} answer(s) in {channel}/{thread_ts}")
+        return self.fake.body_text(self.answers(channel, thread_ts)[-1])
+
+
+@pytest_asyncio.fixture
+async def harness_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    made: list[Harness] = []
+
+    async def make(**options: Any) -> Harness:
+        h = Harness(tmp_path / f"h{len(made)}", **options)
+        (tmp_path / f"h{len(made)}").mkdir()
+        made.append(h)
+        await h.start()
+        return h
+
+    yield make
+    for h in made:
+        await h.stop()
+
+
+@pytest_asyncio.fixture
+async def h(harness_factory) -> Harness:
+    return await harness_factory(streaming="edit")
+
+
+# --- basics ------------------------------------------------------------------------------------
+
+
+async def test_dm_is_answered_in_its_thread(harness_factory):
+    h = await harness_factory(streaming="auto")
+    h.sim.script_answer(text="Reset it at **id.example.com**.", match="password")
+    event = dm("How do I reset my password?")
+    status, _ = await h.send(event)
+    assert status == 200
+    text = await h.answered("D1", event["ts"])
+    assert text == "Reset it at **id.example.com**."
+    assert h.fake.calls_to("users.info"), "the asker's email is looked up"
+    employee = h.runtime.store.get_employee("slack", "T1", "U1")
+    assert employee is not None and employee.email == "alice@example.com"
+
+
+async def test_mention_answered_in_thread_with_markup_decoded(h):
+    h.sim.script_answer(text="Here you go.", match="vpn")
+    event = mention("how do I set up <https://vpn.example.com|the VPN>, asks <@U2|bob>?")
+    await h.send(event)
+    assert await h.answered("C1", event["ts"]) == "Here you go."
+    asked = [q for q in questions(h.sim) if "vpn" in q.lower()]
+    assert asked == ["how do I set up the VPN (https://vpn.example.com), asks @bob?"]
+
+
+async def test_follow_up_in_thread_reuses_conversation_even_after_restart(h):
+    h.sim.script_answer(text="First.", match="first")
+    h.sim.script_answer(text="Second.", match="second")
+    h.sim.script_answer(text="Third.", match="third")
+    root = mention("first question")
+    await h.send(root)
+    await h.answered("C1", root["ts"])
+    await h.send(channel_message("second question, no mention", thread_ts=root["ts"]))
+    assert await h.answered("C1", root["ts"], 2) == "Second."
+    await h.restart()
+    await h.send(channel_message("third question", thread_ts=root["ts"]))
+    assert await h.answered("C1", root["ts"], 3) == "Third."
+    links = h.runtime.store._all("SELECT DISTINCT conversation_id FROM thread_links")
+    assert len(links) == 1, "one Moveworks conversation for the thread"
+
+
+async def test_two_users_in_one_thread_get_their_own_conversations(h):
+    h.sim.script_answer(text="For Alice.", match="alice")
+    h.sim.script_answer(text="For Bob.", match="bob")
+    root = mention("alice asks")
+    await h.send(root)
+    await h.answered("C1", root["ts"])
+    await h.send(channel_message("bob asks too", user="U2", thread_ts=root["ts"]))
+    assert await h.answered("C1", root["ts"], 2) == "For Bob."
+    a = h.runtime.store.get_link(h.runtime.store.links_for_conversation(
+        h.runtime.store._all("SELECT conversation_id FROM thread_links WHERE user_id='U1'")[0]["conversation_id"]
+    )[0].thread, "U1")
+    b = h.runtime.store._all("SELECT conversation_id FROM thread_links WHERE user_id='U2'")[0]["conversation_id"]
+    assert a is not None and a.conversation_id != b
+
+
+async def test_channel_messages_not_for_the_bot_are_ignored(h):
+    await h.send(channel_message("chatting with colleagues"))  # top level, no mention
+    await h.send(channel_message("a reply in someone else's thread", thread_ts=new_ts()))
+    sentinel = dm("sentinel question")
+    await h.send(sentinel)
+    await h.answered("D1", sentinel["ts"])
+    assert len(h.fake.bot_messages()) == 1
+
+
+async def test_retries_and_mention_pair_give_one_answer(h):
+    h.sim.script_answer(text="Only once.", match="once", times=5)
+    event = mention("answer once please")
+    for retry in (None, 1, 2):  # three deliveries of one event
+        status, _ = await h.send(event, event_id="EvSAME", retry=retry)
+        assert status == 200
+    # ...and the same message as a message.channels event (a mention arrives twice)
+    twin = channel_message(event["text"], ts=event["ts"])
+    await h.send(twin)
+    await h.answered("C1", event["ts"])
+    await h.idle()
+    assert len(h.answers("C1", event["ts"])) == 1
+    assert len(h.fake.calls_to("chat.postMessage")) == 1
+
+
+async def test_bot_and_subtype_messages_are_ignored(h):
+    await h.send(dm("from a bot", bot_id="B999"))
+    await h.send(dm("from ourselves", user="UBOT"))
+    await h.send(dm("edited", subtype="message_changed"))
+    await h.send(dm("joined", subtype="channel_join"))
+    await h.send({"type": "message", "subtype": "message_deleted", "channel": "D1", "channel_type": "im",
+                  "ts": new_ts(), "deleted_ts": new_ts()})
+    sentinel = dm("the only real question")
+    await h.send(sentinel)
+    await h.answered("D1", sentinel["ts"])
+    assert len(h.fake.bot_messages()) == 1
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+async def test_bad_and_stale_signatures_are_rejected_without_side_effects(h):
+    body = json.dumps(event_body(dm("unsigned")))
+    assert (await h.post(body, {"Content-Type": "application/json"}))[0] == 401
+    wrong = sign(body, secret="not-the-secret")
+    assert (await h.post(body, {"Content-Type": "application/json", **wrong}))[0] == 401
+    stale = sign(body, timestamp=int(time.time()) - 6 * 60)
+    assert (await h.post(body, {"Content-Type": "application/json", **stale}))[0] == 401
+    tampered = sign(body)
+    assert (await h.post(body.replace("unsigned", "tampered"), {"Content-Type": "application/json", **tampered}))[0] == 401
+    assert not h.fake.write_calls()
+    assert h.runtime.store._all("SELECT * FROM inbound_deliveries") == []
+
+
+async def test_url_verification_and_garbage(h):
+    challenge = json.dumps({"type": "url_verification", "challenge": "abc123", "token": "x"})
+    status, text = await h.post(challenge, {"Content-Type": "application/json", **sign(challenge)})
+    assert status == 200 and "abc123" in text
+    for junk in ("{not json", "[]", json.dumps(event_body({"type": "brand_new_event_type"}))):
+        status, _ = await h.post(junk, {"Content-Type": "application/json", **sign(junk)})
+        assert status in (200, 400, 404), status
+    status, _ = await h.send({"type": "reaction_added", "user": "U1", "reaction": "+1"})
+    assert status == 200
+    sentinel = dm("still alive?")
+    await h.send(sentinel)
+    await h.answered("D1", sentinel["ts"])
+    assert len(h.fake.bot_messages()) == 1
+
+
+async def test_real_users_with_unanswerable_messages_get_a_kind_reply(h):
+    empty = mention("")
+    await h.send(empty)
+    huge = dm("x" * 50_000)
+    await h.send(huge)
+    files = dm("", subtype="file_share", files=[{"id": "F1", "name": "screenshot.png"}])
+    await h.send(files)
+    assert "empty" in (await h.answered("C1", empty["ts"])).lower()
+    assert "too long" in (await h.answered("D1", huge["ts"])).lower()
+    assert "file" in (await h.answered("D1", files["ts"])).lower()
+    assert questions(h.sim) == []
+
+
+# --- streaming and rendering -------------------------------------------------------------------
+
+
+async def test_429_on_update_still_shows_the_final_text(h):
+    h.sim.script_answer(text="Final words after a rate limit.", match="limit", chunks=4, delay=0.4)
+    h.fake.fail_next("chat.update", "ratelimited", count=2, retry_after=1)
+    event = dm("rate limit me")
+    await h.send(event)
+    assert await h.answered("D1", event["ts"]) == "Final words after a rate limit."
+    assert h.fake.rate_limited == 2
+
+
+async def test_native_stream_appends_and_recovers_from_expiry(harness_factory):
+    h = await harness_factory(streaming="native")
+    words = " ".join(f"word{i}" for i in range(60))
+    h.sim.script_answer(text=words, match="long", chunks=6, delay=0.45)
+    h.fake.fail_next("chat.appendStream", "message_not_in_streaming_state")
+    event = mention("a long answer please")
+    await h.send(event)
+    await h.answered("C1", event["ts"])
+    msgs = h.answers("C1", event["ts"])
+    assert "".join(h.fake.body_text(m) for m in msgs) == words
+    assert len(msgs) == 2, "continued in a fresh stream"
+    starts = h.fake.calls_to("chat.startStream", ok=True)
+    assert starts and all(c.params.get("recipient_user_id") == "U1" and c.params.get("recipient_team_id") == "T1"
+                          for c in starts)
+    assert not h.fake.calls_to("chat.update")
+
+
+async def test_native_stop_failure_finishes_with_update(harness_factory):
+    h = await harness_factory(streaming="native")
+    h.sim.script_answer(text="Short and sweet.", match="sweet")
+    h.fake.fail_next("chat.stopStream", "message_not_in_streaming_state")
+    event = dm("sweet?")
+    await h.send(event)
+    assert await h.answered("D1", event["ts"]) == "Short and sweet."
+    assert h.fake.calls_to("chat.update", ok=True), "finished with chat.update on the stream's ts"
+    assert len(h.answers("D1", event["ts"])) == 1
+
+
+async def test_msg_too_long_is_survived_in_both_modes(harness_factory):
+    h = await harness_factory(streaming="native")
+    words = " ".join(f"token{i}" for i in range(40))
+    h.sim.script_answer(text=words, match="big", chunks=4, delay=0.4)
+    h.fake.fail_next("chat.appendStream", "msg_too_long")
+    event = dm("big answer")
+    await h.send(event)
+    await h.answered("D1", event["ts"])
+    assert "".join(h.fake.body_text(m) for m in h.answers("D1", event["ts"])) == words
+
+    h2 = await harness_factory(streaming="edit")
+    h2.sim.script_answer(text="**Bold** answer.", match="bold")
+    h2.fake.fail_next("chat.postMessage", "msg_blocks_too_long")
+    event = dm("bold answer")
+    await h2.send(event)
+    assert await h2.answered("D1", event["ts"]) == "*Bold* answer."  # mrkdwn sections fallback
+
+
+async def test_auto_falls_back_to_edits_when_native_is_refused(harness_factory):
+    h = await harness_factory(streaming="auto")
+    h.sim.script_answer(text="Delivered by edits.", match="fallback")
+    h.fake.fail_next("chat.startStream", "missing_recipient_user_id")
+    event = mention("fallback please")
+    await h.send(event)
+    assert await h.answered("C1", event["ts"]) == "Delivered by edits."
+    assert h.fake.calls_to("chat.postMessage", ok=True)
+
+
+async def test_long_answer_is_split_without_losing_a_character(harness_factory):
+    for mode in ("edit", "native"):
+        h = await harness_factory(streaming=mode)
+        paragraphs = [f"Paragraph {i}: " + ("lorem ipsum dolor sit amet " * 12).strip() + "." for i in range(130)]
+        text = "\n\n".join(paragraphs)
+        assert len(text) > 40_000
+        h.sim.script_answer(text=text, match="essay")
+        event = dm("write an essay")
+        await h.send(event)
+        await h.answered("D1", event["ts"])
+        msgs = h.answers("D1", event["ts"])
+        assert len(msgs) >= 2, mode
+        assert "".join(h.fake.body_text(m) for m in msgs) == text, mode
+
+
+async def test_citations_actions_and_feedback_round_trip(h):
+    h.sim.script_answer(
+        text="Use the portal.",
+        match="portal",
+        citations=[{"title": "IT Handbook", "url": "https://kb.example.com/it"}],
+        actions=[{"type": "URL_ACTION", "label": "Open portal", "url": "https://portal.example.com"},
+                 {"type": "CALLBACK_ACTION", "label": "File a ticket"}],
+    )
+    event = dm("which portal?")
+    await h.send(event)
+    await h.answered("D1", event["ts"])
+    answer = h.answers("D1", event["ts"])[-1]
+    assert "[1]" in h.fake.body_text(answer)
+    kinds = [b["type"] for b in answer["blocks"]]
+    assert "context" in kinds and "actions" in kinds and "context_actions" in kinds
+    citations = next(b for b in answer["blocks"] if b["type"] == "context")
+    assert "https://kb.example.com/it" in citations["elements"][0]["text"]
+    buttons = next(b for b in answer["blocks"] if b["type"] == "actions")["elements"]
+    url_button = next(b for b in buttons if b.get("url"))
+    callback_button = next(b for b in buttons if b.get("value"))
+    assert url_button["url"] == "https://portal.example.com"
+
+    feedback = next(b for b in answer["blocks"] if b["type"] == "context_actions")["elements"][0]
+    status, _ = await h.click(block_action(answer, "D1", feedback["action_id"], feedback["positive_button"]["value"]))
+    assert status == 200
+    await until(lambda: h.fake.ephemerals, what="feedback ack")
+    assert "thanks" in h.fake.ephemerals[-1]["text"].lower()
+    assert h.fake.ephemerals[-1]["user"] == "U1"
+    assert len(h.sim.state.feedback) == 1
+
+    h.sim.script_answer(text="Ticket filed.", match="ticket")
+    status, _ = await h.click(block_action(answer, "D1", callback_button["action_id"], callback_button["value"]))
+    assert status == 200
+    assert await h.answered("D1", event["ts"], 2)
+    assert len(h.answers("D1", event["ts"])) == 2
+
+
+def block_action(message: dict[str, Any], channel: str, action_id: str, value: str, user: str = "U1") -> dict:
+    return {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user, "name": "alice", "team_id": "T1"},
+        "api_app_id": "A1",
+        "token": "unused",
+        "trigger_id": f"trig{next(_ids)}",
+        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel},
+        "channel": {"id": channel},
+        "message": {"ts": message["ts"], "thread_ts": message.get("thread_ts"), "type": "message"},
+        "actions": [{"action_id": action_id, "block_id": "b", "value": value, "type": "button",
+                     "action_ts": f"{time.time():.6f}"}],
+    }
+
+
+async def test_channel_mode_dm_answers_privately_with_a_pointer(harness_factory):
+    h = await harness_factory(streaming="auto", channel_mode="dm")
+    h.sim.script_answer(text="Your salary info.", match="salary")
+    event = mention("what is my salary?")
+    await h.send(event)
+    await until(lambda: h.fake.bot_messages("D1"), what="the DM answer")
+    await h.idle()
+    pointer = h.answers("C1", event["ts"])
+    assert len(pointer) == 1 and "direct message" in h.fake.body_text(pointer[0])
+    assert h.fake.body_text(h.fake.bot_messages("D1")[-1]) == "Your salary info."
+
+
+async def test_socket_mode_dispatch(harness_factory):
+    h = await harness_factory(streaming="auto", socket=True)
+    h.sim.script_answer(text="Over the socket.", match="socket", times=3)
+    event = dm("socket question")
+    body = event_body(event, event_id="EvSock")
+    for attempt in range(3):  # a delivery and two retries
+        ack = await h.fake.socket_send(body, retry_attempt=attempt)
+        assert ack["envelope_id"]
+    assert await h.answered("D1", event["ts"]) == "Over the socket."
+    await h.idle()
+    assert len(h.answers("D1", event["ts"])) == 1
+    await h.fake.socket_send(event_body(dm("from a bot", bot_id="B1")))
+    await h.fake.socket_send(event_body(dm("edited", subtype="message_changed")))
+    m = mention("socket mention")
+    await h.fake.socket_send(event_body(m))
+    assert await h.answered("C1", m["ts"]) == "Over the socket."
+    assert len(h.fake.bot_messages()) == 2
+
+
+async def test_oauth_install_then_answer_with_that_workspace_token(harness_factory):
+    h = await harness_factory(streaming="edit", oauth=True)
+    async with h.session.get(h.url + "/slack/install", allow_redirects=False) as resp:
+        assert resp.status in (200, 302)
+        page = await resp.text() + resp.headers.get("Location", "")
+        cookie = resp.headers.get("Set-Cookie", "").split(";")[0]
+    import re
+
+    state = re.search(r"state=([\w\-]+)", page).group(1)
+    h.fake.add_oauth_code("code-1", "T2", "xoxb-fake-T2")
+    async with h.session.get(h.url + f"/slack/oauth_redirect?code=code-1&state={state}",
+                             headers={"Cookie": cookie}) as resp:
+        assert resp.status == 200, await resp.text()
+    assert h.runtime.store.kv_items("slack.bot")
+    h.sim.script_answer(text="Hello T2.", match="t2")
+    event = dm("hi from t2", channel="D9")
+    body = json.dumps(event_body(event, team="T2"))
+    status, _ = await h.post(body, {"Content-Type": "application/json", **sign(body)})
+    assert status == 200
+    assert await h.answered("D9", event["ts"]) == "Hello T2."
+    assert {c.team for c in h.fake.calls_to("chat.postMessage")} == {"T2"}
+
+
+async def test_doctor_check_and_proactive_dm(h):
+    lines = await h.adapter.check()
+    assert lines[0][:2] == ("slack auth", True) and h.fake.token not in repr(lines)
+    from bridge.models import Answer, Employee
+
+    opened = await h.adapter.open_direct(Employee("slack", "T1", "U2", "bob@example.com", "bob", None))
+    assert opened is not None
+    thread, address = opened
+    sink = await h.adapter.open_reply(thread, address, user=None, proactive=True)
+    await sink.finish(Answer(text="Your ticket was resolved."))
+    posted = h.fake.bot_messages(thread.channel)
+    assert len(posted) == 1 and posted[0]["thread_ts"] is None
+    assert h.fake.body_text(posted[0]) == "Your ticket was resolved."
+    assert await h.adapter.open_direct(Employee("slack", "T1", "UNKNOWN", None, None, None)) is None

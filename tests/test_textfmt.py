@@ -1,0 +1,61 @@
+"""Markdown splitting and fence balancing."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from bridge.textfmt import balance_fences, normalise_markdown, split_markdown, status_line
+
+FENCE = re.compile(r"^ {0,3}(```|~~~)", re.M)
+
+
+def _unsplit(parts: list[str]) -> str:
+    text = parts[0]
+    for part in parts[1:]:
+        match = re.match(r"( {0,3}(`{3,}|~{3,})[^\n]*)\n", part)
+        if match and text.endswith(match.group(2)):
+            text = text[: -len(match.group(2))]  # the closing fence the splitter added
+            part = part[len(match.group(0)):]
+        text += part
+    return text
+
+
+def test_plain_text_splits_with_no_character_lost():
+    rng = random.Random(7)
+    words = ["alpha", "beta", "gamma", "delta\n", "epsilon.", "\n\n", "ζήτα", "🙂"]
+    for _ in range(50):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(50, 3000)))
+        limit = rng.randint(40, 900)
+        parts = split_markdown(text, limit)
+        assert all(len(p) <= limit for p in parts)
+        assert "".join(parts) == text
+
+
+def test_fenced_code_is_closed_and_reopened_across_parts():
+    code = "```sql\n" + "\n".join(f"SELECT {i} FROM t;" for i in range(200)) + "\n```\n"
+    text = "Run this:\n\n" + code + "\nThen done."
+    parts = split_markdown(text, 500)
+    assert len(parts) > 5
+    for part in parts:
+        assert len(part) <= 500
+        assert len(FENCE.findall(part)) % 2 == 0
+    assert all(p.startswith("```sql\n") for p in parts[2:-1])
+    assert _unsplit(parts) == text
+
+
+def test_unbroken_text_is_cut_hard_but_kept():
+    text = "x" * 10_000
+    parts = split_markdown(text, 1000)
+    assert "".join(parts) == text and max(map(len, parts)) <= 1000
+
+
+def test_balance_fences_only_touches_open_blocks():
+    assert balance_fences("a\n```py\nprint(1)") == "a\n```py\nprint(1)\n```"
+    assert balance_fences("a\n```\nx\n```\n") == "a\n```\nx\n```\n"
+
+
+def test_status_line_and_link_normalisation():
+    assert status_line("✓ Looking up John\n→ Finding manager") == "Finding manager"
+    assert status_line("") is None
+    assert normalise_markdown("see <https://x.io/a|the doc>") == "see [the doc](https://x.io/a)"
