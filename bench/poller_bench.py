@@ -16,11 +16,11 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import asyncio
 import json
 import logging
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,19 +29,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.budget import Budgets  # noqa: E402
-from bridge.config import Settings  # noqa: E402
-from bridge.models import ChatUser, ThreadKey  # noqa: E402
-from bridge.moveworks import MoveworksClient  # noqa: E402
-from bridge.moveworks.models import Page  # noqa: E402
-from bridge.poller import Poller  # noqa: E402
-from bridge.relay import Relay  # noqa: E402
-from bridge.runtime import AdapterContext  # noqa: E402
-from bridge.simulator import Simulator, SimulatorConfig  # noqa: E402
-from bridge.store import Store  # noqa: E402
-from bridge.webhook import webhook_routes  # noqa: E402
-from tests.fakes.slack_api import FakeSlack  # noqa: E402
-from tests.spine_fakes import FakeClock  # noqa: E402
+from bridge.budget import Budgets
+from bridge.config import Settings
+from bridge.models import ChatUser, ThreadKey
+from bridge.moveworks import MoveworksClient
+from bridge.moveworks.models import Page
+from bridge.poller import Poller
+from bridge.relay import Relay
+from bridge.runtime import AdapterContext
+from bridge.simulator import Simulator, SimulatorConfig
+from bridge.store import Store
+from bridge.webhook import webhook_routes
+from tests.fakes.slack_api import FakeSlack
+from tests.spine_fakes import FakeClock
 
 ASSISTANT = "moveworks-bridge-dev"
 
@@ -77,7 +77,7 @@ class Stack:
         self.tmp, self.emails, self.interval, self.webhook = tmp, emails, interval, webhook
         self.null_platform = null_platform
 
-    async def __aenter__(self) -> "Stack":
+    async def __aenter__(self) -> Stack:
         self.fake = FakeSlack()
         await self.fake.start()
         self.sim = Simulator(SimulatorConfig(assistant_name=ASSISTANT, pace=0,
@@ -128,7 +128,7 @@ class Stack:
         await asyncio.sleep(0.5)  # first polls: checkpoints start at now
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.poller.stop()
         if self.runner is not None:
             await self.runner.cleanup()
@@ -240,7 +240,7 @@ async def bench_rate_virtual(*, identities: int, active: int, seconds: float) ->
     for t, ident in zip(client.times, client.identities):
         if ident in active_set:
             per_active.setdefault(ident, []).append(t)
-    gaps = [b - a for ts in per_active.values() for a, b in zip(ts, ts[1:])]
+    gaps = [b - a for ts in per_active.values() for a, b in itertools.pairwise(ts)]
     idle_polled = len({i for i in client.identities if i not in active_set})
     return {"identities": identities, "active": active, "virtual_seconds": seconds,
             "requests": len(times), "requests_per_s": round(len(times) / seconds, 2),

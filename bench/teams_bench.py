@@ -30,12 +30,12 @@ from aiohttp import ClientSession, web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.app import make_app  # noqa: E402
-from bridge.config import Settings  # noqa: E402
-from bridge.runtime import build_runtime  # noqa: E402
-from bridge.simulator import Simulator, SimulatorConfig  # noqa: E402
-from bridge.store import Store  # noqa: E402
-from tests.fakes.bf_connector import FakeConnector, TeamsUser  # noqa: E402
+from bridge.app import make_app
+from bridge.config import Settings
+from bridge.runtime import build_runtime
+from bridge.simulator import Simulator, SimulatorConfig
+from bridge.store import Store
+from tests.fakes.bf_connector import FakeConnector, TeamsUser
 
 ASSISTANT = "moveworks-bridge-dev"
 
@@ -70,7 +70,7 @@ class Bench:
         self.session = ClientSession()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.session.close()
         await self.runner.cleanup()
         await self.sim.stop()
@@ -166,7 +166,7 @@ async def main() -> None:
             print(f"   {scope:8s} {sum(counts.values()):3d}  ({detail})")
         print("3. concurrent 10-second answers, one tenant, fake enforcing the documented limits:")
         sustained = 0
-        for k in ((10, 30) if args.quick else (10, 40, 80)):
+        for k in ((10, 30) if args.quick else (10, 40, 80, 120)):
             result = await concurrency(tmp, k)
             print("   " + "  ".join(f"{key}={value}" for key, value in result.items()))
             if result["429s"] == 0 and result["lost_finals"] == 0:

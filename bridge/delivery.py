@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -46,7 +46,7 @@ from bridge.streaming import answer_from_message
 
 try:  # metrics are optional for library use (tests build a Poller without the app)
     from bridge import metrics as _metrics
-except Exception:  # pragma: no cover
+except ImportError:  # pragma: no cover
     _metrics = None
 
 log = logging.getLogger("bridge.poller")
@@ -155,11 +155,11 @@ def parse_time(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value)  # 3.11 reads "Z"
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
 
 

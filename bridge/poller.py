@@ -33,7 +33,7 @@ from bridge.scheduler import IdentityState, RequestBudget, Schedule
 
 try:
     from bridge import metrics as _metrics
-except Exception:  # pragma: no cover
+except ImportError:  # pragma: no cover
     _metrics = None
 
 log = logging.getLogger("bridge.poller")

@@ -88,7 +88,7 @@ def _count_request(method: str, endpoint: str, status: int | None, seconds: floa
 
 
 def build_client(settings: Settings, auth: AuthProvider, **kw: Any) -> MoveworksClient:
-    timeout = httpx.Timeout(connect=5.0, read=settings.moveworks_timeout, write=30.0, pool=10.0)
+    timeout = httpx.Timeout(connect=5.0, read=settings.moveworks_timeout, write=30.0, pool=60.0)
     return MoveworksClient(
         settings.moveworks_base_url,
         settings.moveworks_assistant_name,

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from bridge import metrics
 from bridge.budget import Sleep, WriteBudget
 from bridge.errors import DeliveryError, RateLimited, StreamExpired
 from bridge.models import Answer, Capabilities, CitationLink, FeedbackTarget, Frame
@@ -39,6 +40,10 @@ log = logging.getLogger("bridge.streaming")
 
 EMPTY_ANSWER = "I couldn't find an answer to that. Could you try rephrasing your question?"
 CURSOR = " ▍"
+
+
+def count_rate_limited(budget_key: str) -> None:
+    metrics.PLATFORM_RATE_LIMITED.labels(budget_key.split(":", 1)[0]).inc()
 
 
 def default_status_text(status: str | None) -> str:
@@ -276,14 +281,18 @@ class StreamRenderer:
                     return
             if self._latest == self._shown:
                 continue
-            await self.budget.acquire()
+            budgeted = self.frames_shown > 0 or self.caps.budget_first_write
+            if budgeted:
+                await self.budget.acquire()
             frame = self._latest  # read after the wait: latest text wins
             if frame == self._shown or self._closing:
-                self.budget.refund()
+                if budgeted:
+                    self.budget.refund()
                 continue
             try:
                 await self.sink.show(frame)
             except RateLimited as exc:
+                count_rate_limited(self.sink.budget_key)
                 self._strikes += 1
                 self._interval = max(self._interval * 2, 1.0)
                 self.budget.penalize(exc.retry_after or self._interval)
@@ -381,6 +390,7 @@ class EditingSink:
                 await self._write(index, text, answer)
                 return
             except RateLimited as exc:
+                count_rate_limited(self.budget_key)
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 self.budget.penalize(wait)
                 if attempt == self._final_attempts:

@@ -90,12 +90,15 @@ async def test_unmapped_conversation_goes_to_a_dm_and_is_mapped(env):
     assert await poller.poll_identity() == 1
     [post] = env.slack.posts
     assert post.thread.channel.startswith("D-")
-    [link] = env.store.links_for_conversation(ev["conversation_id"])
-    assert link.thread == post.thread and link.active
+    links = env.store.links_for_conversation(ev["conversation_id"])
+    # the DM itself, and (Slack) the thread under the posted message, where replies continue it
+    assert sorted(link.thread.thread for link in links) == ["", post.message_id]
+    assert all(link.active and link.thread.channel == post.thread.channel for link in links)
     # a follow-up in the same conversation lands in the same DM, without opening it again
     env.sim.inject_event(ANN, "Reminder: laptop policy", conversation_id=ev["conversation_id"])
     assert await poller.poll_identity() == 1
-    assert [p.thread for p in env.slack.posts] == [post.thread, post.thread]
+    second = env.slack.posts[1].thread
+    assert second.channel == post.thread.channel and second.thread in ("", post.message_id)
     assert len(env.slack.directs) == 1
 
 

@@ -31,7 +31,7 @@ class Post:
 class RecSink:
     capabilities = Capabilities(max_text_len=4000)
 
-    def __init__(self, adapter: "RecAdapter", thread: ThreadKey, proactive: bool) -> None:
+    def __init__(self, adapter: RecAdapter, thread: ThreadKey, proactive: bool) -> None:
         self.adapter = adapter
         self.thread = thread
         self.proactive = proactive

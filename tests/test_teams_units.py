@@ -12,7 +12,12 @@ from botbuilder.schema import Activity
 from msrest.exceptions import HttpOperationError
 
 from adapters.teams.bot import question_text, scope_of, thread_of
-from adapters.teams.connector import StreamCanceled, StreamNotAllowed, StreamTimedOut, to_delivery_error
+from adapters.teams.connector import (
+    StreamCanceled,
+    StreamNotAllowed,
+    StreamTimedOut,
+    to_delivery_error,
+)
 from adapters.teams.entities import AIMessageEntity, StreamInfoEntity, claim
 from adapters.teams.package import build_package, manifest
 from adapters.teams.render import answer_extras, to_teams_markdown

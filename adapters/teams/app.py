@@ -45,8 +45,9 @@ log = logging.getLogger("adapters.teams")
 # Markdown characters stay under ~28 KB even when every character takes two UTF-16 bytes and the
 # Markdown rewrite adds a little, leaving room for citations and cards.
 MAX_TEXT_LEN = 12_000
-# 50 requests/s per app per tenant is the documented global limit: keep 10% headroom.
-TENANT_RATE = Rate(45, 1.0)
+# 50 requests/s per app per tenant is the documented global limit. Keep 20% headroom: botbuilder
+# sends from a thread pool, so calls granted a little apart can reach Teams bunched together.
+TENANT_RATE = Rate(40, 1.0)
 # Per bot and conversation: 7/1 s, 8/2 s, 60/30 s. A bucket of 5 + 50 per 30 s never exceeds any.
 CONVERSATION_RATE = Rate(55, 30.0)
 
@@ -146,6 +147,10 @@ class TeamsAdapter:
             self._conversation_budgets.move_to_end(conversation)
         return budget
 
+    def tenant_budget(self, tenant: str) -> WriteBudget:
+        """Every bot API call of a tenant counts against Teams' per-app, per-tenant limit."""
+        return self.budgets.get(f"teams:{tenant}", TENANT_RATE)
+
     def target(self, ref_key: str) -> TeamsTarget:
         stored = self.references.load(ref_key)
         if stored is None:
@@ -163,7 +168,7 @@ class TeamsAdapter:
         target = self.target(ref_key)
         tenant = target.stored.tenant or thread.workspace
         budget_key = f"teams:{tenant}"
-        budget = self.budgets.get(budget_key, TENANT_RATE)
+        budget = self.tenant_budget(tenant)
         if target.stored.scope == "personal" and not proactive and self.native_streaming:
             return TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key,
                                    edit_capabilities=EDIT_CAPABILITIES)
@@ -196,6 +201,9 @@ class TeamsAdapter:
         async def callback(context: TurnContext) -> None:
             created.append(context.activity.conversation.id)
 
+        await self.tenant_budget(tenant).acquire(final=True)
+        if self.metrics is not None:
+            self.metrics.PLATFORM_WRITES.labels(PLATFORM, "create").inc()
         try:
             await self.cloud.create_conversation(self.app_id, callback, parameters, "msteams",
                                                  member["service_url"])
@@ -225,6 +233,7 @@ class TeamsAdapter:
             context.activity.channel_data = {"tenant": {"id": stored.tenant}}  # TeamsInfo reads it
             return await TeamsInfo.get_member(context, member["member_id"])
 
+        await self.tenant_budget(stored.tenant or user.workspace).acquire(final=True)
         if self.metrics is not None:
             self.metrics.PLATFORM_WRITES.labels(PLATFORM, "roster").inc()
         try:

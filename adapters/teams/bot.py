@@ -139,10 +139,13 @@ class TeamsBot(TeamsActivityHandler):
             address={"ref_key": write_to, "scope": scope},
             direct=scope == "personal",
         )
-        try:
-            await turn_context.send_activity(Activity(type=ActivityTypes.typing))
-        except Exception as exc:  # noqa: BLE001 - the indicator is a courtesy; the answer matters
-            log.info("teams typing indicator failed: %s", exc)
+        budget = self.adapter.tenant_budget(tenant)
+        if budget.tokens >= 1:  # a courtesy: skipped when the tenant's budget is busy
+            budget.charge()
+            try:
+                await turn_context.send_activity(Activity(type=ActivityTypes.typing))
+            except Exception as exc:  # noqa: BLE001 - the answer matters, not the indicator
+                log.info("teams typing indicator failed: %s", exc)
         self.adapter.relay.submit(inbound)
 
     # --- install events: remember where to reach people proactively ----------------------------
@@ -202,7 +205,7 @@ class TeamsBot(TeamsActivityHandler):
         try:
             ack = await asyncio.wait_for(self.adapter.relay.feedback(user, target, reaction == "like"),
                                          FEEDBACK_TIMEOUT)
-        except Exception:  # noqa: BLE001 - Teams confirms to the user by itself; we only log
+        except Exception:
             log.warning("teams feedback could not be recorded", exc_info=True)
             return
         log.info("teams feedback: %s", ack)

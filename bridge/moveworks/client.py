@@ -74,8 +74,11 @@ from .sse import iter_stream_events
 
 log = logging.getLogger("bridge.moveworks")
 
-DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
-DEFAULT_STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=90.0, write=30.0, pool=10.0)
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=60.0)
+DEFAULT_STREAM_TIMEOUT = httpx.Timeout(connect=5.0, read=90.0, write=30.0, pool=60.0)
+# Every streaming answer holds one connection for its whole length, so the pool must be sized
+# for the number of concurrent answers, not httpx's default of 100.
+DEFAULT_LIMITS = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_RETRY_AFTER = 60.0  # a server asking for a longer pause gets a RateLimited right away
 BACKOFF_BASE = 1.0
@@ -207,6 +210,7 @@ class MoveworksClient:
         self._on_request = on_request
         self._http = httpx.AsyncClient(
             timeout=self._timeout,
+            limits=DEFAULT_LIMITS,
             transport=transport,
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,

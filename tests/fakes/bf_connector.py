@@ -232,10 +232,20 @@ class FakeConnector:
                           subCode="MessageWritesBlocked")
         raise AssertionError(f"unknown fault {fault.kind}")
 
-    def _over_limit(self, conversation_id: str) -> bool:
+    def _over_limit(self, conversation_id: str, *, read: bool = False) -> bool:
+        """Documented limits: sends/updates per conversation, every call per tenant."""
         if not self.enforce_limits:
             return False
         now = time.monotonic()
+        if read:
+            tenant = self._tenant_window
+            while tenant and now - tenant[0] > 1.0:
+                tenant.popleft()
+            if len(tenant) >= self.tenant_rps:
+                self.throttled += 1
+                return True
+            tenant.append(now)
+            return False
         window = self._windows[bare(conversation_id)]
         while window and now - window[0] > 30.0:
             window.popleft()
@@ -395,6 +405,9 @@ class FakeConnector:
         fault = self._take_fault("GET", request.path, None)
         if fault is not None:
             return self._record(request, None, self._fault_response(fault, None))
+        if self._over_limit(request.match_info["cid"], read=True):
+            return self._record(request, None, _error(429, "Throttled", "API calls quota exceeded!",
+                                                      {"Retry-After": "1"}))
         member = self.members.get(uid)
         if member is None:
             return self._record(request, None, _error(404, "MemberNotFoundInConversation", "Member not found"))

@@ -1,0 +1,105 @@
+"""The operator surface: quickstart command, config errors, serve routes, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from bridge.config import Settings
+from bridge.errors import ConfigError
+from bridge.logs import Redactor
+
+QUESTION = "How do I reset my password?"
+
+
+def _run(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def test_readme_quickstart_streams_an_answer_through_the_real_core():
+    result = _run("chat", "--simulate", "--once", QUESTION)
+    assert result.returncode == 0, result.stderr
+    assert "reset your password" in result.stdout
+    assert "Sources:\n  [1]" in result.stdout
+    assert "⏳" in result.stderr  # progress while Moveworks reasons
+
+
+def test_missing_setting_stops_start_up_with_one_line_naming_it():
+    result = _run("serve", env={"MOVEWORKS_API_KEY": "super-secret-key-value", "MOVEWORKS_ASSISTANT_NAME": "",
+                                "PORT": "3978"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "moveworks-bridge: configuration error: "
+        "MOVEWORKS_ASSISTANT_NAME is required (the Assistant-Name header)"
+    )
+    assert "super-secret-key-value" not in result.stderr + result.stdout
+
+
+def test_malformed_values_are_named_and_secrets_are_masked():
+    with pytest.raises(ConfigError, match="^PORT must be a whole number$"):
+        Settings.from_env({"PORT": "eighty"})
+    with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN must be a bot token"):
+        Settings.from_env({"MOVEWORKS_ASSISTANT_NAME": "a", "MOVEWORKS_API_KEY": "k",
+                           "SLACK_BOT_TOKEN": "nope", "SLACK_SIGNING_SECRET": "s"})
+    settings = Settings.from_env({"MOVEWORKS_ASSISTANT_NAME": "a", "MOVEWORKS_API_KEY": "k-very-secret"})
+    assert "k-very-secret" not in repr(settings)
+
+
+def test_log_redaction_masks_tokens_and_configured_secrets():
+    redactor = Redactor(["my-client-secret"])
+    line = redactor.redact("auth failed: Bearer abc.def token=xoxb-123-456 secret my-client-secret mwt_zzz")
+    assert "abc.def" not in line and "xoxb-123" not in line and "my-client-secret" not in line
+    assert "mwt_zzz" not in line
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_serve_answers_health_ready_and_metrics_then_shuts_down_on_sigterm(sim, tmp_path):
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "BRIDGE_DB": str(tmp_path / "bridge.db"),
+        "BRIDGE_POLLER": "off",
+        "MOVEWORKS_BASE_URL": sim.base_url,
+        "MOVEWORKS_ASSISTANT_NAME": "moveworks-bridge-dev",
+        "MOVEWORKS_API_KEY": "sim-key",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(100):
+                try:
+                    health = await http.get("/healthz")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            assert health.status_code == 200
+            assert (await http.get("/readyz")).json() == {"status": "ready"}
+            metrics = await http.get("/metrics")
+            assert metrics.status_code == 200 and "bridge_answers" in metrics.text
+            assert (await http.get("/nope")).status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+        assert proc.returncode == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
