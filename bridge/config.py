@@ -43,6 +43,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     shutdown_grace: float = 20.0
+    unmapped_dm: str = "sole"
 
     moveworks_base_url: str = DEFAULT_BASE_URL
     moveworks_assistant_name: str = ""
@@ -117,6 +118,7 @@ class Settings:
                 "BRIDGE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             shutdown_grace=reader.float("BRIDGE_SHUTDOWN_GRACE", 20.0, low=0.0),
+            unmapped_dm=reader.choice("BRIDGE_UNMAPPED_DM", ("sole", "last_active", "off"), "sole"),
             moveworks_base_url=reader.url("MOVEWORKS_BASE_URL", DEFAULT_BASE_URL),
             moveworks_assistant_name=reader.str("MOVEWORKS_ASSISTANT_NAME") or "",
             moveworks_auth=reader.choice("MOVEWORKS_AUTH", AUTH_MODES, "api_key"),

@@ -186,7 +186,7 @@ class Delivery:
         relay: Any,
         per_employee: bool,
         wall: Callable[[], float] = time.time,
-        dm_single_identity: bool = True,
+        dm_single_identity: str = "sole",
         max_attempts: int = MAX_ATTEMPTS,
         max_text: int = MAX_EVENT_TEXT,
     ) -> None:
@@ -366,12 +366,15 @@ class Delivery:
     def _employees(self, key: str) -> list[Employee]:
         if self.per_employee:
             return list(self.store.employees_by_email(key))
-        if not self.dm_single_identity:
+        # One service identity: a brand-new conversation has no known owner. Sending it to the
+        # wrong person would leak someone's notification, so by default it goes out only when
+        # the bridge knows exactly one employee ("sole"); "last_active" guesses, "off" never DMs.
+        if self.dm_single_identity == "sole" and self.store.active_people() != 1:
             return []
-        # one service identity: the conversation has no known owner; the most recently active
-        # employee is the best guess (documented in docs/poller.md)
-        employee = self.store.last_active_employee()
-        return [employee] if employee is not None else []
+        if self.dm_single_identity in ("sole", "last_active"):
+            employee = self.store.last_active_employee()
+            return [employee] if employee is not None else []
+        return []
 
     async def _direct(
         self, ev: Event, key: str, conversation_id: str, answer: Answer, message_id: str

@@ -71,9 +71,9 @@ class Capabilities:
     native_stream: bool = False  # the sink streams natively (Slack chat.*Stream, Teams streaming)
     min_edit_interval: float = 1.0  # seconds between two writes to the same reply
     write_budget: Rate | None = None  # shared by every answer in one workspace/tenant
-    # Does the first write of a reply (a new message) count against write_budget? Slack's
-    # chat.postMessage is not a Tier 3 call, so under load it must not wait behind edits.
-    budget_first_write: bool = True
+    # Do new messages count against write_budget, or only edits? Slack's chat.postMessage is
+    # not a Tier 3 call, so under load a first post must not wait behind other answers' edits.
+    budget_posts: bool = True
 
 
 @dataclass(frozen=True)

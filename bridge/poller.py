@@ -64,7 +64,7 @@ class Poller:
         refresh_interval: float = 30.0,
         active_window: float = 600.0,
         max_attempts: int = 10,
-        dm_single_identity: bool = True,
+        dm_single_identity: str = "sole",
         history_grace: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
@@ -123,6 +123,7 @@ class Poller:
             "interval": float(getattr(settings, "poll_interval", 5.0)),
             "max_idle_interval": float(getattr(settings, "poll_max_interval", 300.0)),
             "rps": float(getattr(settings, "moveworks_rps", 10.0)),
+            "dm_single_identity": getattr(settings, "unmapped_dm", "sole"),
         }
         params.update(kw)
         return cls(store=store, client=client, relay=relay, **params)

@@ -93,6 +93,7 @@ class Relay:
         self._locks = KeyedLock()
         self._tasks = TaskSet()
         self._first_text_observers: list[Callable[[str, float], None]] = []
+        self._activity_observers: list[Callable[[str | None], object]] = []
 
     # --- wiring ------------------------------------------------------------------------------
 
@@ -106,6 +107,11 @@ class Relay:
     def observe_first_text(self, callback: Callable[[str, float], None]) -> None:
         """Benchmarks: called with (platform, seconds from first delta to first visible text)."""
         self._first_text_observers.append(callback)
+
+    def on_activity(self, callback: Callable[[str | None], object]) -> None:
+        """Called with the Moveworks identity of every employee who asks something (the poller
+        starts polling a new employee at once instead of at its next refresh)."""
+        self._activity_observers.append(callback)
 
     @property
     def in_flight(self) -> int:
@@ -191,6 +197,11 @@ class Relay:
             await sink.fail(MSG_NO_IDENTITY)
             return "rejected"
         self.store.save_employee(inbound.user, active=True)
+        for observer in self._activity_observers:
+            try:
+                observer(identity)
+            except Exception:  # noqa: BLE001 - an observer must never cost an answer
+                log.warning("activity observer failed", exc_info=True)
         try:
             link = await self._link_for(inbound, identity)
         except _Refused as refused:

@@ -44,6 +44,7 @@ class Runtime:
     budgets: Budgets
     adapters: list[Any] = field(default_factory=list)
     poller: Any = None
+    poller_client: MoveworksClient | None = None
 
     async def start(self) -> None:
         for adapter in self.adapters:
@@ -62,6 +63,8 @@ class Runtime:
                 except Exception:  # noqa: BLE001 - shut the rest down regardless
                     log.warning("adapter %s did not stop cleanly", adapter.platform, exc_info=True)
         await self.client.aclose()
+        if self.poller_client is not None:
+            await self.poller_client.aclose()
         await self.auth.aclose()
         self.store.close()
 
@@ -132,5 +135,10 @@ def build_runtime(
     if poller:
         from bridge.poller import Poller
 
-        runtime.poller = Poller.from_settings(settings, store=store, client=client, relay=relay)
+        # Its own client with a single attempt per call: every request the poller makes must go
+        # through its global budget, so the client must not retry behind its back.
+        runtime.poller_client = build_client(settings, auth, max_retries=1)
+        runtime.poller = Poller.from_settings(settings, store=store, client=runtime.poller_client,
+                                              relay=relay)
+        relay.on_activity(runtime.poller.touch)
     return runtime

@@ -281,7 +281,7 @@ class StreamRenderer:
                     return
             if self._latest == self._shown:
                 continue
-            budgeted = self.frames_shown > 0 or self.caps.budget_first_write
+            budgeted = self.frames_shown > 0 or self.caps.budget_posts
             if budgeted:
                 await self.budget.acquire()
             frame = self._latest  # read after the wait: latest text wins
@@ -363,15 +363,18 @@ class EditingSink:
             body = balance_fences(frame.text) + CURSOR
         else:
             body = self._status_text(frame.status)
-        first = True
+        first = True  # the renderer already took a token for the first write of a frame
         for i, part in enumerate(split_markdown(body, self._limit)):
             if i < len(self._texts) and self._texts[i] == part:
                 continue
-            if not first:
+            if not first and self._budgeted(i):
                 self.budget.charge()
             first = False
             await self._write(i, part, None)
         self._answer_shown = frame.text
+
+    def _budgeted(self, index: int) -> bool:
+        return index < len(self.message_ids) or self.capabilities.budget_posts
 
     async def _write(self, index: int, text: str, answer: Answer | None) -> None:
         if index < len(self.message_ids):
@@ -385,7 +388,8 @@ class EditingSink:
     async def _final_write(self, index: int, text: str, answer: Answer | None) -> None:
         delay = 1.0
         for attempt in range(1, self._final_attempts + 1):
-            await self.budget.acquire(final=True)
+            if self._budgeted(index):
+                await self.budget.acquire(final=True)
             try:
                 await self._write(index, text, answer)
                 return

@@ -67,6 +67,19 @@ async def test_mapped_teams_reply_chain(env):
     assert env.slack.posts == []
 
 
+async def test_single_identity_mode_never_guesses_between_two_people(env):
+    """One service identity, two employees: a new notification has no known owner, and posting
+    it to the wrong person would leak it, so it is skipped (with a logged reason), not guessed."""
+    env.employee(ANN)
+    env.employee(BOB)
+    poller = env.poller()
+    await poller.poll_identity()
+    ev = env.sim.inject_event(ANN, "Your PTO request was approved")
+    assert await poller.poll_identity() == 0
+    assert env.slack.posts == []
+    assert env.store.event_status(ev["event_id"]) == "skipped"
+
+
 async def test_history_before_start_is_skipped_not_posted(env):
     env.employee(ANN)
     old = env.sim.inject_event(ANN, "old news")

@@ -48,7 +48,7 @@ EDIT_CAPABILITIES = Capabilities(
     native_stream=False,
     min_edit_interval=1.1,
     write_budget=EDIT_RATE,
-    budget_first_write=False,  # the first write is a post/startStream, not a budgeted edit
+    budget_posts=False,  # the first write is a post/startStream, not a budgeted edit
 )
 # Bot scopes in manifest.yml; OAuth installs request the same.
 SCOPES = [

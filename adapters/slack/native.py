@@ -53,7 +53,7 @@ NATIVE_CAPABILITIES = Capabilities(
     native_stream=True,
     min_edit_interval=1.0,
     write_budget=STREAM_RATE,
-    budget_first_write=False,  # the first write is a post/startStream, not a budgeted edit
+    budget_posts=False,  # the first write is a post/startStream, not a budgeted edit
 )
 
 # Native streaming is unavailable for this reply: use edits instead.

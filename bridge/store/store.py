@@ -264,6 +264,24 @@ class Store:
         )
         return self._employee(row) if row else None
 
+    def active_people(self) -> int:
+        """How many different people have asked something (chat accounts with the same email
+        are one person)."""
+        row = self._one(
+            "SELECT COUNT(DISTINCT COALESCE(lower(email), platform || ':' || workspace || ':' || "
+            "user_id)) AS n FROM employees WHERE last_active_at IS NOT NULL"
+        )
+        return int(row["n"]) if row else 0
+
+    def remap_link(self, link_id: int, conversation_id: str, address: dict[str, Any]) -> None:
+        """Point a flat chat (a personal DM) at the conversation of the notification just posted
+        there, so the employee's reply continues it."""
+        self.db.execute(
+            "UPDATE thread_links SET conversation_id = ?, address = ?, active = 1, last_used_at = ? "
+            "WHERE id = ?",
+            (conversation_id, json.dumps(address), self.clock(), link_id),
+        )
+
     def last_activity(self) -> float | None:
         row = self._one("SELECT MAX(last_active_at) AS t FROM employees")
         return row["t"] if row else None
