@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 from dataclasses import dataclass, field
 
 from bridge import metrics
@@ -37,6 +38,7 @@ from bridge.ports import MessageOps, ReplySink
 from bridge.textfmt import balance_fences, normalise_markdown, split_markdown, status_line
 
 log = logging.getLogger("bridge.streaming")
+T = TypeVar("T")
 
 EMPTY_ANSWER = "I couldn't find an answer to that. Could you try rephrasing your question?"
 CURSOR = " ▍"
@@ -325,6 +327,41 @@ class StreamRenderer:
                 self._on_first_text = None
 
 
+async def write_final(
+    action: Callable[[], Awaitable[T]],
+    budget: WriteBudget | None,
+    budget_key: str,
+    *,
+    sleep: Sleep = asyncio.sleep,
+    attempts: int = 8,
+) -> T:
+    """Run one write of a final answer until it lands: a final is never dropped for a 429.
+
+    Takes a priority token from `budget` (None: this write is not budgeted) before each try,
+    waits out `Retry-After` (and makes everyone sharing the budget wait too), and backs off on
+    transient platform errors. Permanent errors and the last failure are raised."""
+    delay = 1.0
+    for attempt in range(1, attempts + 1):
+        if budget is not None:
+            await budget.acquire(final=True)
+        try:
+            return await action()
+        except RateLimited as exc:
+            count_rate_limited(budget_key)
+            wait = exc.retry_after if exc.retry_after is not None else delay
+            if budget is not None:
+                budget.penalize(wait)
+            if attempt == attempts:
+                raise
+            await sleep(wait)
+        except DeliveryError as exc:
+            if exc.permanent or attempt == attempts:
+                raise
+            await sleep(delay)
+        delay = min(delay * 2, 30.0)
+    raise AssertionError("unreachable")
+
+
 # --- the generic post-then-edit sink --------------------------------------------------------------
 
 
@@ -386,25 +423,13 @@ class EditingSink:
             self._texts.append(text)
 
     async def _final_write(self, index: int, text: str, answer: Answer | None) -> None:
-        delay = 1.0
-        for attempt in range(1, self._final_attempts + 1):
-            if self._budgeted(index):
-                await self.budget.acquire(final=True)
-            try:
-                await self._write(index, text, answer)
-                return
-            except RateLimited as exc:
-                count_rate_limited(self.budget_key)
-                wait = exc.retry_after if exc.retry_after is not None else delay
-                self.budget.penalize(wait)
-                if attempt == self._final_attempts:
-                    raise
-                await self._sleep(wait)
-            except DeliveryError as exc:
-                if exc.permanent or attempt == self._final_attempts:
-                    raise
-                await self._sleep(delay)
-            delay = min(delay * 2, 30.0)
+        await write_final(
+            lambda: self._write(index, text, answer),
+            self.budget if self._budgeted(index) else None,
+            self.budget_key,
+            sleep=self._sleep,
+            attempts=self._final_attempts,
+        )
 
     async def finish(self, answer: Answer) -> list[str]:
         parts = split_markdown(answer.text, self._limit)

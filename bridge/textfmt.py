@@ -29,6 +29,11 @@ def _fence_state(text: str, state: tuple[str, str] | None = None) -> tuple[str, 
     return state
 
 
+def open_fence(text: str) -> tuple[str, str] | None:
+    """(closing marker, opening line) when `text` ends inside a fenced code block, else None."""
+    return _fence_state(text)
+
+
 def balance_fences(text: str) -> str:
     """Close a code block left open by a partial answer, for display only."""
     state = _fence_state(text)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +31,8 @@ from bridge.budget import WriteBudget
 from bridge.errors import DeliveryError, RateLimited
 from bridge.models import Answer, Capabilities, Frame, Rate
 from bridge.ports import ReplySink
-from bridge.textfmt import split_markdown
+from bridge.streaming import write_final
+from bridge.textfmt import open_fence, split_markdown
 
 from . import blocks as bk
 from .calls import PERMANENT, STREAM_GONE, TOO_LONG, TRANSIENT, error_code, is_rate_limited, retry_after
@@ -74,24 +74,6 @@ FALLBACK_ERRORS = frozenset(
 WORKSPACE_ERRORS = frozenset(
     {"unknown_method", "not_allowed_token_type", "feature_not_enabled", "method_deprecated", "missing_scope"}
 )
-
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)$")
-
-
-def open_fence(text: str) -> tuple[str, str] | None:
-    """(closing marker, opening line) when `text` ends inside a fenced code block."""
-    state: tuple[str, str] | None = None
-    for line in text.split("\n"):
-        match = _FENCE.match(line)
-        if not match:
-            continue
-        marker = match.group(1)
-        if state is None:
-            state = (marker, line.strip())
-        elif marker[0] == state[0][0] and len(marker) >= len(state[0]) and not match.group(2).strip():
-            state = None
-    return state
-
 
 @dataclass
 class Segment:
@@ -330,25 +312,9 @@ class NativeStreamSink:
     # --- finishing --------------------------------------------------------------------------------
 
     async def _final(self, action: Callable[[], Awaitable[Any]], *, budget: WriteBudget) -> Any:
-        """Run a final write until it succeeds, waiting out rate limits (the final text is never
-        dropped for a 429)."""
-        delay = 1.0
-        for attempt in range(1, self._final_attempts + 1):
-            await budget.acquire(final=True)
-            try:
-                return await action()
-            except RateLimited as exc:
-                wait = exc.retry_after if exc.retry_after is not None else delay
-                budget.penalize(wait)
-                if attempt == self._final_attempts:
-                    raise
-                await self._sleep(wait)
-            except DeliveryError as exc:
-                if exc.permanent or attempt == self._final_attempts:
-                    raise
-                await self._sleep(delay)
-            delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
+        """Run a final write until it succeeds (the final text is never dropped for a 429)."""
+        return await write_final(action, budget, self.budget_key, sleep=self._sleep,
+                                 attempts=self._final_attempts)
 
     async def _finish_stream(self, final: str, extras: list[dict[str, Any]]) -> list[str]:
         remaining = final[len(self.sent):]
