@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -98,6 +99,8 @@ async def _on_cleanup(app: web.Application) -> None:
 
 async def serve(runtime: Runtime, host: str = "0.0.0.0", port: int | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    # botbuilder's connector sends from the default thread pool: size it for concurrent answers.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(64, thread_name_prefix="io"))
     app = make_app(runtime)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -211,6 +211,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return asyncio.run(run_doctor(as_email=args.as_email))
 
 
+# --- teams-package ----------------------------------------------------------------------------
+
+
+def cmd_teams_package(argv: list[str]) -> int:
+    from adapters.teams.package import main as package_main
+
+    return package_main(argv)
+
+
 # --- entry point ------------------------------------------------------------------------------
 
 
@@ -249,10 +258,17 @@ def parser() -> argparse.ArgumentParser:
     doctor.add_argument("--as", dest="as_email", default=None,
                         help="employee email for the Moveworks check in user_jwt mode")
     doctor.set_defaults(func=cmd_doctor)
+
+    package = sub.add_parser("teams-package", add_help=False,
+                             help="build the Teams app package zip (--bot-id, --out, --name, ...)")
+    package.set_defaults(func=None)  # dispatched in main(): its options are the packager's own
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["teams-package"]:
+        return cmd_teams_package(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.func(args)

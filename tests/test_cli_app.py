@@ -103,3 +103,44 @@ async def test_serve_answers_health_ready_and_metrics_then_shuts_down_on_sigterm
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+def test_json_logs_are_one_object_per_line_without_secrets(capsys):
+    import json
+    import logging
+
+    from bridge import logs
+
+    logs.setup("json", "INFO", ["topsecret-value"])
+    logging.getLogger("bridge.test").warning("token topsecret-value failed for %s", "Bearer abc123")
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert record["level"] == "warning" and record["logger"] == "bridge.test"
+    assert "topsecret" not in line and "abc123" not in line
+    logs.setup("text", "WARNING")
+
+
+async def test_chat_shows_proactive_events_as_they_arrive(sim):
+    import io
+
+    from adapters.console import THREAD, ConsoleAdapter
+    from bridge.models import Inbound
+    from bridge.runtime import build_runtime
+    from bridge.store import Store
+
+    settings = Settings(moveworks_base_url=sim.base_url, moveworks_assistant_name="moveworks-bridge-dev",
+                        moveworks_api_key="sim-key")
+    out = io.StringIO()
+    console = ConsoleAdapter(email="employee@example.com", out=out, err=io.StringIO(), live=False)
+    runtime = build_runtime(settings, adapters=(), store=Store(":memory:"), poller=True)
+    runtime.relay.register(console)
+    try:
+        await runtime.relay.handle(Inbound("c1", THREAD, console.user, text="How do I reset my password?"))
+        await runtime.poller.poll_identity()  # a known identity starts at "now"
+        [conversation_id] = sim.state.user("employee@example.com").conversations
+        sim.inject_event("employee@example.com", "Your password reset ticket is resolved.",
+                         conversation_id=conversation_id)
+        assert await runtime.poller.poll_identity() == 1
+        assert "📣 New message from the assistant:\nYour password reset ticket is resolved." in out.getvalue()
+    finally:
+        await runtime.aclose()

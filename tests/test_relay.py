@@ -153,3 +153,29 @@ async def test_a_lost_conversation_is_replaced_once(sim, mw):
     new = store.get_link(THREAD, ANN.user_id).conversation_id
     assert new != old and new in conversations(sim)
     assert "VPN" in list(adapter.thread(THREAD).messages.values())[-1].text
+
+
+async def test_a_100_kb_answer_arrives_whole_across_several_messages(sim, mw):
+    relay, adapter = build(Store(":memory:"), mw)
+    body = "".join(f"Line {i}: {'lorem ipsum ' * 6}\n" for i in range(1400))  # ~100 KB
+    sim.script_answer(text=body, match="huge", chunks=20)
+    await relay.handle(ask("a huge answer please"))
+    platform = adapter.thread(THREAD)
+    assert len(platform.messages) >= 25
+    assert all(len(m.text) <= CAPS.max_text_len for m in platform.messages.values())
+    assert "".join(m.text for m in platform.messages.values()) == body.strip()
+
+
+async def test_shutdown_marks_an_unfinished_answer_in_its_thread(sim, mw):
+    store = Store(":memory:")
+    relay, adapter = build(store, mw)
+    sim.script_answer(text="A slow answer " * 50, match="slow", chunks=50, delay=0.2)
+    relay.submit(ask("a slow one"))
+    while not adapter.thread(THREAD).messages:
+        await asyncio.sleep(0.02)
+    assert await relay.drain(0.1) == 1  # one answer did not finish in the grace period
+    visible = adapter.thread(THREAD).visible()
+    assert visible.endswith("⚠️ I was restarted before I could finish this answer. Please ask again.")
+    assert "▍" not in visible
+    status = store.db.execute("SELECT status FROM replies").fetchone()[0]
+    assert status == "interrupted"
