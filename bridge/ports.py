@@ -22,8 +22,10 @@ class ReplySink(Protocol):
     capabilities: Capabilities
     budget_key: str  # writes of every sink with the same key share one rate budget
 
-    async def show(self, frame: Frame) -> None:
-        """Display an intermediate frame; may raise `RateLimited` (the renderer backs off)."""
+    async def show(self, frame: Frame) -> bool | None:
+        """Display an intermediate frame; may raise `RateLimited` (the renderer backs off).
+        Return False when nothing was written (the frame is not worth showing on this
+        platform), so the write costs no interval and no budget token."""
 
     async def finish(self, answer: Answer) -> list[str]:
         """Display the exact final answer; retries until it is visible. Returns message ids."""

@@ -292,7 +292,7 @@ class StreamRenderer:
                     self.budget.refund()
                 continue
             try:
-                await self.sink.show(frame)
+                wrote = await self.sink.show(frame)
             except RateLimited as exc:
                 count_rate_limited(self.sink.budget_key)
                 self._strikes += 1
@@ -318,8 +318,12 @@ class StreamRenderer:
             except Exception as exc:  # e.g. UserCanceled: stop the answer
                 self._failure = exc
                 return
-            self._strikes = 0
             self._shown = frame
+            if wrote is False:  # the sink skipped it: no interval, no token spent
+                if budgeted:
+                    self.budget.refund()
+                continue
+            self._strikes = 0
             self._last_write = self._clock()
             self.frames_shown += 1
             if frame.text and self._on_first_text and self._first_delta_at is not None:

@@ -135,3 +135,47 @@ async def test_failure_keeps_partial_text_and_adds_a_kind_note():
     await clock.run(renderer.fail("Sorry, the assistant ran into a problem."))
     assert platform.visible() == "Partial answer\n\n⚠️ Sorry, the assistant ran into a problem."
     assert "boom" not in platform.visible() and "INTERNAL" not in platform.visible()
+
+
+async def test_a_frame_the_sink_skips_costs_no_interval():
+    from bridge.models import Frame
+    from bridge.moveworks.models import (
+        Message, OutputDelta, ReasoningMessage, Response, ResponseCompleted, ResponseCreated,
+    )
+
+    clock = FakeClock()
+    written: list[tuple[float, str]] = []
+
+    class StatusBlindSink:
+        """A platform that cannot show progress lines (writes only answer text)."""
+
+        capabilities = CAPS
+        budget_key = "w"
+
+        async def show(self, frame: Frame):
+            if not frame.text:
+                return False
+            written.append((clock(), frame.text))
+
+        async def finish(self, answer):
+            written.append((clock(), answer.text))
+            return ["m1"]
+
+        async def fail(self, message):
+            raise AssertionError(message)
+
+    async def stream():
+        yield ResponseCreated(Response("resp_1", "conv_1", "CREATED"))
+        yield OutputDelta(ReasoningMessage("rs_1", "→ Searching"))
+        await clock.sleep(0.1)
+        yield OutputDelta(Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "Hello"))
+        await clock.sleep(5)
+        yield ResponseCompleted(Response("resp_1", "conv_1", "COMPLETED", outputs=(
+            Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "Hello there"),)))
+
+    budget = WriteBudget(CAPS.write_budget, clock=clock, sleep=clock.sleep)
+    renderer = StreamRenderer(StatusBlindSink(), budget, clock=clock, sleep=clock.sleep)
+    start = clock()
+    await clock.run(renderer.run(stream()))
+    assert written[0] == (start + 0.1, "Hello")  # shown at once, not a second after the skipped line
+    assert written[-1][1] == "Hello there"

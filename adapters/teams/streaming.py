@@ -70,10 +70,9 @@ class TeamsStreamSink:
 
     # --- intermediate frames -------------------------------------------------------------------
 
-    async def show(self, frame: Frame) -> None:
+    async def show(self, frame: Frame) -> bool | None:
         if self._fallback is not None:
-            await self._fallback.show(frame)
-            return
+            return await self._fallback.show(frame)
         if self._state == "canceled":
             raise UserCanceled()
         if self._state == "expired":
@@ -81,14 +80,14 @@ class TeamsStreamSink:
             return
         if not frame.text:
             if self._streamed:
-                return  # informative updates only before the first text
+                return False  # informative updates only before the first text
             await self._stream(status_text(frame.status), "informative")
             return
         if len(frame.text) > self._limit:
-            return  # the final message splits it
+            return False  # the final message splits it
         wire = render_text(frame.text, self.target.text_format)
         if not wire.startswith(self._streamed):
-            return  # not cumulative (e.g. a table rewritten as it completed): wait for the final
+            return False  # not cumulative (a table rewritten as it completed): wait for the final
         await self._stream(wire, "streaming")
         self._streamed = wire
         self._shown_answer = frame.text
