@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 async def _poll_forever(settings: Settings) -> None:
     from bridge.runtime import build_runtime
 
-    runtime = build_runtime(settings, poller=True)
+    runtime = build_runtime(settings, poller=True, answers=False)
     await runtime.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -128,7 +128,7 @@ async def _chat(args: argparse.Namespace) -> int:
         store = Store(settings.db)
     email = args.as_email or os.environ.get("MOVEWORKS_CHAT_EMAIL") or (SIM_EMAIL if sim else None)
     console = ConsoleAdapter(email=email)
-    runtime = build_runtime(settings, adapters=(), store=store, poller=not args.once)
+    runtime = build_runtime(settings, adapters=(), store=store, poller=not args.once, answers=False)
     runtime.relay.register(console)
     runtime.adapters.append(console)
     user = console.user

@@ -48,7 +48,7 @@ async def run_doctor(*, as_email: str | None = None, env=None, out: TextIO | Non
 
     runtime = None
     try:
-        runtime = build_runtime(settings, store=store)
+        runtime = build_runtime(settings, store=store, answers=False)
         identity = None
         if runtime.auth.per_employee:
             identity = as_email

@@ -171,9 +171,14 @@ class Relay:
             log.error("no adapter registered for %s", platform)
             return
         async with self.thread_lock(inbound.thread):
-            sink = await adapter.open_reply(
-                inbound.thread, inbound.address, user=inbound.user, proactive=False
-            )
+            try:
+                sink = await adapter.open_reply(
+                    inbound.thread, inbound.address, user=inbound.user, proactive=False
+                )
+            except Exception:  # noqa: BLE001 - nowhere to write, so nothing kinder to do
+                log.warning("cannot open a reply in a %s thread", platform, exc_info=True)
+                metrics.ANSWERS.labels(platform, "undeliverable").inc()
+                return
             outcome = "failed"
             metrics.ACTIVE_ANSWERS.inc()
             try:
@@ -317,6 +322,20 @@ class Relay:
         for message_id in result.message_ids:
             self.store.mark_shown(message_id, link.id, "stream")
         return "answered"
+
+    async def announce_interrupted(self, link_ids: list[int]) -> None:
+        """After a crash: tell each thread whose answer was cut off to ask again."""
+        for link_id in link_ids:
+            link = self.store.get_link_by_id(link_id)
+            adapter = self.adapters.get(link.thread.platform) if link and link.active else None
+            if link is None or adapter is None:
+                continue
+            try:
+                async with self.thread_lock(link.thread):
+                    sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
+                    await sink.fail(MSG_RESTART)
+            except Exception:  # noqa: BLE001 - best effort; the thread may be gone
+                log.info("could not tell a thread about its interrupted answer", exc_info=True)
 
     @staticmethod
     async def _fail_quietly(renderer: StreamRenderer, message: str = MSG_FAILED) -> None:

@@ -45,12 +45,16 @@ class Runtime:
     adapters: list[Any] = field(default_factory=list)
     poller: Any = None
     poller_client: MoveworksClient | None = None
+    interrupted_links: list[int] = field(default_factory=list)
 
     async def start(self) -> None:
         for adapter in self.adapters:
             start = getattr(adapter, "start", None)
             if start is not None:
                 await start()
+        if self.interrupted_links:
+            links, self.interrupted_links = self.interrupted_links, []
+            await self.relay.announce_interrupted(links)
 
     async def aclose(self) -> None:
         if self.poller is not None:
@@ -111,14 +115,18 @@ def build_runtime(
     clock=time.monotonic,
     sleep=asyncio.sleep,
     client_kw: dict[str, Any] | None = None,
+    answers: bool = True,
 ) -> Runtime:
     """Build everything (no network yet). `adapters` defaults to `settings.adapters`."""
     from adapters import registry  # composition root only: the core never imports adapters
 
     store = store or Store(settings.db)
-    interrupted = store.interrupt_streaming_replies()
+    # Only the process that streams answers may sweep unfinished ones: a separate `poll` worker
+    # would otherwise mark the live answers of `serve` as interrupted.
+    interrupted = store.interrupt_streaming_replies() if answers else []
     if interrupted:
-        log.warning("%d answers were interrupted by the previous shutdown", interrupted)
+        log.warning("%d answers were cut off by the previous process; telling their threads",
+                    len(interrupted))
     store.prune_inbound()
     auth = build_auth(settings)
     client = build_client(settings, auth, **(client_kw or {}))
@@ -126,7 +134,7 @@ def build_runtime(
     relay = Relay(store=store, client=client, per_employee=auth.per_employee, budgets=budgets,
                   clock=clock, sleep=sleep)
     runtime = Runtime(settings=settings, store=store, auth=auth, client=client, relay=relay,
-                      budgets=budgets)
+                      budgets=budgets, interrupted_links=interrupted)
     ctx = AdapterContext(settings=settings, store=store, relay=relay, budgets=budgets)
     for name in settings.adapters if adapters is None else adapters:
         adapter = registry.build(name, ctx)

@@ -144,3 +144,30 @@ async def test_chat_shows_proactive_events_as_they_arrive(sim):
         assert "📣 New message from the assistant:\nYour password reset ticket is resolved." in out.getvalue()
     finally:
         await runtime.aclose()
+
+
+async def test_after_a_crash_the_answering_process_tells_the_thread_but_a_poll_worker_does_not(sim, tmp_path, capsys):
+    from adapters.console import THREAD
+    from bridge.runtime import build_runtime
+    from bridge.store import Store
+
+    path = tmp_path / "bridge.db"
+    crashed = Store(path)  # the process that died mid-answer
+    link = crashed.insert_link(THREAD, "u1", "", "conv_x", {})
+    crashed.start_reply(link.id)
+    crashed.close()
+    settings = Settings(db=str(path), moveworks_base_url=sim.base_url,
+                        moveworks_assistant_name="moveworks-bridge-dev", moveworks_api_key="sim-key")
+
+    worker = build_runtime(settings, adapters=("console",), answers=False)
+    await worker.start()
+    await worker.aclose()
+    assert "restarted" not in capsys.readouterr().out
+    probe = Store(path)
+    assert probe.db.execute("SELECT status FROM replies").fetchone()[0] == "streaming"
+    probe.close()
+
+    serve = build_runtime(settings, adapters=("console",))
+    await serve.start()
+    await serve.aclose()
+    assert "I was restarted before I could finish this answer. Please ask again." in capsys.readouterr().out

@@ -316,13 +316,19 @@ class Store:
             ),
         )
 
-    def interrupt_streaming_replies(self) -> int:
-        """At start-up: replies a crashed process left 'streaming' can never finish."""
-        cursor = self.db.execute(
+    def interrupt_streaming_replies(self) -> list[int]:
+        """At start-up of the answering process: replies a crashed process left 'streaming' can
+        never finish. Marks them and returns their thread links (to tell the users)."""
+        rows = self._all("SELECT id, link_id FROM replies WHERE status = 'streaming'")
+        self.db.execute(
             "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'",
             (self.clock(),),
         )
-        return cursor.rowcount
+        return sorted({r["link_id"] for r in rows})
+
+    def get_link_by_id(self, link_id: int) -> ThreadLink | None:
+        row = self._one("SELECT * FROM thread_links WHERE id = ?", (link_id,))
+        return self._link(row) if row else None
 
     def mark_shown(self, message_id: str, link_id: int | None, source: str) -> None:
         self.db.execute(
