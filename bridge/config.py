@@ -66,6 +66,7 @@ class Settings:
     slack_channel_mode: str = "thread"
     slack_client_id: str | None = None
     slack_client_secret: str | None = None
+    slack_allowed_teams: frozenset[str] = field(default_factory=frozenset)
 
     teams_app_id: str | None = None
     teams_app_password: str | None = None
@@ -139,6 +140,7 @@ class Settings:
             slack_channel_mode=reader.choice("SLACK_CHANNEL_MODE", ("thread", "dm"), "thread"),
             slack_client_id=reader.str("SLACK_CLIENT_ID"),
             slack_client_secret=reader.str("SLACK_CLIENT_SECRET"),
+            slack_allowed_teams=frozenset(reader.list("SLACK_ALLOWED_TEAMS", [])),
             teams_app_id=reader.str("TEAMS_APP_ID"),
             teams_app_password=reader.str("TEAMS_APP_PASSWORD"),
             teams_app_tenant_id=reader.str("TEAMS_APP_TENANT_ID"),
@@ -150,6 +152,14 @@ class Settings:
                 "TEAMS_TEXT_FORMAT", ("markdown", "extendedmarkdown"), "markdown"
             ),
         )
+        if (
+            settings.per_employee
+            and "teams" in settings.adapters
+            and not settings.teams_allowed_tenants
+            and settings.teams_app_tenant_id
+        ):
+            # Acting as employees by their roster email: only the bot's own tenant may vouch.
+            settings = replace(settings, teams_allowed_tenants=frozenset({settings.teams_app_tenant_id}))
         settings.validate(need_moveworks=need_moveworks)
         return settings
 
@@ -185,6 +195,21 @@ class Settings:
                 raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb-")
             if self.slack_app_token and not self.slack_app_token.startswith("xapp-"):
                 raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp-")
+        if self.per_employee and "teams" in self.adapters and not self.teams_allowed_tenants:
+            raise ConfigError(
+                "TEAMS_ALLOWED_TENANTS (or TEAMS_APP_TENANT_ID) is required when "
+                "MOVEWORKS_AUTH=user_jwt: the bridge acts as whoever a tenant's roster names"
+            )
+        if (
+            self.per_employee
+            and "slack" in self.adapters
+            and self.slack_client_id
+            and not self.slack_allowed_teams
+        ):
+            raise ConfigError(
+                "SLACK_ALLOWED_TEAMS is required with Slack OAuth when MOVEWORKS_AUTH=user_jwt: "
+                "otherwise any workspace that installs the app acts as whoever its emails name"
+            )
         if "teams" in self.adapters and self.teams_app_id:
             if self.teams_app_type != "UserAssignedMSI" and not self.teams_app_password:
                 raise ConfigError("TEAMS_APP_PASSWORD is required when TEAMS_APP_ID is set")
