@@ -182,6 +182,7 @@ class StreamRenderer:
         self._last_write = float("-inf")
         self._first_delta_at: float | None = None
         self._flusher: asyncio.Task | None = None
+        self._writing = False
         self._failure: BaseException | None = None
         self.frames_shown = 0
         self.response_id: str | None = None
@@ -263,10 +264,15 @@ class StreamRenderer:
         self._dirty.set()
         if self._flusher is not None:
             task, self._flusher = self._flusher, None
+            if not self._writing:
+                # Waiting for a token or the interval: drop it, or the final would queue behind
+                # an intermediate frame that finals are always served before.
+                task.cancel()
             try:
                 await task  # lets an in-flight write complete, never cut in half
             except asyncio.CancelledError:
-                raise
+                if asyncio.current_task().cancelling():
+                    raise  # we are being cancelled ourselves, not just the flusher
             except Exception:  # noqa: BLE001 - a failed frame must not hide the final answer
                 log.debug("intermediate frame failed", exc_info=True)
 
@@ -291,6 +297,7 @@ class StreamRenderer:
                 if budgeted:
                     self.budget.refund()
                 continue
+            self._writing = True
             try:
                 wrote = await self.sink.show(frame)
             except RateLimited as exc:
@@ -318,6 +325,8 @@ class StreamRenderer:
             except Exception as exc:  # e.g. UserCanceled: stop the answer
                 self._failure = exc
                 return
+            finally:
+                self._writing = False
             self._shown = frame
             if wrote is False:  # the sink skipped it: no interval, no token spent
                 if budgeted:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -179,3 +180,29 @@ async def test_a_frame_the_sink_skips_costs_no_interval():
     await clock.run(renderer.run(stream()))
     assert written[0] == (start + 0.1, "Hello")  # shown at once, not a second after the skipped line
     assert written[-1][1] == "Hello there"
+
+
+async def test_the_final_does_not_queue_behind_a_starved_intermediate_frame():
+    clock = FakeClock()
+    caps = Capabilities(max_text_len=4000, min_edit_interval=1.0, write_budget=Rate(2, 60))  # 1 per minute
+    budget = WriteBudget(caps.write_budget, clock=clock, sleep=clock.sleep)
+    platform, _, renderer = make(clock, caps, budget=budget)
+
+    async def other_answers_finishing():
+        # Other answers in the workspace keep queueing final writes, faster than the refill:
+        # an intermediate frame (served only when no final waits) starves meanwhile.
+        waits = []
+        for _ in range(20):
+            waits.append(asyncio.ensure_future(budget.acquire(final=True)))
+            await clock.sleep(30)
+        await asyncio.gather(*waits)
+
+    start = clock()
+    [result, _] = await clock.run(
+        renderer.run(scripted_stream(clock, text=TEXT, duration=5, chunks=10)), other_answers_finishing()
+    )
+    final_at = max(c[0] for c in platform.calls if c[1] in ("post", "edit"))
+    # Our final queues among the other finals (FIFO); it must not wait for the whole backlog
+    # of other finals to drain first (20 minutes) behind its own stale intermediate frame.
+    assert platform.visible() == result.answer.text
+    assert final_at - start < 600
