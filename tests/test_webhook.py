@@ -58,6 +58,20 @@ async def test_valid_signature_triggers_the_named_identity(hook):
     assert poller.calls == ["ann@example.com"]
 
 
+async def test_a_body_sent_in_many_chunks_is_verified_whole(hook):
+    poller, url, session = hook
+    body = json.dumps({"identity": "ann@example.com", "padding": "x" * 200_000}).encode()
+
+    async def chunks():
+        for i in range(0, len(body), 4096):
+            yield body[i:i + 4096]
+            await asyncio.sleep(0)
+
+    async with session.post(url, data=chunks(), headers={"X-Moveworks-Signature": sign(body, SECRET)}) as resp:
+        assert resp.status == 202
+    assert poller.calls == ["ann@example.com"]
+
+
 async def test_bare_hex_signature_and_user_email_field(hook):
     poller, url, session = hook
     body = json.dumps({"user_email": "bob@example.com"}).encode()
