@@ -86,6 +86,7 @@ async def _on_startup(app: web.Application) -> None:
 
 async def _on_shutdown(app: web.Application) -> None:
     runtime = app[RUNTIME]
+    await runtime.stop_inbound()  # HTTP routes already stopped with the site; Socket Mode now
     if runtime.poller is not None:
         await runtime.poller.stop()
     left = await runtime.relay.drain(runtime.settings.shutdown_grace)

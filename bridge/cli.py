@@ -61,7 +61,7 @@ async def _poll_forever(settings: Settings) -> None:
     from bridge.runtime import build_runtime
 
     runtime = build_runtime(settings, poller=True, answers=False)
-    await runtime.start()
+    await runtime.start(inbound=False)  # deliveries only: questions go to `serve`
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -62,10 +62,16 @@ class TaskSet:
         return len(self._tasks)
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to `timeout` s for running tasks, then cancel the rest; returns how many."""
-        if not self._tasks:
-            return 0
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        """Wait up to `timeout` s for running tasks, including ones started meanwhile, then
+        cancel the rest; returns how many had to be cancelled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._tasks), timeout=left)
+        pending = set(self._tasks)
         for task in pending:
             task.cancel()
         if pending:

@@ -53,6 +53,7 @@ MSG_BUG = "Sorry, something went wrong on my side. Please try again."
 MSG_RESTART = "I was restarted before I could finish this answer. Please ask again."
 MSG_NOT_OWNER = "That button belongs to someone else's conversation, so only they can use it."
 MSG_CALLBACK_GONE = "That button has expired. Please ask your question again."
+MSG_FEEDBACK_FAILED = "Sorry, I couldn't record your feedback right now. Please try again later."
 
 
 def kind_message(exc: BaseException) -> str:
@@ -121,6 +122,11 @@ class Relay:
         """Accept a question and return at once; the answer streams in a background task."""
         self._tasks.spawn(self.handle(inbound), name=f"answer:{inbound.thread.platform}")
 
+    def background(self, coro, name: str) -> None:
+        """Run bookkeeping work (e.g. restart notes) without holding up the caller; drained
+        like answers at shutdown."""
+        self._tasks.spawn(coro, name=name)
+
     async def drain(self, timeout: float) -> int:
         """Graceful shutdown: let answers finish for `timeout` s; the rest end with a note."""
         return await self._tasks.drain(timeout)
@@ -135,20 +141,21 @@ class Relay:
         looked up there too, but at most once a day per user."""
         email = user.email
         looked_up = False
+        checked = self.store.email_checked_at(user.platform, user.workspace, user.user_id)
+        stale = checked is None or time.time() - checked > EMAIL_RECHECK_SECONDS
         if not email:
             known = self.store.get_employee(user.platform, user.workspace, user.user_id)
             email = known.email if known else None
-        if not email:
-            checked = self.store.email_checked_at(user.platform, user.workspace, user.user_id)
-            due = self.per_employee or checked is None or time.time() - checked > EMAIL_RECHECK_SECONDS
-            adapter = self.adapters.get(user.platform)
-            if adapter is not None and due:
+            if email and self.per_employee and stale and checked is not None:
+                # Directory emails change (renames, re-used accounts): in user_jwt mode the email
+                # decides whom we act as, so re-check it daily; keep the cached one on failure.
+                email = await self._lookup_email(user) or email
                 looked_up = True
-                try:
-                    email = await adapter.resolve_email(user)
-                except Exception:  # noqa: BLE001 - a directory outage must not lose the question
-                    log.warning("email lookup failed for a %s user", user.platform, exc_info=True)
-                    email = None
+        if not email:
+            due = self.per_employee or stale
+            if due:
+                looked_up = True
+                email = await self._lookup_email(user)
         if email or looked_up:
             self.store.save_employee(replace(user, email=email or None), email_checked=looked_up)
         if not self.per_employee:
@@ -156,6 +163,16 @@ class Relay:
         if not email:
             raise NoIdentity()
         return email.lower()
+
+    async def _lookup_email(self, user: ChatUser) -> str | None:
+        adapter = self.adapters.get(user.platform)
+        if adapter is None:
+            return None
+        try:
+            return await adapter.resolve_email(user)
+        except Exception:  # noqa: BLE001 - a directory outage must not lose the question
+            log.warning("email lookup failed for a %s user", user.platform, exc_info=True)
+            return None
 
     # --- questions ---------------------------------------------------------------------------
 
@@ -170,22 +187,42 @@ class Relay:
         if adapter is None:
             log.error("no adapter registered for %s", platform)
             return
-        async with self.thread_lock(inbound.thread):
-            try:
-                sink = await adapter.open_reply(
-                    inbound.thread, inbound.address, user=inbound.user, proactive=False
-                )
-            except Exception:  # noqa: BLE001 - nowhere to write, so nothing kinder to do
-                log.warning("cannot open a reply in a %s thread", platform, exc_info=True)
-                metrics.ANSWERS.labels(platform, "undeliverable").inc()
-                return
-            outcome = "failed"
-            metrics.ACTIVE_ANSWERS.inc()
-            try:
-                outcome = await self._answer(inbound, sink)
-            finally:
-                metrics.ACTIVE_ANSWERS.dec()
-                metrics.ANSWERS.labels(platform, outcome).inc()
+        try:
+            sink = await adapter.open_reply(
+                inbound.thread, inbound.address, user=inbound.user, proactive=False
+            )
+        except Exception:  # noqa: BLE001 - nowhere to write, so nothing kinder to do
+            log.warning("cannot open a reply in a %s thread", platform, exc_info=True)
+            metrics.ANSWERS.labels(platform, "undeliverable").inc()
+            return
+        outcome = "failed"
+        try:
+            async with self.thread_lock(inbound.thread):
+                metrics.ACTIVE_ANSWERS.inc()
+                try:
+                    outcome = await self._answer(inbound, sink)
+                finally:
+                    metrics.ACTIVE_ANSWERS.dec()
+        except _Interrupted:
+            outcome = "interrupted"
+            raise
+        except asyncio.CancelledError:
+            # Shutdown before the answer started streaming (waiting for the thread, looking up
+            # the employee, creating the conversation): say so rather than go silent. Once
+            # streaming, `_stream` has already said it.
+            if outcome != "interrupted":
+                outcome = "interrupted"
+                await self._note_restart(sink)
+            raise
+        finally:
+            metrics.ANSWERS.labels(platform, outcome).inc()
+
+    @staticmethod
+    async def _note_restart(sink: ReplySink) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(sink.fail(MSG_RESTART)), 5.0)
+        except Exception:  # noqa: BLE001 - best effort while shutting down
+            log.info("could not mark an interrupted answer")
 
     async def _answer(self, inbound: Inbound, sink: ReplySink) -> str:
         text = inbound.text.strip()
@@ -273,7 +310,7 @@ class Relay:
                 await asyncio.wait_for(asyncio.shield(renderer.fail(MSG_RESTART)), 5.0)
             except Exception:  # noqa: BLE001 - best effort while shutting down
                 log.info("could not mark an interrupted answer")
-            raise
+            raise _Interrupted() from None
         except UserCanceled:
             self.store.finish_reply(reply_id, "canceled")
             log.info("the user stopped the answer")
@@ -361,8 +398,15 @@ class Relay:
             )
         except MoveworksError as exc:
             log.warning("feedback failed: %s", exc)
-            return "Sorry, I couldn't record your feedback right now. Please try again later."
+            return MSG_FEEDBACK_FAILED
+        except Exception:  # noqa: BLE001 - a bad button value must still get an answer
+            log.exception("feedback failed unexpectedly")
+            return MSG_FEEDBACK_FAILED
         return "Thanks for the feedback!" if helpful else "Thanks, that helps the assistant improve."
+
+
+class _Interrupted(asyncio.CancelledError):
+    """Cancelled while streaming; the thread already shows the restart note."""
 
 
 class _Refused(Exception):

@@ -22,6 +22,9 @@ from bridge.store import Store
 
 log = logging.getLogger("bridge.runtime")
 
+# Adapters whose start() takes `inbound` (the chat platforms; the console has no inbound side).
+_INBOUND_AWARE = frozenset({"slack", "teams"})
+
 
 @dataclass
 class AdapterContext:
@@ -47,14 +50,27 @@ class Runtime:
     poller_client: MoveworksClient | None = None
     interrupted_links: list[int] = field(default_factory=list)
 
-    async def start(self) -> None:
+    async def start(self, *, inbound: bool = True) -> None:
+        """Start the adapters; `inbound=False` (the `poll` worker) sends only and receives
+        nothing (no Slack Socket Mode connection)."""
         for adapter in self.adapters:
             start = getattr(adapter, "start", None)
             if start is not None:
-                await start()
+                await (start(inbound=inbound) if adapter.platform in _INBOUND_AWARE else start())
         if self.interrupted_links:
             links, self.interrupted_links = self.interrupted_links, []
-            await self.relay.announce_interrupted(links)
+            self.relay.background(self.relay.announce_interrupted(links), name="restart-notes")
+
+    async def stop_inbound(self) -> None:
+        """First step of a graceful shutdown: accept no new questions while answers finish."""
+        for adapter in self.adapters:
+            stop_inbound = getattr(adapter, "stop_inbound", None)
+            if stop_inbound is not None:
+                try:
+                    await stop_inbound()
+                except Exception:  # noqa: BLE001 - keep shutting down
+                    log.warning("adapter %s did not stop receiving cleanly", adapter.platform,
+                                exc_info=True)
 
     async def aclose(self) -> None:
         if self.poller is not None:

@@ -168,6 +168,7 @@ async def test_after_a_crash_the_answering_process_tells_the_thread_but_a_poll_w
     probe.close()
 
     serve = build_runtime(settings, adapters=("console",))
-    await serve.start()
+    await serve.start()  # the notes go out in the background: start-up is not held up
+    await serve.relay.drain(10)
     await serve.aclose()
     assert "I was restarted before I could finish this answer. Please ask again." in capsys.readouterr().out

@@ -171,11 +171,14 @@ async def test_shutdown_marks_an_unfinished_answer_in_its_thread(sim, mw):
     relay, adapter = build(store, mw)
     sim.script_answer(text="A slow answer " * 50, match="slow", chunks=50, delay=0.2)
     relay.submit(ask("a slow one"))
+    relay.submit(ask("a second question, waiting for the first"))
     while not adapter.thread(THREAD).messages:
         await asyncio.sleep(0.02)
-    assert await relay.drain(0.1) == 1  # one answer did not finish in the grace period
+    assert await relay.drain(0.1) == 2  # neither finished in the grace period
     visible = adapter.thread(THREAD).visible()
-    assert visible.endswith("⚠️ I was restarted before I could finish this answer. Please ask again.")
+    note = "⚠️ I was restarted before I could finish this answer. Please ask again."
+    assert visible.endswith(note)
+    assert visible.count(note) == 2  # the waiting question is told too, not left in silence
     assert "▍" not in visible
     status = store.db.execute("SELECT status FROM replies").fetchone()[0]
     assert status == "interrupted"
