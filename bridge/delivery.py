@@ -349,6 +349,10 @@ class Delivery:
             async with self._lock(link.thread):
                 if self.store.was_shown(message_id):  # a live answer finished while we waited
                     return Result(Outcome.SKIPPED, "already shown live")
+                if self.store.thread_streaming(link.thread):
+                    # Another process (`serve`, with a separate `poll` worker) is streaming an
+                    # answer here: the in-process lock cannot see it, the store can.
+                    raise _Transient("an answer is streaming in this thread", 2.0)
                 sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
                 ids = await sink.finish(answer)
                 self.store.mark_shown(message_id, link.id, "event")

@@ -144,6 +144,7 @@ def build_runtime(
         log.warning("%d answers were cut off by the previous process; telling their threads",
                     len(interrupted))
     store.prune_inbound()
+    store.prune_history()
     auth = build_auth(settings)
     client = build_client(settings, auth, **(client_kw or {}))
     budgets = Budgets(clock=clock, sleep=sleep)

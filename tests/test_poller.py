@@ -67,6 +67,25 @@ async def test_mapped_teams_reply_chain(env):
     assert env.slack.posts == []
 
 
+async def test_an_event_waits_while_another_process_streams_an_answer_in_the_thread(env):
+    user = env.employee(ANN)
+    conv = await env.mapped_thread(ANN, THREAD, user)
+    poller = env.poller()
+    await poller.poll_identity()
+    link = env.store.get_link(THREAD, user.user_id)
+    reply = env.store.start_reply(link.id)  # `serve` is streaming an answer in this thread
+    ev = env.sim.inject_event(ANN, "Ticket INC-1 was updated", conversation_id=conv)
+    assert await poller.poll_identity() == 0
+    assert env.slack.posts == [] and env.store.event_status(ev["event_id"]) != "sent"
+    env.store.finish_reply(reply, "final")  # the answer is done
+    delivered = 0
+    for _ in range(5):
+        delivered += await poller.poll_identity()
+        if delivered:
+            break
+    assert delivered == 1 and [p.answer.text for p in env.slack.posts] == ["Ticket INC-1 was updated"]
+
+
 async def test_single_identity_mode_never_guesses_between_two_people(env):
     """One service identity, two employees: a new notification has no known owner, and posting
     it to the wrong person would leak it, so it is skipped (with a logged reason), not guessed."""

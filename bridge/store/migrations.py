@@ -129,3 +129,12 @@ def m001_initial(db: Database) -> None:
             PRIMARY KEY (namespace, key)
         )"""
     )
+
+
+@migrations(name="m002_lookup_indexes")
+def m002_lookup_indexes(db: Database) -> None:
+    # Emails are matched case-insensitively; a NOCASE index lets those lookups use an index.
+    db.execute("CREATE INDEX employees_email_nocase ON employees (email COLLATE NOCASE)")
+    # "Is an answer streaming in this thread?" (checked by every event delivery).
+    db.execute("CREATE INDEX replies_link_status ON replies (link_id, status)")
+    db.execute("CREATE INDEX shown_messages_age ON shown_messages (shown_at)")

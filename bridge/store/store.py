@@ -23,6 +23,8 @@ from bridge.models import ChatUser, Employee, ThreadKey, ThreadLink
 from bridge.store.migrations import migrations
 
 INBOUND_TTL = 24 * 3600.0  # Slack retries for ~1 hour, Teams re-sends within minutes
+HISTORY_TTL = 30 * 24 * 3600.0  # finished replies, shown messages, delivered events
+STREAMING_STALE = 600.0  # a 'streaming' reply older than this belongs to a dead process
 
 
 class Store:
@@ -95,6 +97,19 @@ class Store:
             "DELETE FROM inbound_deliveries WHERE received_at < ?", (self.clock() - older_than,)
         )
         return cursor.rowcount
+
+    def prune_history(self, older_than: float = HISTORY_TTL) -> int:
+        """Forget finished bookkeeping older than a month, so the database stays small. The
+        mappings (thread links, employees, references, checkpoints) are kept."""
+        cutoff = self.clock() - older_than
+        removed = 0
+        for sql in (
+            "DELETE FROM replies WHERE status != 'streaming' AND updated_at < ?",
+            "DELETE FROM shown_messages WHERE shown_at < ?",
+            "DELETE FROM event_deliveries WHERE status IN ('sent', 'skipped') AND finished_at < ?",
+        ):
+            removed += self.db.execute(sql, (cutoff,)).rowcount
+        return removed
 
     # --- thread links -------------------------------------------------------------------------
 
@@ -314,6 +329,19 @@ class Store:
                 self.clock(),
                 reply_id,
             ),
+        )
+
+    def thread_streaming(self, thread: ThreadKey) -> bool:
+        """Is an answer streaming into `thread` right now, in any process?"""
+        return (
+            self._one(
+                "SELECT 1 AS x FROM replies r JOIN thread_links l ON l.id = r.link_id "
+                "WHERE r.status = 'streaming' AND r.updated_at > ? AND l.platform = ? "
+                "AND l.workspace = ? AND l.channel = ? AND l.thread = ? LIMIT 1",
+                (self.clock() - STREAMING_STALE, thread.platform, thread.workspace,
+                 thread.channel, thread.thread),
+            )
+            is not None
         )
 
     def interrupt_streaming_replies(self) -> list[int]:
