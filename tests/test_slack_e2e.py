@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +21,9 @@ import pytest_asyncio
 from aiohttp import web
 
 from bridge.app import make_app
+from bridge.budget import Budgets
 from bridge.config import Settings
+from bridge.models import Answer, Employee, ThreadKey
 from bridge.runtime import Runtime, build_runtime
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
@@ -31,15 +34,17 @@ ASSISTANT = "moveworks-bridge-dev"
 _ids = itertools.count(1)
 
 
-def sign(body: str, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
+def sign(body: str | bytes, *, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
     """Slack's v0 request signature (the client side of what bolt verifies)."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    raw = body if isinstance(body, bytes) else body.encode()
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + raw, hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
-def event_body(event: dict[str, Any], *, team: str = "T1", event_id: str | None = None) -> dict[str, Any]:
-    return {
+def event_body(event: dict[str, Any], *, team: str = "T1", event_id: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+    return {**extra,
         "token": "verification-token-unused",
         "team_id": team,
         "api_app_id": "A1",
@@ -142,6 +147,7 @@ class Harness:
             slack_channel_mode=o.get("channel_mode", "thread"),
             slack_client_id="cid" if o.get("oauth") else None,
             slack_client_secret="csecret" if o.get("oauth") else None,
+            slack_allowed_teams=frozenset(o.get("allowed_teams", ())),
             shutdown_grace=2.0,
         )
 
@@ -182,14 +188,15 @@ class Harness:
         assert self.runtime is not None
         return self.runtime.relay.adapters["slack"]
 
-    async def post(self, body: str, headers: dict[str, str], path: str = "/slack/events") -> tuple[int, str]:
+    async def post(self, body: str | bytes, headers: dict[str, str], path: str = "/slack/events") -> tuple[int, str]:
         assert self.session is not None
-        async with self.session.post(self.url + path, data=body.encode(), headers=headers) as resp:
+        data = body if isinstance(body, bytes) else body.encode()
+        async with self.session.post(self.url + path, data=data, headers=headers) as resp:
             return resp.status, await resp.text()
 
     async def send(self, event: dict[str, Any], *, event_id: str | None = None, retry: int | None = None,
-                   **kw: Any) -> tuple[int, str]:
-        body = json.dumps(event_body(event, event_id=event_id))
+                   team: str = "T1", body_extra: dict[str, Any] | None = None, **kw: Any) -> tuple[int, str]:
+        body = json.dumps(event_body(event, event_id=event_id, team=team, **(body_extra or {})))
         headers = {"Content-Type": "application/json", **sign(body, **kw)}
         if retry:
             headers.update({"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"})
@@ -285,13 +292,30 @@ async def test_two_users_in_one_thread_get_their_own_conversations(h):
     root = mention("alice asks")
     await h.send(root)
     await h.answered("C1", root["ts"])
-    await h.send(channel_message("bob asks too", user="U2", thread_ts=root["ts"]))
+    await h.send(mention("bob asks too", user="U2", thread_ts=root["ts"]))  # others must mention the bot
     assert await h.answered("C1", root["ts"], 2) == "For Bob."
     a = h.runtime.store.get_link(h.runtime.store.links_for_conversation(
         h.runtime.store._all("SELECT conversation_id FROM thread_links WHERE user_id='U1'")[0]["conversation_id"]
     )[0].thread, "U1")
     b = h.runtime.store._all("SELECT conversation_id FROM thread_links WHERE user_id='U2'")[0]["conversation_id"]
     assert a is not None and a.conversation_id != b
+
+
+async def test_another_users_unmentioned_reply_in_the_thread_is_not_answered(h):
+    h.sim.script_answer(text="For Alice.", match="alice", times=2)
+    root = mention("alice asks")
+    await h.send(root)
+    await h.answered("C1", root["ts"])
+    bob = channel_message("bob chatting with alice, not the bot", user="U2", thread_ts=root["ts"])
+    await h.send(bob)
+    await h.send(channel_message("alice follows up", thread_ts=root["ts"]))  # hers needs no mention
+    await h.answered("C1", root["ts"], 2)
+    assert len(h.answers("C1", root["ts"])) == 2
+    assert not [q for q in questions(h.sim) if "bob" in q]
+    thread = ThreadKey("slack", "T1", "C1", root["ts"])
+    assert h.runtime.store.get_link(thread, "U1") is not None and h.runtime.store.get_link(thread, "U2") is None
+    claimed = {r["delivery_id"] for r in h.runtime.store._all("SELECT delivery_id FROM inbound_deliveries")}
+    assert f"T1:C1:{bob['ts']}" not in claimed
 
 
 async def test_channel_messages_not_for_the_bot_are_ignored(h):
@@ -542,19 +566,29 @@ async def test_socket_mode_dispatch(harness_factory):
     assert len(h.fake.bot_messages()) == 2
 
 
-async def test_oauth_install_then_answer_with_that_workspace_token(harness_factory):
-    h = await harness_factory(streaming="edit", oauth=True)
+async def install(h: Harness, team: str, token: str) -> tuple[int, str]:
+    """Click "Add to Slack" and come back from Slack with a code for `team`: (status, page)."""
+    import re
+
     async with h.session.get(h.url + "/slack/install", allow_redirects=False) as resp:
         assert resp.status in (200, 302)
         page = await resp.text() + resp.headers.get("Location", "")
         cookie = resp.headers.get("Set-Cookie", "").split(";")[0]
-    import re
-
     state = re.search(r"state=([\w\-]+)", page).group(1)
-    h.fake.add_oauth_code("code-1", "T2", "xoxb-fake-T2")
-    async with h.session.get(h.url + f"/slack/oauth_redirect?code=code-1&state={state}",
+    code = f"code-{next(_ids)}"
+    h.fake.add_oauth_code(code, team, token)
+    async with h.session.get(h.url + f"/slack/oauth_redirect?code={code}&state={state}",
                              headers={"Cookie": cookie}) as resp:
-        assert resp.status == 200, await resp.text()
+        return resp.status, await resp.text()
+
+
+async def test_oauth_install_then_answer_with_that_workspace_token(harness_factory, caplog):
+    caplog.set_level(logging.WARNING, logger="adapters.slack")
+    h = await harness_factory(streaming="edit", oauth=True)
+    assert [r for r in caplog.records if "SLACK_ALLOWED_TEAMS is empty" in r.getMessage()], \
+        "OAuth without an allow-list warns at start-up"
+    status, page = await install(h, "T2", "xoxb-fake-T2")
+    assert status == 200, page
     assert h.runtime.store.kv_items("slack.bot")
     h.sim.script_answer(text="Hello T2.", match="t2")
     event = dm("hi from t2", channel="D9")
@@ -568,8 +602,6 @@ async def test_oauth_install_then_answer_with_that_workspace_token(harness_facto
 async def test_doctor_check_and_proactive_dm(h):
     lines = await h.adapter.check()
     assert lines[0][:2] == ("slack auth", True) and h.fake.token not in repr(lines)
-    from bridge.models import Answer, Employee
-
     opened = await h.adapter.open_direct(Employee("slack", "T1", "U2", "bob@example.com", "bob", None))
     assert opened is not None
     thread, address = opened
@@ -579,3 +611,183 @@ async def test_doctor_check_and_proactive_dm(h):
     assert len(posted) == 1 and posted[0]["thread_ts"] is None
     assert h.fake.body_text(posted[0]) == "Your ticket was resolved."
     assert await h.adapter.open_direct(Employee("slack", "T1", "UNKNOWN", None, None, None)) is None
+
+
+# --- workspace allow-list (SLACK_ALLOWED_TEAMS) -------------------------------------------------
+
+
+async def test_allow_list_ignores_other_workspaces_and_slack_connect_users(harness_factory):
+    h = await harness_factory(streaming="edit", allowed_teams=("T1",))
+    h.sim.script_answer(text="Answered.", match="", times=5)
+    assert (await h.send(dm("from another workspace", channel="D9"), team="T9"))[0] == 200
+    # Slack Connect: a user of another organisation mentions the bot in a channel shared with T1
+    connect = mention("external user asks")
+    connect.update({"user": "U9", "user_team": "TEXT", "team": "TEXT"})
+    assert (await h.send(connect, body_extra={"is_ext_shared_channel": True}))[0] == 200
+    # ...and clicks a button of ours (interactivity carries the clicker's own workspace)
+    click = block_action({"ts": new_ts()}, "C1", "mw_feedback", '{"c":"c1","r":"r1","m":"m1","h":1,"cb":"x"}',
+                         user="U9")
+    click["user"]["team_id"] = click["team"]["id"] = "TEXT"
+    assert (await h.click(click))[0] == 200
+    sentinel = dm("sentinel from T1")
+    await h.send(sentinel)
+    await h.answered("D1", sentinel["ts"])
+    assert questions(h.sim) == ["sentinel from T1"]
+    assert len(h.fake.bot_messages()) == 1 and not h.fake.ephemerals
+    assert not [c for c in h.fake.calls if c.params.get("user") == "U9"], "no lookups for the outsiders"
+    claimed = [r["delivery_id"] for r in h.runtime.store._all("SELECT delivery_id FROM inbound_deliveries")]
+    assert claimed == [f"T1:D1:{sentinel['ts']}"]
+
+
+async def test_oauth_install_outside_the_allow_list_is_refused(harness_factory, caplog):
+    caplog.set_level(logging.WARNING, logger="adapters.slack")
+    h = await harness_factory(streaming="edit", oauth=True, allowed_teams=("T1",))
+    assert not [r for r in caplog.records if "SLACK_ALLOWED_TEAMS is empty" in r.getMessage()]
+    status, page = await install(h, "T2", "xoxb-fake-T2")
+    assert status == 403
+    assert "can't install" in page and "T2" in page and "SLACK_ALLOWED_TEAMS" in page
+    assert "xoxb" not in page
+    assert h.runtime.store.kv_items("slack.bot") == [] and h.runtime.store.kv_items("slack.installation") == []
+    assert h.fake.revoked == ["xoxb-fake-T2"], "the token Slack issued is given back"
+    assert (await install(h, "T1", "xoxb-fake-T1"))[0] == 200
+
+    # A workspace installed before it was taken off the list: its events and deliveries are refused.
+    from adapters.slack.install import KvInstallationStore
+    from slack_sdk.oauth.installation_store.models.installation import Installation
+
+    h.fake.add_team("T3", token="xoxb-fake-T3")
+    await KvInstallationStore(h.runtime.store).async_save(Installation(
+        app_id="A1", team_id="T3", bot_token="xoxb-fake-T3", bot_id="BBOT", bot_user_id="UBOT", user_id="UADMIN"))
+    h.sim.script_answer(text="Answered.", match="", times=5)
+    await h.send(dm("from T3", channel="D3"), team="T3")
+    sentinel = dm("from T1")
+    await h.send(sentinel)
+    await h.answered("D1", sentinel["ts"])
+    assert questions(h.sim) == ["from T1"]
+    assert {c.team for c in h.fake.write_calls()} == {"T1"}
+    assert await h.adapter.open_direct(Employee("slack", "T3", "U1", "alice@example.com", "alice", None)) is None
+
+
+# --- process roles and shutdown ------------------------------------------------------------------
+
+
+async def test_poll_worker_starts_without_socket_mode_and_still_posts(harness_factory, tmp_path):
+    h = await harness_factory(streaming="edit")
+    settings = h.settings().with_(slack_app_token=h.fake.app_token, db=str(tmp_path / "poll.db"))
+    runtime = build_runtime(settings, answers=False)
+    adapter = runtime.relay.adapters["slack"]
+    try:
+        await adapter.start(inbound=False)
+        assert not h.fake.calls_to("apps.connections.open") and not h.fake.socket_connected.is_set()
+        thread, address = await adapter.open_direct(Employee("slack", "T1", "U2", "bob@example.com", "bob", None))
+        sink = await adapter.open_reply(thread, address, user=None, proactive=True)
+        await sink.finish(Answer(text="Your ticket was resolved."))
+        assert [h.fake.body_text(m) for m in h.fake.bot_messages(thread.channel)] == ["Your ticket was resolved."]
+        await adapter.stop_inbound()
+        await adapter.stop()
+    finally:
+        await runtime.aclose()
+    assert not h.fake.calls_to("apps.connections.open")
+
+
+async def test_stop_inbound_closes_the_socket_and_answers_in_flight_still_finish(harness_factory):
+    h = await harness_factory(streaming="auto", socket=True)
+    h.sim.script_answer(text="Finished during the drain.", match="drain", chunks=3, delay=0.3)
+    event = dm("answer me during the drain")
+    await h.fake.socket_send(event_body(event))
+    await until(lambda: h.runtime.relay.in_flight >= 1, what="the answer to start")
+    await h.adapter.stop_inbound()
+    await until(lambda: not h.fake.socket_connected.is_set(), what="the socket to close")
+    assert await h.answered("D1", event["ts"]) == "Finished during the drain."
+    assert len(h.fake.calls_to("apps.connections.open")) == 1, "no reconnection"
+    assert not h.fake.socket_connected.is_set()
+    await h.adapter.stop_inbound()  # idempotent; stop() at shutdown closes the rest
+
+
+# --- hostile input -------------------------------------------------------------------------------
+
+
+async def test_non_utf8_bodies_and_bad_signature_headers_never_give_500(h):
+    raw = b'{"type":"event_callback","team_id":"T1","event":{"type":"message","text":"\xff\xfe"}}'
+    for ctype in ("application/json", "application/x-www-form-urlencoded"):
+        assert (await h.post(raw, {"Content-Type": ctype}))[0] == 401
+        assert (await h.post(raw, {"Content-Type": ctype, **sign(raw)}))[0] == 400
+    form = b"payload=%7B%22type%22%3A%22block_actions%22%7D\xff"
+    assert (await h.post(form, {"Content-Type": "application/x-www-form-urlencoded", **sign(form)}))[0] == 400
+    body = json.dumps(event_body(dm("bad headers")))
+    for headers in ({"X-Slack-Request-Timestamp": "not-a-number", "X-Slack-Signature": "v0=00"},
+                    {"X-Slack-Request-Timestamp": "9" * 400, "X-Slack-Signature": "v0=00"},
+                    {**sign(body), "X-Slack-Signature": "garbage"}):
+        assert (await h.post(body, {"Content-Type": "application/json", **headers}))[0] == 401
+    assert not h.fake.write_calls()
+    assert h.runtime.store._all("SELECT * FROM inbound_deliveries") == []
+
+
+async def test_feedback_without_ids_or_with_an_unexpected_error_still_answers(h, caplog):
+    message = {"ts": new_ts()}
+    await h.click(block_action(message, "D1", "mw_feedback", '{"c":"","r":"","m":"","h":1,"cb":"x"}'))
+    await until(lambda: len(h.fake.ephemerals) == 1, what="the first ephemeral")
+    no_value = block_action(message, "D1", "mw_feedback", "")
+    del no_value["actions"][0]["value"]
+    await h.click(no_value)
+    await until(lambda: len(h.fake.ephemerals) == 2, what="the second ephemeral")
+    assert [e["text"] for e in h.fake.ephemerals] == ["Feedback isn't available for this answer."] * 2
+
+    async def broken(*args: Any, **kwargs: Any) -> str:
+        raise RuntimeError("unexpected")
+
+    h.runtime.relay.feedback = broken  # type: ignore[method-assign]
+    await h.click(block_action(message, "D1", "mw_feedback", '{"c":"c1","r":"r1","m":"m1","h":1,"cb":"x"}'))
+    await until(lambda: len(h.fake.ephemerals) == 3, what="the third ephemeral")
+    assert "couldn't record your feedback" in h.fake.ephemerals[-1]["text"]
+    assert all(e["user"] == "U1" and e["channel"] == "D1" for e in h.fake.ephemerals)
+    assert [r for r in caplog.records if r.exc_info and "feedback" in r.getMessage()], "logged with the traceback"
+
+
+# --- proactive posts and the Tier 3 budget -------------------------------------------------------
+
+
+class VirtualClock:
+    """Time that moves only when someone sleeps: rate limits are honoured without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+async def test_proactive_backlog_to_one_thread_is_not_held_by_the_edit_budget(tmp_path):
+    from adapters.slack.app import EDIT_RATE, SlackAdapter
+    from bridge.runtime import AdapterContext
+
+    clock = VirtualClock()
+    fake = FakeSlack(clock=clock, enforce_post_rate=True)  # ~1 chat.postMessage/s per channel, then 429
+    await fake.start()
+    store = Store(str(tmp_path / "b.db"))
+    try:
+        settings = Settings(db=str(tmp_path / "b.db"), adapters=("slack",), slack_bot_token=fake.token,
+                            slack_signing_secret=SECRET, slack_api_url=fake.url, slack_streaming="auto")
+        budgets = Budgets(clock=clock, sleep=clock.sleep)
+        adapter = SlackAdapter(AdapterContext(settings=settings, store=store, relay=None, budgets=budgets),
+                               clock=clock, sleep=clock.sleep)
+        thread = ThreadKey("slack", "T1", "C1", "1600000000.000100")
+        address = {"channel": "C1", "thread_ts": thread.thread}
+        started = clock.now
+        count = 120  # well past one minute of Slack's Tier 3 budget for edits (50/min)
+        for i in range(count):  # the poller delivers to one thread one event at a time
+            sink = await adapter.open_reply(thread, address, user=None, proactive=True)
+            await sink.finish(Answer(text=f"Update {i}: your request moved on."))
+        texts = [fake.body_text(m) for m in fake.thread("C1", thread.thread)]
+        assert texts == [f"Update {i}: your request moved on." for i in range(count)], "nothing lost or reordered"
+        assert fake.rate_limited > 0, "the per-channel post limit was met and waited out"
+        assert budgets.get("slack:T1", EDIT_RATE).granted == 0, "posts take no Tier 3 edit tokens"
+        # ~1 post per second (the channel limit), not 50 per minute (the edit budget)
+        assert clock.now - started < count * 60 / EDIT_RATE.count * 0.9
+    finally:
+        store.close()
+        await fake.stop()

@@ -83,28 +83,68 @@ def _msg(**kw: Any) -> dict[str, Any]:
 
 
 def test_normalise_rules():
-    never = lambda thread: False  # noqa: E731
-    always = lambda thread: True  # noqa: E731
-    assert isinstance(normalise(_msg(subtype="message_changed"), WHERE, mention=False, owned_thread=always), Ignore)
-    assert isinstance(normalise(_msg(bot_id="B2"), WHERE, mention=False, owned_thread=always), Ignore)
-    assert isinstance(normalise(_msg(user="UBOT"), WHERE, mention=False, owned_thread=always), Ignore)
-    assert isinstance(normalise(_msg(), WHERE, mention=False, owned_thread=always), Ignore)  # top level
-    assert isinstance(normalise(_msg(thread_ts="1.0"), WHERE, mention=False, owned_thread=never), Ignore)
-    follow = normalise(_msg(thread_ts="1.0"), WHERE, mention=False, owned_thread=always)
+    never = lambda thread, user: False  # noqa: E731
+    always = lambda thread, user: True  # noqa: E731
+    assert isinstance(normalise(_msg(subtype="message_changed"), WHERE, mention=False, followed=always), Ignore)
+    assert isinstance(normalise(_msg(bot_id="B2"), WHERE, mention=False, followed=always), Ignore)
+    assert isinstance(normalise(_msg(user="UBOT"), WHERE, mention=False, followed=always), Ignore)
+    assert isinstance(normalise(_msg(), WHERE, mention=False, followed=always), Ignore)  # top level
+    assert isinstance(normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=never), Ignore)
+    follow = normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=always)
     assert isinstance(follow, Inbound) and follow.thread.thread == "1.0"
-    twin = normalise(_msg(text="<@UBOT> q", thread_ts="1.0"), WHERE, mention=False, owned_thread=always)
+    twin = normalise(_msg(text="<@UBOT> q", thread_ts="1.0"), WHERE, mention=False, followed=always)
     assert isinstance(twin, Ignore)  # answered from app_mention
     men = normalise({"type": "app_mention", "channel": "C1", "user": "U1", "ts": "1.1", "text": "<@UBOT> q"},
-                    WHERE, mention=True, owned_thread=never)
+                    WHERE, mention=True, followed=never)
     assert isinstance(men, Inbound) and men.text == "q" and men.thread.thread == "1.1"
     assert men.delivery_id == normalise(_msg(thread_ts="1.0", text="x"), WHERE, mention=False,
-                                        owned_thread=always).delivery_id  # same message, same id
-    im = normalise(_msg(channel="D1", channel_type="im"), WHERE, mention=False, owned_thread=never)
+                                        followed=always).delivery_id  # same message, same id
+    im = normalise(_msg(channel="D1", channel_type="im"), WHERE, mention=False, followed=never)
     assert isinstance(im, Inbound) and im.direct
     files = normalise(_msg(channel="D1", channel_type="im", text="", subtype="file_share", files=[{"id": "F"}]),
-                      WHERE, mention=False, owned_thread=never)
+                      WHERE, mention=False, followed=never)
     assert isinstance(files, KindReply)
-    assert isinstance(normalise("garbage", WHERE, mention=False, owned_thread=never), Ignore)  # type: ignore[arg-type]
+    assert isinstance(normalise("garbage", WHERE, mention=False, followed=never), Ignore)  # type: ignore[arg-type]
+
+
+def test_unmentioned_thread_follow_up_is_answered_only_for_a_user_the_bot_talks_with():
+    asked: list[tuple[str, str]] = []
+
+    def followed(thread, user):
+        asked.append((thread.thread, user))
+        return user == "U1"  # the bot answered U1 in this thread, nobody else
+
+    assert isinstance(normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=followed), Inbound)
+    other = normalise(_msg(user="U2", thread_ts="1.0"), WHERE, mention=False, followed=followed)
+    assert isinstance(other, Ignore)
+    assert asked == [("1.0", "U1"), ("1.0", "U2")]
+    mentioned = normalise({"type": "app_mention", "channel": "C1", "user": "U2", "ts": "1.2", "thread_ts": "1.0",
+                           "text": "<@UBOT> me too"}, WHERE, mention=True, followed=followed)
+    assert isinstance(mentioned, Inbound) and mentioned.user.user_id == "U2"  # a mention is always answered
+    dm = normalise(_msg(user="U2", channel="D2", channel_type="im", thread_ts="1.0"), WHERE, mention=False,
+                   followed=followed)
+    assert isinstance(dm, Inbound)  # DMs unchanged
+
+
+def test_team_allow_list():
+    from adapters.slack.events import team_allowed
+
+    allowed = frozenset({"T1", "E1"})
+    ctx = {"team_id": "T1", "actor_team_id": "T1"}
+    assert team_allowed({}, {"team_id": "T9"}, frozenset())  # empty list: everyone
+    assert team_allowed({}, ctx, allowed)
+    assert not team_allowed({}, {"team_id": "T9", "actor_team_id": "T9"}, allowed)
+    # an org listed by enterprise id: any of its workspaces
+    assert team_allowed({}, {"team_id": "T5", "enterprise_id": "E1", "actor_team_id": "T5",
+                             "actor_enterprise_id": "E1"}, allowed)
+    # Slack Connect: a user of another organisation in a channel shared with T1
+    shared = {"is_ext_shared_channel": True}
+    assert not team_allowed(shared, {**ctx, "actor_team_id": "TEXT"}, allowed)
+    assert not team_allowed(shared, {"team_id": "T1"}, allowed)  # actor unknown: refused
+    assert team_allowed(shared, ctx, allowed)
+    # a button clicked by a user of another workspace
+    assert not team_allowed({"user": {"id": "U9", "team_id": "TEXT"}}, ctx, allowed)
+    assert team_allowed({"user": {"id": "U1", "team_id": "T1"}}, ctx, allowed)
 
 
 # --- installation store ----------------------------------------------------------------------------
@@ -126,6 +166,25 @@ async def test_installation_and_state_stores_live_in_the_bridge_db(tmp_path):
     states = KvOAuthStateStore(reopened.store)
     state = await states.async_issue()
     assert await states.async_consume(state) and not await states.async_consume(state)
+
+
+async def test_installation_store_refuses_teams_outside_the_allow_list(tmp_path):
+    from adapters.slack.install import InstallationRefused
+
+    store = Store(tmp_path / "b.db")
+    installations = KvInstallationStore(store, allowed=frozenset({"T1", "E1"}))
+    with pytest.raises(InstallationRefused) as refused:
+        await installations.async_save(Installation(app_id="A1", team_id="T9", bot_token="xoxb-t9",
+                                                    bot_id="B9", bot_user_id="U9", user_id="UADMIN"))
+    assert "xoxb" not in str(refused.value) + repr(refused.value)
+    with pytest.raises(InstallationRefused):  # org-wide install of an org that is not listed
+        await installations.async_save(Installation(app_id="A1", enterprise_id="E9", team_id=None,
+                                                    is_enterprise_install=True, bot_token="xoxb-e9",
+                                                    bot_id="B9", bot_user_id="U9", user_id="UADMIN"))
+    assert store.kv_items("slack.bot") == [] and store.kv_items("slack.installation") == []
+    await installations.async_save(Installation(app_id="A1", enterprise_id="E1", team_id="T5", bot_token="xoxb-t5",
+                                                bot_id="B5", bot_user_id="U5", user_id="UADMIN"))
+    assert await installations.async_find_bot(enterprise_id="E1", team_id="T5") is not None
 
 
 # --- native sink against the fake ------------------------------------------------------------------

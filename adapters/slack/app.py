@@ -9,6 +9,9 @@ the event (`events.py`) and hand it to `relay.submit`; replies go out through a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import html
 import logging
 import time
 from dataclasses import replace
@@ -16,11 +19,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_callback_options import AsyncCallbackOptions, AsyncFailureArgs, AsyncSuccessArgs
 from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
-from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.errors import DeliveryError
@@ -32,7 +37,7 @@ from . import blocks as bk
 from . import directory
 from .calls import TRANSIENT, call, error_code, to_delivery_error
 from .events import Ignore, KindReply, PLATFORM, ids, normalise, normalise_action, register
-from .install import KvInstallationStore, KvOAuthStateStore
+from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
 from .native import STREAM_RATE, NativeStreamSink
 from .ops import SlackMessageOps
 from .status import StatusKeeper
@@ -63,6 +68,19 @@ SCOPES = [
     "users:read.email",
 ]
 MSG_POINTER = "📬 I've sent my answer to you in a direct message."
+MSG_NO_FEEDBACK = "Feedback isn't available for this answer."
+MSG_FEEDBACK_ERROR = "Sorry, I couldn't record your feedback right now. Please try again later."
+SIGNATURE_MAX_AGE = 5 * 60  # seconds; Slack's replay window for signed requests
+REFUSED_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Installation not allowed</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h2>This Slack workspace can't install this app</h2>
+<p>This Moveworks bridge only serves the Slack workspaces its administrator approved, and
+{who} is not one of them. The installation was not kept.</p>
+<p>If this workspace should be served, ask the bridge's administrator to add <code>{team}</code>
+to <code>SLACK_ALLOWED_TEAMS</code>, then install again.</p>
+</body></html>
+"""
 
 
 class SlackAdapter:
@@ -90,7 +108,9 @@ class SlackAdapter:
         self.channel_mode = settings.slack_channel_mode
         self.socket_mode = bool(settings.slack_app_token)
         self.oauth = bool(settings.slack_client_id and settings.slack_client_secret)
-        self.installations = KvInstallationStore(self.store) if self.oauth else None
+        # SLACK_ALLOWED_TEAMS: team or enterprise ids served; empty = every workspace.
+        self.allowed_teams: frozenset[str] = frozenset(settings.slack_allowed_teams or ())
+        self.installations = KvInstallationStore(self.store, allowed=self.allowed_teams) if self.oauth else None
         self._clients: dict[str, AsyncWebClient] = {}
         self._native_off: set[str] = set()  # teams where native streaming is unavailable
         self._formats: dict[str, dict[str, bool]] = {}
@@ -122,6 +142,7 @@ class SlackAdapter:
                     state_store=KvOAuthStateStore(self.store),
                     install_path="/slack/install",
                     redirect_uri_path="/slack/oauth_redirect",
+                    callback_options=AsyncCallbackOptions(success=_install_succeeded, failure=self._install_failed),
                 ),
                 **common,
             )
@@ -139,29 +160,85 @@ class SlackAdapter:
             app.router.add_get(flow.redirect_uri_path, self._oauth_redirect)
 
     async def _http(self, request: web.Request) -> web.Response:
+        """Unsigned (or badly signed) -> 401; signed but not a Slack payload -> 400; else bolt.
+
+        The body is read once, as bytes, and the signature checked over those bytes here, before
+        anything parses it: bolt only verifies what it can parse (and a malformed timestamp header
+        would make its verifier raise), so garbage of any kind must never reach a 500."""
+        raw = await request.read()
+        if not self._signed(raw, request.headers):
+            return web.json_response({"error": "invalid request"}, status=401)
         try:
-            bolt_request = await to_bolt_request(request)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            log.info("slack: refused a signed request whose body is not UTF-8")
+            return web.json_response({"error": "malformed body"}, status=400)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=text, query=request.query_string, headers=request.headers  # type: ignore[arg-type]
+            )
             if not isinstance(bolt_request.body, dict):
                 raise ValueError("not an object")
         except (ValueError, AttributeError, TypeError):
-            # bolt cannot parse the body, so it never gets to verify it: check the signature with
-            # slack_sdk's verifier, so garbage is told apart from an unsigned request.
-            raw = await request.text()
-            verifier = SignatureVerifier(self.settings.slack_signing_secret or "")
-            if not verifier.is_valid_request(raw, dict(request.headers)):
-                return web.json_response({"error": "invalid request"}, status=401)
             return web.json_response({"error": "malformed body"}, status=400)
         return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
 
+    def _signed(self, raw: bytes, headers: Any) -> bool:
+        """Slack's v0 request signature over the raw body, within the 5-minute replay window."""
+        secret = self.settings.slack_signing_secret or ""
+        timestamp = headers.get("X-Slack-Request-Timestamp") or ""
+        signature = headers.get("X-Slack-Signature") or ""
+        try:
+            if not secret or abs(time.time() - int(timestamp)) > SIGNATURE_MAX_AGE:
+                return False
+            base = b"v0:" + timestamp.encode() + b":" + raw
+            expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+            return hmac.compare_digest(expected.encode(), signature.encode("utf-8", errors="replace"))
+        except (ValueError, TypeError, OverflowError, UnicodeError):
+            return False
+
+    @staticmethod
+    async def _get_request(request: web.Request) -> AsyncBoltRequest:
+        """The install routes are GETs: their body is never used, so never allowed to fail."""
+        body = (await request.read()).decode("utf-8", errors="replace")
+        headers: Any = request.headers
+        return AsyncBoltRequest(body=body, query=request.query_string, headers=headers)
+
     async def _oauth_install(self, request: web.Request) -> web.Response:
-        bolt_request = await to_bolt_request(request)
+        bolt_request = await self._get_request(request)
         return await to_aiohttp_response(await self.bolt.oauth_flow.handle_installation(bolt_request))
 
     async def _oauth_redirect(self, request: web.Request) -> web.Response:
-        bolt_request = await to_bolt_request(request)
+        bolt_request = await self._get_request(request)
         return await to_aiohttp_response(await self.bolt.oauth_flow.handle_callback(bolt_request))
 
-    async def start(self) -> None:
+    async def _install_failed(self, args: AsyncFailureArgs) -> BoltResponse:
+        """A workspace outside SLACK_ALLOWED_TEAMS tried to install: say so, and give back the
+        token Slack just issued so the app does not stay installed there, unanswered."""
+        if not isinstance(args.error, InstallationRefused):
+            return await args.default.failure(args)
+        refused = args.error
+        if refused.bot_token:
+            try:
+                await AsyncWebClient(token=refused.bot_token, base_url=self.api_url).auth_revoke()
+            except (SlackApiError, *TRANSIENT) as exc:
+                log.warning("could not revoke the refused installation's token: %s",
+                            error_code(exc) or type(exc).__name__)
+        who = f"workspace {refused.team_id}" if refused.team_id else f"organisation {refused.enterprise_id}"
+        team = refused.team_id or refused.enterprise_id or ""
+        page = REFUSED_PAGE.format(who=html.escape(who), team=html.escape(team))
+        return BoltResponse(status=403, body=page, headers={"Content-Type": "text/html; charset=utf-8"})
+
+    async def start(self, inbound: bool = True) -> None:
+        """`inbound=False` (the separate `poll` worker): Web API only, no Socket Mode connection,
+        so events are never delivered to a process that does not answer them."""
+        if not inbound:
+            return
+        if self.oauth and not self.allowed_teams:
+            log.warning(
+                "slack: SLACK_ALLOWED_TEAMS is empty, so ANY Slack workspace can install this app "
+                "(/slack/install) and be answered; set it to the team ids you serve"
+            )
         if self.socket_mode:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -171,10 +248,17 @@ class SlackAdapter:
             await self._socket.connect_async()
             log.info("slack: connected in Socket Mode")
 
-    async def stop(self) -> None:
+    async def stop_inbound(self) -> None:
+        """Graceful shutdown, first step: close the Socket Mode connection so no new events arrive
+        while in-flight answers drain. The Web API clients stay usable for finishing them. (The
+        HTTP route stops with the server.) Safe to call more than once, or without Socket Mode."""
         if self._socket is not None:
             socket, self._socket = self._socket, None
             await socket.close_async()
+            log.info("slack: Socket Mode connection closed; finishing answers in flight")
+
+    async def stop(self) -> None:
+        await self.stop_inbound()
 
     async def check(self) -> list[tuple[str, bool, str]]:
         """`doctor` lines; never prints tokens."""
@@ -190,6 +274,12 @@ class SlackAdapter:
             lines.append(("slack auth", False, f"auth.test failed: {error_code(exc) or 'error'}"))
         except TRANSIENT as exc:
             lines.append(("slack auth", False, f"cannot reach Slack ({type(exc).__name__})"))
+        else:
+            team = response.get("team_id")
+            if self.allowed_teams and team not in self.allowed_teams and \
+                    response.get("enterprise_id") not in self.allowed_teams:
+                lines.append(("slack allow-list", False,
+                              f"SLACK_ALLOWED_TEAMS does not list this bot's team {team}: nothing is answered"))
         if self.socket_mode:
             lines.append(("slack mode", True, "Socket Mode (SLACK_APP_TOKEN set)"))
         else:
@@ -200,6 +290,8 @@ class SlackAdapter:
 
     async def client_for(self, team_id: str, enterprise_id: str | None = None) -> AsyncWebClient:
         """A Web API client with the bot token of this workspace (OAuth) or the one bot token."""
+        if self.allowed_teams and team_id not in self.allowed_teams and enterprise_id not in self.allowed_teams:
+            raise DeliveryError(f"slack: {team_id} is not in SLACK_ALLOWED_TEAMS", permanent=True)
         if not self.oauth:
             return self.bolt.client
         assert self.installations is not None
@@ -219,7 +311,7 @@ class SlackAdapter:
 
     async def on_event(self, body: dict, event: dict, context: Any, *, mention: bool) -> None:
         where = ids(body, context)
-        decision = normalise(event, where, mention=mention, owned_thread=self.store.thread_has_links)
+        decision = normalise(event, where, mention=mention, followed=self._follows)
         if isinstance(decision, Ignore):
             log.debug("slack event ignored: %s", decision.reason)
             return
@@ -233,6 +325,11 @@ class SlackAdapter:
             inbound = _replace_address(inbound, address)
         self.relay.submit(inbound)
 
+    def _follows(self, thread: ThreadKey, user_id: str) -> bool:
+        """Is the bot talking with this user in this thread (so they need no new mention)?"""
+        link = self.store.get_link(thread, user_id)
+        return link is not None and link.active
+
     async def _kind_reply(self, context: Any, reply: KindReply) -> None:
         if not self.store.claim_inbound(PLATFORM, reply.delivery_id):
             return
@@ -243,24 +340,40 @@ class SlackAdapter:
             log.warning("could not post a reply: %s", error_code(exc) or type(exc).__name__)
 
     async def on_feedback(self, body: dict, action: dict, context: Any) -> None:
-        where = ids(body, context)
-        decoded = bk.feedback_target(bk.decode(action.get("value")))
-        user_id = (body.get("user") or {}).get("id")
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        if decoded is None or not user_id or not channel:
+        """A 👍/👎 click (already acked). Always ends with an ephemeral answer to the clicker when
+        Slack says who and where; never raises."""
+        user_id = channel = thread_ts = None
+        try:
+            user_id = _field(body, "user", "id")
+            channel = _field(body, "channel", "id") or _field(body, "container", "channel_id")
+            thread_ts = _field(body, "message", "thread_ts")
+            text = await self._feedback_text(body, action, context, user_id)
+        except Exception:  # noqa: BLE001 - a click must never go unanswered or crash the listener
+            log.exception("slack feedback failed unexpectedly")
+            text = MSG_FEEDBACK_ERROR
+        if not user_id or not channel:
+            log.info("slack feedback click without a user or channel; nobody to answer")
             return
-        target, helpful = decoded
-        user = ChatUser(PLATFORM, where.team_id, user_id)
-        text = await self.relay.feedback(user, target, helpful)
-        message = body.get("message") or {}
         kwargs: dict[str, Any] = {"channel": channel, "user": user_id, "text": text}
-        if message.get("thread_ts"):
-            kwargs["thread_ts"] = message["thread_ts"]
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
         try:
             self._count("ephemeral")
             await call(context.client.chat_postEphemeral, **kwargs)
         except (SlackApiError, *TRANSIENT) as exc:
             log.warning("could not acknowledge feedback: %s", error_code(exc) or type(exc).__name__)
+        except Exception:  # noqa: BLE001
+            log.exception("could not acknowledge feedback")
+
+    async def _feedback_text(self, body: dict, action: dict, context: Any, user_id: str | None) -> str:
+        value = action.get("value") if isinstance(action, dict) else None
+        decoded = bk.feedback_target(bk.decode(value if isinstance(value, str) else None))
+        if decoded is None or not user_id:
+            log.info("slack feedback button without its ids")
+            return MSG_NO_FEEDBACK
+        target, helpful = decoded
+        user = ChatUser(PLATFORM, ids(body, context).team_id, user_id)
+        return await self.relay.feedback(user, target, helpful)
 
     async def on_callback(self, body: dict, action: dict, context: Any) -> None:
         where = ids(body, context)
@@ -349,3 +462,14 @@ class SlackAdapter:
 
 def _replace_address(inbound: Any, address: dict[str, Any]) -> Any:
     return replace(inbound, address=address)
+
+
+def _field(body: Any, outer: str, inner: str) -> str | None:
+    """`body[outer][inner]` when it is a non-empty string, else None (payloads are untrusted)."""
+    part = body.get(outer) if isinstance(body, dict) else None
+    value = part.get(inner) if isinstance(part, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+async def _install_succeeded(args: AsyncSuccessArgs) -> BoltResponse:
+    return await args.default.success(args)

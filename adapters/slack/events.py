@@ -2,10 +2,13 @@
 
 What gets answered: DMs (including the agent/assistant DM surface, which arrives as `message` with
 `channel_type=im`), `@mentions` in channels (answered in a thread on the mention), and follow-ups
-in a thread the bot already answered without a new mention. What is ignored: the bot's own
-messages, other bots, message subtypes (edits, joins, deletes…), and channel messages not meant
-for the bot. A mention is delivered twice by Slack (`app_mention` and `message.*`); both map to
-the same delivery id (team:channel:ts), which the relay claims once in the store, so retries of
+without a new mention in a channel thread where the bot already answered *that same person*
+(anyone else in the thread must mention the bot: two colleagues talking in a thread the bot
+answered are not each answered). What is ignored: the bot's own messages, other bots, message
+subtypes (edits, joins, deletes…), channel messages not meant for the bot, and — with
+`SLACK_ALLOWED_TEAMS` — everything from a workspace or org not on the list (`team_allowed`).
+A mention is delivered twice by Slack (`app_mention` and `message.*`); both map to the same
+delivery id (team:channel:ts), which the relay claims once in the store, so retries of
 either event and the pair itself are answered once.
 """
 
@@ -72,6 +75,36 @@ def ids(body: dict[str, Any], context: Any | None = None) -> Where:
     return Where(team_id or enterprise_id or "", enterprise_id, is_org, bot_user_id)
 
 
+def team_allowed(body: dict[str, Any], context: Any, allowed: frozenset[str]) -> bool:
+    """`SLACK_ALLOWED_TEAMS`: may this event or action be handled? Always, when the list is empty.
+
+    Two parties must each be on the list by team id or enterprise (org) id: the installation the
+    request was delivered to, and the person acting. They differ in shared channels (Slack Connect):
+    a user of another organisation writing in a channel shared with an allowed workspace is refused.
+    Bolt works out the acting user's team/org (`actor_*` in the context); when it cannot (some
+    Enterprise Grid cases in externally shared channels) the request is refused, not guessed.
+    """
+    if not allowed:
+        return True
+    ctx = context if context is not None else {}
+
+    def listed(*values: Any) -> bool:
+        return any(isinstance(v, str) and v in allowed for v in values)
+
+    if not listed(ctx.get("team_id"), ctx.get("enterprise_id")):
+        return False
+    actor_team, actor_org = ctx.get("actor_team_id"), ctx.get("actor_enterprise_id")
+    if actor_team is None and actor_org is None:
+        return body.get("is_ext_shared_channel") is not True
+    if not listed(actor_team, actor_org):
+        return False
+    user = body.get("user")
+    # Interactivity payloads name the clicking user's own workspace as well.
+    if isinstance(user, dict) and isinstance(user.get("team_id"), str):
+        return listed(user["team_id"], actor_org)
+    return True
+
+
 def delivery_id(team_id: str, channel: str, ts: str) -> str:
     """Same for every delivery of one Slack message: retries and the app_mention/message pair."""
     return f"{team_id}:{channel}:{ts}"
@@ -82,9 +115,10 @@ def normalise(
     where: Where,
     *,
     mention: bool,
-    owned_thread: Callable[[ThreadKey], bool],
+    followed: Callable[[ThreadKey, str], bool],
 ) -> Inbound | KindReply | Ignore:
-    """One Slack event -> what to do with it. Pure apart from `owned_thread` (a store lookup)."""
+    """One Slack event -> what to do with it. Pure apart from `followed(thread, user_id)` (a store
+    lookup: does this user have an active conversation in this thread?)."""
     if not isinstance(event, dict):
         return Ignore("not an event")
     subtype = event.get("subtype")
@@ -108,8 +142,8 @@ def normalise(
             return Ignore("mention: answered from app_mention")
         if not thread_ts or thread_ts == ts:
             return Ignore("channel message not for the bot")
-        if not owned_thread(thread):
-            return Ignore("thread the bot is not part of")
+        if not followed(thread, user):
+            return Ignore("thread where the bot is not talking with this user")
     did = delivery_id(where.team_id, channel, ts)
     text = to_plain(raw, bot_user_id=where.bot_user_id)
     if not text and event.get("files"):
@@ -162,6 +196,23 @@ def normalise_action(body: dict[str, Any], action: dict[str, Any], where: Where,
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     """Wire bolt listeners to the adapter. Order matters: the catch-alls come last."""
+    allowed = frozenset(adapter.settings.slack_allowed_teams or ())
+    if allowed:
+        from slack_bolt.response import BoltResponse
+
+        async def allow_list(body: dict, context: Any, next: Any) -> Any:  # noqa: A002 - bolt's name
+            # Runs after bolt's own middleware (signature, url_verification, authorization) and
+            # before every listener: a request from elsewhere is acknowledged and nothing else.
+            if team_allowed(body if isinstance(body, dict) else {}, context, allowed):
+                return await next()
+            log.info(
+                "slack: ignored a request from a workspace not in SLACK_ALLOWED_TEAMS (team %s, org %s)",
+                context.get("actor_team_id") or context.get("team_id"),
+                context.get("actor_enterprise_id") or context.get("enterprise_id"),
+            )
+            return BoltResponse(status=200, body="")
+
+        app.use(allow_list)
 
     async def on_mention(body: dict, event: dict, context: Any) -> None:
         await adapter.on_event(body, event, context, mention=True)

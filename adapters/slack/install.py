@@ -14,6 +14,7 @@ import time
 from logging import Logger
 from typing import Any
 
+from slack_bolt.error import BoltError
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
@@ -37,15 +38,44 @@ def _dump(obj: Any) -> str:
     return json.dumps({k: v for k, v in vars(obj).items() if not k.startswith("_")}, default=str)
 
 
+class InstallationRefused(BoltError):
+    """An installation of a workspace/org outside `SLACK_ALLOWED_TEAMS`: not saved. A BoltError, so
+    bolt's OAuth flow turns it into its failure page (see `SlackAdapter._install_failed`)."""
+
+    def __init__(self, team_id: str | None, enterprise_id: str | None, bot_token: str | None = None) -> None:
+        super().__init__(f"installation refused: {team_id or enterprise_id} is not in SLACK_ALLOWED_TEAMS")
+        self.team_id = team_id
+        self.enterprise_id = enterprise_id
+        self.bot_token = bot_token  # to revoke it; never part of the message
+
+    def __repr__(self) -> str:
+        return f"InstallationRefused(team_id={self.team_id!r}, enterprise_id={self.enterprise_id!r})"
+
+
 class KvInstallationStore(AsyncInstallationStore):
-    def __init__(self, store: Store) -> None:
+    """`allowed`: team or enterprise ids that may be saved (SLACK_ALLOWED_TEAMS); empty = any."""
+
+    def __init__(self, store: Store, *, allowed: frozenset[str] = frozenset()) -> None:
         self.store = store
+        self.allowed = frozenset(allowed)
+
+    def _check(self, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None,
+               bot_token: str | None) -> None:
+        if not self.allowed:
+            return
+        if (team_id in self.allowed and not is_enterprise_install) or enterprise_id in self.allowed:
+            return
+        log.warning("slack: refused to save an installation of %s (not in SLACK_ALLOWED_TEAMS)",
+                    team_id or enterprise_id)
+        raise InstallationRefused(team_id, enterprise_id, bot_token)
 
     @property
     def logger(self) -> Logger:
         return log
 
     async def async_save(self, installation: Installation) -> None:
+        self._check(installation.enterprise_id, installation.team_id, installation.is_enterprise_install,
+                    installation.bot_token)
         key = _key(installation.enterprise_id, installation.team_id, installation.is_enterprise_install)
         data = _dump(installation)
         self.store.kv_set(NS_INSTALLATION, f"{key}:latest", data)
@@ -55,6 +85,7 @@ class KvInstallationStore(AsyncInstallationStore):
             await self.async_save_bot(installation.to_bot())
 
     async def async_save_bot(self, bot: Bot) -> None:
+        self._check(bot.enterprise_id, bot.team_id, bot.is_enterprise_install, bot.bot_token)
         self.store.kv_set(NS_BOT, _key(bot.enterprise_id, bot.team_id, bot.is_enterprise_install), _dump(bot))
 
     async def async_find_bot(

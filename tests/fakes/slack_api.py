@@ -3,7 +3,8 @@
 The real `slack_sdk` client talks to it through `base_url` (`SLACK_API_URL`), so requests, JSON and
 form encoding, 429 handling and retries are exercised for real. It records every call, keeps message
 state (so a test reads what a user would see), can inject errors, and can enforce Slack's Tier 3
-limit on `chat.update` per workspace with an injectable clock.
+limit on `chat.update` per workspace and the ~1 per second per channel limit of `chat.postMessage`
+(short bursts allowed; 429 with `Retry-After` beyond it), both with an injectable clock.
 
 Usage:
     fake = FakeSlack(); await fake.start()
@@ -88,6 +89,8 @@ class FakeSlack:
         app_token: str = "xapp-fake",
         enforce_tier3: bool = False,
         tier3_per_minute: int = 50,
+        enforce_post_rate: bool = False,
+        post_burst: int = 3,
         clock: Callable[[], float] = time.monotonic,
         latency: float = 0.0,
     ) -> None:
@@ -95,6 +98,10 @@ class FakeSlack:
         self.app_token = app_token
         self.enforce_tier3 = enforce_tier3
         self.tier3_per_minute = tier3_per_minute
+        self.enforce_post_rate = enforce_post_rate
+        self.post_burst = post_burst
+        self._post_buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, updated at)
+        self.revoked: list[str] = []  # tokens given back with auth.revoke
         self.clock = clock
         self.latency = latency  # seconds added to every Web API call (benchmarks)
         self.teams: dict[str, Team] = {}
@@ -335,6 +342,16 @@ class FakeSlack:
         if team_id is None:
             return reply({"ok": False, "error": "invalid_auth" if token else "not_authed"})
         team = self.teams[team_id]
+        if method == "auth.revoke":
+            self.tokens.pop(token or "", None)
+            self.revoked.append(token or "")
+            return reply({"ok": True, "revoked": True})
+
+        if method == "chat.postMessage" and self.enforce_post_rate:
+            wait = self._take_post_slot(str(params.get("channel") or ""))
+            if wait > 0:
+                self.rate_limited += 1
+                return reply({"ok": False, "error": "ratelimited"}, 429, {"Retry-After": str(int(math.ceil(wait)))})
 
         if method == "chat.update" and self.enforce_tier3:
             window = team.updates
@@ -356,6 +373,18 @@ class FakeSlack:
             return reply({"ok": False, "error": exc.error})
 
     # --- helpers for methods ----------------------------------------------------------------------
+
+    def _take_post_slot(self, channel: str) -> float:
+        """Token bucket per channel: `post_burst` at once, refilled at 1 per second. Returns 0 when
+        the post may go out, else the seconds until it could."""
+        now = self.clock()
+        tokens, updated = self._post_buckets.get(channel, (float(self.post_burst), now))
+        tokens = min(float(self.post_burst), tokens + (now - updated))
+        if tokens < 1.0:
+            self._post_buckets[channel] = (tokens, now)
+            return 1.0 - tokens
+        self._post_buckets[channel] = (tokens - 1.0, now)
+        return 0.0
 
     def _new_ts(self) -> str:
         return f"{1700000000 + next(self._ts)}.{next(self._ts):06d}"
