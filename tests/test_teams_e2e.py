@@ -402,6 +402,34 @@ async def test_feedback_invoke_reaches_moveworks_and_answers_200_empty(h: Harnes
     assert h.fake.in_conversation(conv) == [message], "no message posted for feedback"
 
 
+async def test_feedback_from_someone_else_is_refused_in_the_reply_chain(h: Harness) -> None:
+    activity = h.alice.channel("alice asks in a channel")
+    await h.post(activity)
+    await h.drain()
+    chain = activity["conversation"]["id"]
+    answer = h.fake.in_conversation(chain)[0]
+    status, body = await h.post(h.bob.feedback(activity["conversation"], answer.id, "dislike"))
+    assert (status, body) == (200, "")
+    assert h.sim.state.feedback == []
+    notes = h.fake.in_conversation(chain)[1:]
+    assert [m.text for m in notes] == ["Only the person who asked can rate this answer."]
+    post = [c for c in h.fake.calls_for(chain) if c.method == "POST" and c.json.get("text") == notes[0].text]
+    assert post and post[0].path == f"/v3/conversations/{chain}/activities"  # in the chain, not a new post
+
+
+async def test_feedback_that_cannot_be_recorded_tells_the_user(h: Harness) -> None:
+    activity = h.alice.personal("rate this answer later")
+    await h.post(activity)
+    await h.drain()
+    conv = activity["conversation"]["id"]
+    answer = h.fake.in_conversation(conv)[0]
+    h.sim.inject_fault("server_error", endpoint="feedback")
+    status, body = await h.post(h.alice.feedback(activity["conversation"], answer.id, "like"))
+    assert (status, body) == (200, "")
+    notes = h.fake.in_conversation(conv)[1:]
+    assert len(notes) == 1 and notes[0].text.startswith("Sorry, I couldn't record your feedback")
+
+
 async def test_card_action_button_runs_the_callback(h: Harness) -> None:
     h.sim.script_answer(text="I can file a ticket for you.", match="ticket",
                         actions=[{"type": "CALLBACK_ACTION", "label": "File ticket"}])
@@ -472,6 +500,73 @@ async def test_writes_blocked_drops_the_reference(h: Harness) -> None:
     assert caught.value.permanent
     assert h.runtime.store.get_reference("teams", chain) is None
     assert not h.runtime.store.get_link(thread, "aad-alice").active
+
+
+def channel_install(user: TeamsUser, channel_id: str = "19:general@thread.tacv2") -> dict[str, Any]:
+    """The conversationUpdate Teams sends when the app is added to a team (its channel)."""
+    activity = user.install(conversation_id=channel_id)
+    activity["conversation"].update(conversationType="channel", isGroup=True)
+    return activity
+
+
+async def test_404_on_one_reply_chain_drops_only_that_chain(h: Harness) -> None:
+    from bridge.errors import DeliveryError
+    from bridge.models import Answer, ThreadKey
+
+    channel = "19:general@thread.tacv2"
+    await h.post(channel_install(h.alice))  # a channel-level reference
+    gone = h.alice.channel("a question in a chain whose root is deleted later")
+    await h.post(gone)
+    await h.drain()
+    await h.post(h.bob.channel("bob asks in the same chain", root_id=gone["id"]))
+    await h.drain()
+    other = h.alice.channel("a question in another chain")
+    await h.post(other)
+    await h.drain()
+    store = h.runtime.store
+    gone_chain, other_chain = gone["conversation"]["id"], other["conversation"]["id"]
+    gone_thread = ThreadKey("teams", TENANT, channel, gone["id"])
+    other_thread = ThreadKey("teams", TENANT, channel, other["id"])
+    h.fake.fail_next("not_found", when=lambda method, path, body: method == "POST" and gone_chain in path)
+    sink = await h.adapter.open_reply(gone_thread, {"ref_key": gone_chain}, user=None, proactive=True)
+    with pytest.raises(DeliveryError) as caught:
+        await sink.finish(Answer(text="the root message was deleted"))
+    assert caught.value.permanent
+    # that chain is gone, for everyone who asked in it
+    assert store.get_reference("teams", gone_chain) is None
+    assert not store.get_link(gone_thread, "aad-alice").active
+    assert not store.get_link(gone_thread, "aad-bob").active
+    # the channel and its other chains stay
+    assert store.get_reference("teams", channel) is not None
+    assert store.get_reference("teams", other_chain) is not None
+    assert store.get_link(other_thread, "aad-alice").active
+    sink = await h.adapter.open_reply(other_thread, {"ref_key": other_chain}, user=None, proactive=True)
+    await sink.finish(Answer(text="still reachable"))
+    assert h.fake.in_conversation(other_chain)[-1].text == "still reachable"
+
+
+async def test_bot_removed_403_on_a_chain_drops_the_whole_channel(h: Harness) -> None:
+    from bridge.errors import DeliveryError
+    from bridge.models import Answer, ThreadKey
+
+    channel = "19:general@thread.tacv2"
+    await h.post(channel_install(h.alice))
+    first = h.alice.channel("first chain")
+    await h.post(first)
+    await h.drain()
+    second = h.alice.channel("second chain")
+    await h.post(second)
+    await h.drain()
+    store = h.runtime.store
+    thread = ThreadKey("teams", TENANT, channel, first["id"])
+    h.fake.fail_next("bot_removed")
+    sink = await h.adapter.open_reply(thread, {"ref_key": first["conversation"]["id"]}, user=None, proactive=True)
+    with pytest.raises(DeliveryError) as caught:
+        await sink.finish(Answer(text="nobody will see this"))
+    assert caught.value.permanent
+    assert store.get_reference("teams", channel) is None
+    assert not store.get_link(thread, "aad-alice").active
+    assert not store.get_link(ThreadKey("teams", TENANT, channel, second["id"]), "aad-alice").active
 
 
 # --- security and bad input -------------------------------------------------------------------------

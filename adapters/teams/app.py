@@ -9,7 +9,6 @@ integration produces (teams.md §4.5). Authentication is botbuilder's own:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -34,9 +33,16 @@ from bridge.ports import ReplySink
 from bridge.streaming import EditingSink
 
 from .bot import TeamsBot, TenantRefused
-from .connector import build_cloud_adapter, run_in_conversation, to_delivery_error
+from .connector import (
+    AuthRefresher,
+    build_cloud_adapter,
+    channel_openid_url,
+    outbound_credentials_key,
+    run_in_conversation,
+    to_delivery_error,
+)
 from .ops import TeamsMessageOps, TeamsTarget
-from .references import PLATFORM, ReferenceBook, bare_conversation
+from .references import PLATFORM, ReferenceBook, StoredReference, bare_conversation
 from .streaming import TeamsStreamSink
 
 log = logging.getLogger("adapters.teams")
@@ -73,34 +79,48 @@ class TeamsAdapter:
         self.cloud, self.credentials = build_cloud_adapter(self.settings)
         self.bot = TeamsBot(self)
         self._conversation_budgets: OrderedDict[str, WriteBudget] = OrderedDict()
+        self.auth_refresher: AuthRefresher | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     def mount(self, app: web.Application) -> None:
         app.router.add_post("/api/messages", self.handle)
 
-    async def start(self) -> None:
+    async def start(self, inbound: bool = True) -> None:
+        """Teams receives over HTTP only (the route is mounted by `serve`), so `inbound=False`
+        (the `poll` worker) changes one thing: the inbound signing keys are not pre-loaded.
+        With an app id, tokens are fetched and kept fresh in the background from here on; this
+        returns at once and never fails for want of a network (see `AuthRefresher`)."""
         if not self.app_id:
             log.warning(
                 "!!! TEAMS RUNS UNAUTHENTICATED: TEAMS_APP_ID is not set, so /api/messages accepts "
                 "requests from anyone and outbound calls carry no token. Use this only for local "
                 "development (Bot Framework Emulator, Microsoft 365 Agents Playground). !!!"
             )
-        else:
-            log.info("teams adapter ready (app type %s)", self.settings.teams_app_type)
+            return
+        if self.auth_refresher is None:
+            self.auth_refresher = AuthRefresher(
+                self.credentials, outbound_credentials_key(self.cloud, self.app_id),
+                openid_urls=(channel_openid_url(),) if inbound else (),
+            )
+            self.auth_refresher.start()
+        log.info("teams adapter ready (app type %s%s)", self.settings.teams_app_type,
+                 "" if inbound else ", sending only")
+
+    async def stop_inbound(self) -> None:
+        """Nothing to stop: Teams activities arrive only over HTTP, and the route stops with the
+        server. Answers in flight keep sending (the token refresher runs until `stop`)."""
 
     async def stop(self) -> None:
-        return None
+        refresher, self.auth_refresher = self.auth_refresher, None
+        if refresher is not None:
+            await refresher.stop()
 
     async def check(self) -> list[tuple[str, bool, str]]:
         if not self.app_id:
             return [("teams", True, "no TEAMS_APP_ID: unauthenticated local development mode")]
         try:
-            credentials = await self.credentials.create_credentials(
-                self.app_id, "https://api.botframework.com", "https://login.microsoftonline.com", True
-            )
-            loop = asyncio.get_running_loop()
-            await asyncio.wait_for(loop.run_in_executor(None, credentials.get_access_token), 15.0)
+            await self.credentials.refresh(outbound_credentials_key(self.cloud, self.app_id), 15.0)
         except Exception as exc:  # noqa: BLE001 - reported as one doctor line, no secrets
             return [("teams credentials", False, f"could not get a Bot Framework token ({type(exc).__name__})")]
         return [("teams credentials", True, f"Bot Framework token acquired ({self.settings.teams_app_type})")]
@@ -155,9 +175,12 @@ class TeamsAdapter:
         stored = self.references.load(ref_key)
         if stored is None:
             raise DeliveryError("no stored Teams conversation reference", permanent=True)
+        return self.target_of(stored)
+
+    def target_of(self, stored: StoredReference) -> TeamsTarget:
         return TeamsTarget(
             self.cloud, self.app_id, stored, self.references,
-            self._conversation_budget(bare_conversation(ref_key)),
+            self._conversation_budget(bare_conversation(stored.ref_key)),
             text_format=self.settings.teams_text_format, metrics=self.metrics,
         )
 

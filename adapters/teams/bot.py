@@ -22,9 +22,16 @@ from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
+from bridge.errors import DeliveryError
 from bridge.models import ChatUser, Inbound, ThreadKey
 
-from .references import MESSAGE_ID_MARK, PLATFORM, bare_conversation, tenant_of
+from .references import (
+    MESSAGE_ID_MARK,
+    PLATFORM,
+    StoredReference,
+    bare_conversation,
+    tenant_of,
+)
 from .render import CALLBACK_KEY
 
 if TYPE_CHECKING:
@@ -33,6 +40,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("adapters.teams")
 
 FEEDBACK_TIMEOUT = 8.0  # Teams waits ~15 s for an invoke response
+FEEDBACK_NOTE_TIMEOUT = 4.0  # the refusal/failure note, sent before the invoke is answered
+FEEDBACK_FAILED = "Sorry, I couldn't record your feedback right now. Please try again later."
+# `relay.feedback` acknowledges recorded feedback with a thanks; Teams confirms those itself, so
+# only other answers (refusals, failures) are sent to the user.
+FEEDBACK_RECORDED_PREFIX = "Thanks"
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?(?:p|div|span|br|b|i|strong|em)\b[^>]*>", re.IGNORECASE)
 
@@ -207,5 +219,25 @@ class TeamsBot(TeamsActivityHandler):
                                          FEEDBACK_TIMEOUT)
         except Exception:
             log.warning("teams feedback could not be recorded", exc_info=True)
-            return
+            ack = FEEDBACK_FAILED
         log.info("teams feedback: %s", ack)
+        if ack and not ack.startswith(FEEDBACK_RECORDED_PREFIX):
+            try:
+                await asyncio.wait_for(self._feedback_note(activity, ack), FEEDBACK_NOTE_TIMEOUT)
+            except (DeliveryError, TimeoutError) as exc:
+                log.warning("teams feedback note could not be sent: %s", str(exc) or "timed out")
+
+    async def _feedback_note(self, activity: Activity, text: str) -> None:
+        """Tell the user who clicked why their rating did not count: in a personal chat as a
+        message, in a channel or group chat in the conversation of the click (the reply chain)."""
+        scope = scope_of(activity)
+        conversation_id = activity.conversation.id or ""
+        if scope == "channel" and MESSAGE_ID_MARK not in conversation_id:
+            log.info("teams feedback note skipped: the click names no reply chain to answer in")
+            return
+        reference = TurnContext.get_conversation_reference(activity)
+        reference.activity_id = None  # into the conversation, not as a reply to the invoke
+        tenant = tenant_of(activity)
+        target = self.adapter.target_of(StoredReference(conversation_id, reference.serialize(), tenant, scope))
+        await self.adapter.tenant_budget(tenant).acquire(final=True)
+        await target.send(target.message(text), final=True)

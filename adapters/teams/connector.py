@@ -10,6 +10,16 @@ botbuilder creates new app credentials, and therefore a new MSAL client and toke
 every connector it builds. `CachingCredentialFactory` keeps one credentials object per scope so
 tokens are reused; validation and token logic remain botbuilder's.
 
+botbuilder gets tokens synchronously on the event loop: msrest's credentials policy calls
+`signed_session()`, which asks MSAL, which does HTTP (authority discovery, then the token request)
+on the first call and whenever the token nears expiry; inbound, `_OpenIdMetadata` fetches the
+channel's signing keys with `requests` on the loop once a day. Either stalls every answer on every
+platform. `AuthRefresher` therefore does that HTTP in a background thread: it fetches each token
+with fresh credentials (an empty MSAL cache, so it really asks Entra ID), well before the current
+one expires, and the credentials botbuilder uses answer from that prefetched token; it also keeps
+the OpenID signing keys loaded. botbuilder's own blocking path remains only as the fallback before
+the first fetch succeeds (or after fetches kept failing until the token is about to expire).
+
 `to_delivery_error` maps connector failures onto the core's errors: 429 → `RateLimited` (with
 Retry-After), 412/5xx/network → transient `DeliveryError`, 403 writes blocked / bot removed and
 404 conversation → permanent; the streaming 403s get their own subclasses.
@@ -17,12 +27,20 @@ Retry-After), 412/5xx/network → transient `DeliveryError`, 403 writes blocked 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import jwt
+import requests
 from botbuilder.core import TurnContext
 from botbuilder.integration.aiohttp import (
     CloudAdapter,
@@ -30,7 +48,15 @@ from botbuilder.integration.aiohttp import (
     ConfigurationServiceClientCredentialFactory,
 )
 from botbuilder.schema import ConversationReference
-from botframework.connector.auth import ServiceClientCredentialsFactory
+from botframework.connector.auth import (
+    AppCredentials,
+    AuthenticationConstants,
+    MicrosoftAppCredentials,
+    ServiceClientCredentialsFactory,
+)
+from botframework.connector.auth.channel_validation import ChannelValidation
+from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor
+from msal import ConfidentialClientApplication
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from bridge.config import Settings
@@ -55,12 +81,76 @@ class StreamNotAllowed(DeliveryError):
     """Native streaming refused here (403 ContentStreamNotAllowed, 405): use edits instead."""
 
 
-class CachingCredentialFactory(ServiceClientCredentialsFactory):
-    """botbuilder's configuration factory, with credentials (and their token cache) reused."""
+CredentialsKey = tuple[str, str, str, bool]  # app id, OAuth scope, login endpoint, validate authority
 
-    def __init__(self, inner: ServiceClientCredentialsFactory) -> None:
+HTTP_TIMEOUT = 10.0  # one token or metadata HTTP request
+FETCH_TIMEOUT = 30.0  # one background fetch (MSAL's authority discovery + the token request)
+TOKEN_USABLE_MARGIN = 5 * 60.0  # a prefetched token with less left is not used (MSAL's own margin)
+TOKEN_REFRESH_LEAD = 30 * 60.0  # fetch the next token at half its lifetime or 30 min before expiry
+ASSUMED_LIFETIME = 55 * 60.0  # a token whose expiry cannot be read (Entra ID's last about an hour)
+OPENID_INTERVAL = 6 * 3600.0  # botbuilder re-reads the signing keys itself when a day old
+MIN_WAIT = 30.0
+MAX_WAIT = 30 * 60.0
+RETRY_WAITS = (30.0, 60.0, 120.0, 300.0)  # after failed fetches, in turn; then the last again
+
+
+@dataclass(frozen=True)
+class PrefetchedToken:
+    value: str
+    fetched_at: float
+    expires_at: float
+
+    def usable(self, now: float) -> bool:
+        return self.expires_at - now > TOKEN_USABLE_MARGIN
+
+    @property
+    def refresh_at(self) -> float:
+        lifetime = self.expires_at - self.fetched_at
+        return self.fetched_at + max(0.0, min(lifetime / 2, lifetime - TOKEN_REFRESH_LEAD))
+
+
+def token_expiry(token: str, now: float) -> float:
+    """The `exp` of a JWT access token (not verified: it is our own token), else a guess."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except (jwt.PyJWTError, ValueError, TypeError):
+        exp = None
+    return float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else now + ASSUMED_LIFETIME
+
+
+async def off_loop(fn: Callable[[], T], timeout: float) -> T:
+    """`fn()` in a daemon thread, waited for at most `timeout` s. Like `run_in_executor`, but a
+    request that hangs cannot hold up the loop's or the interpreter's shutdown."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not done.done():
+            done.set_result(value) if ok else done.set_exception(value)
+
+    def work() -> None:
+        try:
+            value, ok = fn(), True
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            value, ok = exc, False
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, ok, value)
+
+    threading.Thread(target=work, name="teams-auth", daemon=True).start()
+    return await asyncio.wait_for(done, timeout)
+
+
+class CachingCredentialFactory(ServiceClientCredentialsFactory):
+    """botbuilder's configuration factory, with credentials (and their token cache) reused, and
+    tokens prefetched off the event loop (see the module docstring)."""
+
+    def __init__(self, inner: ServiceClientCredentialsFactory, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self._inner = inner
-        self._cache: dict[tuple[str, str, str, bool], Any] = {}
+        self._cache: dict[CredentialsKey, Any] = {}
+        self._tokens: dict[CredentialsKey, PrefetchedToken] = {}
+        self._kept: list[CredentialsKey] = []  # keys whose tokens the refresher keeps fresh
+        self.clock = clock
 
     async def is_valid_app_id(self, app_id: str) -> bool:
         return await self._inner.is_valid_app_id(app_id)
@@ -75,8 +165,167 @@ class CachingCredentialFactory(ServiceClientCredentialsFactory):
         if credentials is None:
             credentials = await self._inner.create_credentials(app_id, oauth_scope, login_endpoint,
                                                                validate_authority)
+            self._serve_prefetched(key, credentials)
             self._cache[key] = credentials
         return credentials
+
+    def _serve_prefetched(self, key: CredentialsKey, credentials: Any) -> None:
+        """Make `credentials.get_access_token` (called by `signed_session` on the loop) answer
+        from the prefetched token; botbuilder's own MSAL path stays as the fallback."""
+        if not isinstance(credentials, AppCredentials) or not credentials.microsoft_app_id:
+            return  # no app id: requests carry no token
+        original = credentials.get_access_token
+
+        def get_access_token(force_refresh: bool = False) -> str:
+            token = self._tokens.get(key)
+            if token is not None and not force_refresh and token.usable(self.clock()):
+                return token.value
+            return original(force_refresh)  # blocking: only until the first background fetch
+
+        credentials.get_access_token = get_access_token
+        self._kept.append(key)
+
+    def kept(self) -> list[CredentialsKey]:
+        return list(self._kept)
+
+    def token(self, key: CredentialsKey) -> PrefetchedToken | None:
+        return self._tokens.get(key)
+
+    async def refresh(self, key: CredentialsKey, timeout: float = FETCH_TIMEOUT) -> PrefetchedToken:
+        """Fetch a new token for `key` in a background thread, through fresh credentials (an
+        empty MSAL cache, so this really asks Entra ID instead of returning the cached token)."""
+        fresh = await self._inner.create_credentials(*key)
+
+        def fetch() -> str:  # MSAL's client does HTTP from its constructor on: all in the thread
+            _bound_msal_requests(fresh)
+            return fresh.get_access_token()
+
+        value = await off_loop(fetch, timeout)
+        now = self.clock()
+        token = PrefetchedToken(value, now, token_expiry(value, now))
+        self._tokens[key] = token
+        return token
+
+
+def _bound_msal_requests(credentials: Any) -> None:
+    """botbuilder builds its MSAL client without an HTTP timeout; give fresh password credentials
+    one with `HTTP_TIMEOUT` (other kinds are bounded by `FETCH_TIMEOUT` alone)."""
+    if isinstance(credentials, MicrosoftAppCredentials) and getattr(credentials, "app", None) is None:
+        credentials.app = ConfidentialClientApplication(
+            client_id=credentials.microsoft_app_id,
+            client_credential=credentials.microsoft_app_password,
+            authority=credentials.oauth_endpoint,
+            timeout=HTTP_TIMEOUT,
+        )
+
+
+def outbound_credentials_key(cloud: CloudAdapter, app_id: str) -> CredentialsKey:
+    """The key botbuilder's connector factory asks `create_credentials` for (outbound calls)."""
+    auth = cloud.bot_framework_authentication
+    inner = getattr(auth, "_inner", auth)
+    login = getattr(inner, "_login_endpoint", None) or AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL_PREFIX
+    return (app_id, auth.get_originating_audience(), login, True)
+
+
+def channel_openid_url() -> str:
+    """Where botbuilder reads the Bot Framework channel's signing keys (inbound tokens)."""
+    return ChannelValidation.open_id_metadata_endpoint or AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL
+
+
+def fetch_signing_keys(url: str, timeout: float = HTTP_TIMEOUT) -> list[dict[str, Any]]:
+    """What botbuilder's `_OpenIdMetadata._refresh` fetches, with timeouts (blocking)."""
+    response = requests.get(url, timeout=timeout)
+    response.raise_for_status()
+    keys = requests.get(response.json()["jwks_uri"], timeout=timeout)
+    keys.raise_for_status()
+    return list(keys.json()["keys"])
+
+
+class AuthRefresher:
+    """Background task: keeps the bot's tokens and the channel's signing keys fresh, fetching
+    them in a background thread so the event loop never waits for Entra ID or the Bot Framework.
+    Never raises: failures are logged and retried with back-off."""
+
+    def __init__(self, credentials: CachingCredentialFactory, key: CredentialsKey | None, *,
+                 openid_urls: Iterable[str] = (), fetch_timeout: float = FETCH_TIMEOUT) -> None:
+        self.credentials = credentials
+        self.key = key
+        self.openid_urls = tuple(openid_urls)
+        self.fetch_timeout = fetch_timeout
+        self.failures = 0  # consecutive failed rounds
+        self.rounds = 0
+        self._openid_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="teams-auth-refresh")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self.key is not None:  # the outbound credentials exist before the first send
+                    await self.credentials.create_credentials(*self.key)  # cached after the first
+                wait = await self.refresh_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("teams auth refresher failed unexpectedly", exc_info=True)
+                wait = RETRY_WAITS[-1]
+            await asyncio.sleep(wait)
+
+    async def refresh_once(self) -> float:
+        """Fetch what is due; return how long to sleep before the next round."""
+        now = self.credentials.clock()
+        waits: list[float] = [MAX_WAIT]
+        failed = False
+        for key in self.credentials.kept():
+            token = self.credentials.token(key)
+            if token is None or now >= token.refresh_at:
+                try:
+                    token = await self.credentials.refresh(key, self.fetch_timeout)
+                except Exception as exc:  # noqa: BLE001 - offline, wrong secret, Entra ID down
+                    failed = True
+                    log.warning("teams: could not fetch a Bot Framework token in the background "
+                                "(%s: %s); will retry", type(exc).__name__, str(exc)[:200] or "timed out")
+                    continue
+            waits.append(token.refresh_at - self.credentials.clock())
+        if self.openid_urls:
+            if self._openid_at is None or now - self._openid_at >= OPENID_INTERVAL:
+                try:
+                    await self._load_signing_keys()
+                    self._openid_at = self.credentials.clock()
+                except Exception as exc:  # noqa: BLE001
+                    failed = True
+                    log.warning("teams: could not load the Bot Framework signing keys in the background "
+                                "(%s: %s); will retry", type(exc).__name__, str(exc)[:200] or "timed out")
+            if self._openid_at is not None:
+                waits.append(self._openid_at + OPENID_INTERVAL - self.credentials.clock())
+        self.rounds += 1
+        if failed:
+            self.failures += 1
+            waits.append(RETRY_WAITS[min(self.failures, len(RETRY_WAITS)) - 1])
+        else:
+            self.failures = 0
+        return min(max(min(waits), MIN_WAIT), MAX_WAIT)
+
+    async def _load_signing_keys(self) -> None:
+        for url in self.openid_urls:
+            keys = await off_loop(lambda url=url: fetch_signing_keys(url), self.fetch_timeout)
+            metadata = JwtTokenExtractor.get_open_id_metadata(url)  # botbuilder's shared cache
+            metadata.keys = keys
+            metadata.last_updated = datetime.now()
 
 
 def bot_configuration(settings: Settings) -> SimpleNamespace:

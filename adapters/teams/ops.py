@@ -5,7 +5,8 @@ by `EditingSink` for channels, group chats and proactive posts).
 Per-conversation limits (7/1 s, 8/2 s, 60/30 s per bot and conversation, teams.md §3.1) are kept
 by a token bucket per conversation, on top of the tenant budget the renderer draws from. Finals
 wait with priority. A permanent failure (403 writes blocked, bot removed, conversation gone) drops
-the stored reference so neither the relay nor the poller writes there again.
+the stored reference so neither the relay nor the poller writes there again; a 404 on a channel
+reply chain (its root message deleted) drops only that chain, not the channel and its other chains.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from bridge.errors import DeliveryError, RateLimited
 from bridge.models import Answer
 
 from .connector import run_in_conversation, to_delivery_error
-from .references import ReferenceBook, StoredReference
+from .references import MESSAGE_ID_MARK, ReferenceBook, StoredReference
 from .render import answer_extras, render_text
 
 log = logging.getLogger("adapters.teams")
@@ -63,7 +64,12 @@ class TeamsTarget:
         error = to_delivery_error(exc, op)
         if isinstance(error, RateLimited) and self.metrics is not None:
             self.metrics.PLATFORM_RATE_LIMITED.labels("teams").inc()
-        if error.permanent:
+        if not error.permanent:
+            return error
+        if getattr(error, "status", None) == 404 and MESSAGE_ID_MARK in self.stored.ref_key:
+            log.warning("teams reply chain is gone (%s); dropping it, the channel stays", error)
+            self.references.forget_chain(self.stored.ref_key)
+        else:  # 403: the bot cannot write here at all (Teams often omits the subCode)
             log.warning("teams conversation is no longer writable (%s); dropping its reference", error)
             self.references.forget(self.stored.ref_key)
         return error

@@ -18,7 +18,7 @@ from typing import Any
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 
-from bridge.models import FeedbackTarget
+from bridge.models import FeedbackTarget, ThreadKey
 from bridge.store import Store
 
 PLATFORM = "teams"
@@ -110,12 +110,33 @@ class ReferenceBook:
         return StoredReference(ref_key, record["reference"], record.get("tenant") or "", "personal")
 
     def forget(self, ref_key: str) -> None:
-        """The bot can no longer write here (403 MessageWritesBlocked, removed): drop the
-        reference and deactivate every thread link of the conversation (all reply chains)."""
+        """The bot can no longer write to the conversation at all (403 MessageWritesBlocked, bot
+        removed or uninstalled): drop the reference and deactivate every thread link of the
+        conversation (all reply chains of a channel)."""
         self.store.delete_reference(PLATFORM, ref_key)
         channel = bare_conversation(ref_key)
         if channel != ref_key:
             self.store.delete_reference(PLATFORM, channel)
+
+    def forget_chain(self, ref_key: str) -> None:
+        """One channel reply chain is gone (404, e.g. its root message was deleted): drop that
+        chain's reference and deactivate the links of that chain only. The channel's reference
+        and its other chains stay. Anything but a chain is a whole conversation: `forget`."""
+        channel, _, root = ref_key.partition(MESSAGE_ID_MARK)
+        if not root:
+            self.forget(ref_key)
+            return
+        stored = self.load(ref_key)
+        # Deletes the row; the links it deactivates are keyed by the bare channel, so none here.
+        self.store.delete_reference(PLATFORM, ref_key)
+        # Every link of a chain was made for someone who wrote in it, and `remember_member` saw
+        # them all: look each one's link in this chain up (indexed) and deactivate it.
+        prefix = f"{stored.tenant}|" if stored is not None else ""
+        for key, _ in self.store.kv_items(NS_MEMBERS, prefix):
+            tenant, _, user_id = key.partition("|")
+            link = self.store.get_link(ThreadKey(PLATFORM, tenant, channel, root), user_id)
+            if link is not None and link.active:
+                self.store.deactivate_link(link.id)
 
     # --- members ---------------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ each activity's visible text (streams included), answers roster lookups and `POS
 /v3/conversations`, and enforces the Teams streaming protocol strictly (reference teams.md §1.1):
 a `streaminfo` entity without `streamType`/`streamSequence` is refused with Teams' BadSyntax error,
 sequences must grow by one, streamed text must be cumulative, and streaming outside personal chats
-is refused. Faults (429, 412/5xx, the streaming 403s, MessageWritesBlocked) are injected with
-`fail_next`. With `enforce_limits=True` it also applies the documented rate limits (per
+is refused. Faults (429, 412/5xx, the streaming 403s, MessageWritesBlocked, bot removed, 404
+conversation not found) are injected with `fail_next`. With `enforce_limits=True` it also applies the documented rate limits (per
 conversation 7/1 s, 8/2 s, 60/30 s; 50/s per tenant) and answers 429 beyond them.
 
 `TeamsUser` builds inbound activities the way Teams sends them (personal chat, channel reply
@@ -165,7 +165,9 @@ class FakeConnector:
 
         kinds: rate_limit (429), precondition (412), bad_gateway (502), unavailable (503),
         stream_timeout / stream_canceled / stream_not_allowed (403 ContentStreamNotAllowed, on
-        streaming requests by default), writes_blocked (403 MessageWritesBlocked)."""
+        streaming requests by default), writes_blocked (403 MessageWritesBlocked), bot_removed
+        (403 without a subCode, as Teams answers when the bot left the team), not_found (404
+        ConversationNotFound, e.g. a reply chain whose root message was deleted)."""
         if when is None:
             def when(m: str, path: str, body: Any) -> bool:
                 if method is not None and m != method:
@@ -230,6 +232,10 @@ class FakeConnector:
         if fault.kind == "writes_blocked":
             return _error(403, "Forbidden", "Message writes are blocked for this bot.",
                           subCode="MessageWritesBlocked")
+        if fault.kind == "bot_removed":
+            return _error(403, "BotNotInConversationRoster", "The bot is not part of the conversation roster.")
+        if fault.kind == "not_found":
+            return _error(404, "ConversationNotFound", "Conversation not found.")
         raise AssertionError(f"unknown fault {fault.kind}")
 
     def _over_limit(self, conversation_id: str, *, read: bool = False) -> bool:
