@@ -69,6 +69,18 @@ def kind_message(exc: BaseException) -> str:
     return MSG_BUG
 
 
+class FeedbackAck(str):
+    """The text to show whoever clicked a rating; `recorded` says whether Moveworks took it
+    (platforms that confirm ratings themselves show only the refusals and failures)."""
+
+    recorded: bool
+
+    def __new__(cls, text: str, recorded: bool) -> FeedbackAck:
+        ack = super().__new__(cls, text)
+        ack.recorded = recorded
+        return ack
+
+
 class NoIdentity(Exception):
     pass
 
@@ -383,14 +395,14 @@ class Relay:
 
     # --- feedback ----------------------------------------------------------------------------
 
-    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> str:
+    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
         """Send a 👍/👎 to Moveworks as the asker; returns the acknowledgement for the user."""
         links = self.store.links_for_conversation(target.conversation_id)
         if links and links[0].user_id != user.user_id:
-            return "Only the person who asked can rate this answer."
+            return FeedbackAck("Only the person who asked can rate this answer.", False)
         callback = target.helpful if helpful else target.unhelpful
         if not callback:
-            return "Feedback isn't available for this answer."
+            return FeedbackAck("Feedback isn't available for this answer.", False)
         identity = (links[0].identity or None) if links else None
         try:
             await self.client.submit_feedback(
@@ -398,11 +410,12 @@ class Relay:
             )
         except MoveworksError as exc:
             log.warning("feedback failed: %s", exc)
-            return MSG_FEEDBACK_FAILED
+            return FeedbackAck(MSG_FEEDBACK_FAILED, False)
         except Exception:  # noqa: BLE001 - a bad button value must still get an answer
             log.exception("feedback failed unexpectedly")
-            return MSG_FEEDBACK_FAILED
-        return "Thanks for the feedback!" if helpful else "Thanks, that helps the assistant improve."
+            return FeedbackAck(MSG_FEEDBACK_FAILED, False)
+        text = "Thanks for the feedback!" if helpful else "Thanks, that helps the assistant improve."
+        return FeedbackAck(text, True)
 
 
 class _Interrupted(asyncio.CancelledError):

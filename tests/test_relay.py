@@ -139,7 +139,8 @@ async def test_feedback_reaches_moveworks_as_the_asker_only(sim, mw):
     target = list(adapter.thread(THREAD).messages.values())[-1].answer.feedback
     assert await relay.feedback(BOB, target, True) == "Only the person who asked can rate this answer."
     assert sim.state.feedback == []
-    assert await relay.feedback(ANN, target, False) == "Thanks, that helps the assistant improve."
+    ack = await relay.feedback(ANN, target, False)
+    assert ack == "Thanks, that helps the assistant improve." and ack.recorded
     assert [f["callback_id"] for f in sim.state.feedback] == [target.unhelpful]
 
 

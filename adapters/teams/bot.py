@@ -42,9 +42,6 @@ log = logging.getLogger("adapters.teams")
 FEEDBACK_TIMEOUT = 8.0  # Teams waits ~15 s for an invoke response
 FEEDBACK_NOTE_TIMEOUT = 4.0  # the refusal/failure note, sent before the invoke is answered
 FEEDBACK_FAILED = "Sorry, I couldn't record your feedback right now. Please try again later."
-# `relay.feedback` acknowledges recorded feedback with a thanks; Teams confirms those itself, so
-# only other answers (refusals, failures) are sent to the user.
-FEEDBACK_RECORDED_PREFIX = "Thanks"
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?(?:p|div|span|br|b|i|strong|em)\b[^>]*>", re.IGNORECASE)
 
@@ -221,7 +218,8 @@ class TeamsBot(TeamsActivityHandler):
             log.warning("teams feedback could not be recorded", exc_info=True)
             ack = FEEDBACK_FAILED
         log.info("teams feedback: %s", ack)
-        if ack and not ack.startswith(FEEDBACK_RECORDED_PREFIX):
+        # Teams confirms a recorded rating itself: only refusals and failures are worth a message.
+        if ack and not getattr(ack, "recorded", False):
             try:
                 await asyncio.wait_for(self._feedback_note(activity, ack), FEEDBACK_NOTE_TIMEOUT)
             except (DeliveryError, TimeoutError) as exc:
