@@ -1,6 +1,6 @@
 """Logging set-up: plain text or one JSON object per line (`BRIDGE_LOG_FORMAT=json`).
 
-A redacting filter masks anything that looks like a credential (Slack tokens, bearer tokens,
+A redacting formatter masks anything that looks like a credential (Slack tokens, bearer tokens,
 Moveworks tokens, JWTs, PEM blocks) and every configured secret value, in messages, arguments
 and tracebacks, so a careless log line cannot leak one.
 """
@@ -25,9 +25,11 @@ _PATTERNS = [
 ]
 
 
-class Redactor(logging.Filter):
+class Redactor:
+    """Masks credentials in text. Used by the formatters, never as a filter: a filter would have
+    to rewrite the shared LogRecord, and every other handler would lose the original."""
+
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
         self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
@@ -37,44 +39,42 @@ class Redactor(logging.Filter):
             text = pattern.sub("***", text)
         return text
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg = self.redact(message)
-        record.args = None
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        record.exc_info = None if record.exc_text else record.exc_info
-        return True
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redactor.redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
     def format(self, record: logging.LogRecord) -> str:
         data = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": self.redactor.redact(record.getMessage()),
         }
         for key in ("platform", "thread", "conversation_id", "response_id", "event_id", "root_uuid"):
             value = getattr(record, key, None)
             if value is not None:
                 data[key] = value
-        if record.exc_text:
-            data["exc"] = record.exc_text
+        if record.exc_info:
+            data["exc"] = self.redactor.redact(self.formatException(record.exc_info))
         return json.dumps(data, ensure_ascii=False)
 
 
 def setup(fmt: str = "text", level: str = "INFO", secrets: Iterable[str] = ()) -> Redactor:
     handler = logging.StreamHandler(sys.stderr)
     redactor = Redactor(secrets)
-    handler.addFilter(redactor)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter(redactor) if fmt == "json" else TextFormatter(redactor))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

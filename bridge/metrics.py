@@ -7,7 +7,9 @@ never user or thread ids.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the app)
+from prometheus_client import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "REGISTRY", "render"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -111,13 +111,22 @@ def test_json_logs_are_one_object_per_line_without_secrets(capsys):
 
     from bridge import logs
 
-    logs.setup("json", "INFO", ["topsecret-value"])
-    logging.getLogger("bridge.test").warning("token topsecret-value failed for %s", "Bearer abc123")
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        logs.setup("json", "INFO", ["topsecret-value"])
+        try:
+            raise ValueError("boom with topsecret-value inside")
+        except ValueError:
+            logging.getLogger("bridge.test").exception("token topsecret-value failed for %s", "Bearer abc123")
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
     record = json.loads(line)
-    assert record["level"] == "warning" and record["logger"] == "bridge.test"
+    assert record["level"] == "error" and record["logger"] == "bridge.test"
+    assert "ValueError" in record["exc"]
     assert "topsecret" not in line and "abc123" not in line
-    logs.setup("text", "WARNING")
 
 
 async def test_chat_shows_proactive_events_as_they_arrive(sim):

@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +20,7 @@ from bridge.models import ChatUser, ThreadKey
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 from tests.fakes.slack_api import FakeSlack
+from tests.waiting import until
 
 ASSISTANT = "moveworks-bridge-dev"
 IDENTITY = "employee@example.com"
@@ -76,15 +76,6 @@ class HoldingProxy:
             return web.Response(body=data, status=resp.status, headers=out)
 
 
-async def until(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def status_of(db: str, event_id: str) -> str | None:

@@ -28,6 +28,7 @@ from bridge.runtime import Runtime, build_runtime
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 from tests.fakes.slack_api import FakeSlack
+from tests.waiting import until
 
 SECRET = "test-signing-secret"
 ASSISTANT = "moveworks-bridge-dev"
@@ -104,15 +105,6 @@ def questions(sim: Simulator) -> list[str]:
     return found
 
 
-async def until(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 class Harness:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,11 @@ from bridge.runtime import Runtime, build_runtime
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 from tests.fakes.bf_connector import TENANT, FakeConnector, TeamsUser, streaminfo_of
+from tests.waiting import until
 
 ASSISTANT = "moveworks-bridge-dev"
 
 
-async def until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def questions(sim: Simulator) -> list[tuple[str, str]]:
