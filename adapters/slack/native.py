@@ -18,6 +18,7 @@ rotation and recovery, which is where streams fail in practice. This sink:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -135,17 +136,17 @@ class NativeStreamSink:
 
     # --- ReplySink --------------------------------------------------------------------------------
 
-    async def show(self, frame: Frame) -> None:
+    async def show(self, frame: Frame) -> bool | None:
         if self.fallback is not None:
             await self.edit_budget.acquire()
-            await self.fallback.show(frame)
-            return
+            return await self.fallback.show(frame)
         if self.broken:
-            return
+            return False
         if not frame.text:
             if self.status is not None:
-                await self.status.set(frame.status)
-            return
+                await self.status.set(frame.status)  # deduplicated, refreshed by the keeper
+            # The thread status is not the streamed message: it must not hold back its first text.
+            return False
         if not frame.text.startswith(self.sent):
             return  # an earlier part was rewritten; finish() reconciles the messages
         delta = frame.text[len(self.sent):]
@@ -282,8 +283,12 @@ class NativeStreamSink:
             try:
                 self._raise(exc, "chat.appendStream", fresh=False)
             except _Gone:
-                log.warning("slack stream %s ended early (%s); continuing in a new one", seg.ts, error_code(exc))
+                code = error_code(exc)
+                log.warning("slack stream %s ended early (%s); continuing in a new one", seg.ts, code)
                 seg.live = False
+                if code in TOO_LONG:  # full, but still open: close it so it does not spin forever
+                    with contextlib.suppress(DeliveryError, _Gone, _Fallback, RateLimited):
+                        await self._stop_call(seg, "", None)
                 raise
         except TRANSIENT as exc:
             raise DeliveryError(f"chat.appendStream: {type(exc).__name__}") from None
