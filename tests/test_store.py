@@ -119,3 +119,22 @@ def test_sql_is_parameterised_against_hostile_ids():
     store.insert_link(hostile, "U1' OR '1'='1", "", "conv_1", {})
     assert store.get_link(hostile, "U1' OR '1'='1").conversation_id == "conv_1"
     assert store.get_link(hostile, "U2") is None
+
+
+def test_history_is_pruned_but_mappings_are_kept():
+    now = [1_000_000.0]
+    store = Store(":memory:", clock=lambda: now[0])
+    link = store.insert_link(THREAD, "U1", "", "conv_1", {})
+    reply = store.start_reply(link.id)
+    store.finish_reply(reply, "final")
+    store.mark_shown("msg_1", link.id, "stream")
+    store.claim_event("evt_1", "", "conv_1", "{}")
+    store.finish_event("evt_1", "sent")
+    store.claim_event("evt_2", "", "conv_1", "{}")  # still pending: never pruned
+    store.kv_set("teams.feedback", "a", "{}")
+    now[0] += 31 * 24 * 3600
+    assert store.prune_history() == 3
+    assert store.kv_prune("teams.feedback") == 1
+    assert store.get_link(THREAD, "U1") is not None
+    assert not store.was_shown("msg_1")
+    assert [e["event_id"] for e in store.pending_events()] == ["evt_2"]

@@ -42,7 +42,7 @@ from .connector import (
     to_delivery_error,
 )
 from .ops import TeamsMessageOps, TeamsTarget
-from .references import PLATFORM, ReferenceBook, StoredReference, bare_conversation
+from .references import NS_FEEDBACK, PLATFORM, ReferenceBook, StoredReference, bare_conversation
 from .streaming import TeamsStreamSink
 
 log = logging.getLogger("adapters.teams")
@@ -91,6 +91,8 @@ class TeamsAdapter:
         (the `poll` worker) changes one thing: the inbound signing keys are not pre-loaded.
         With an app id, tokens are fetched and kept fresh in the background from here on; this
         returns at once and never fails for want of a network (see `AuthRefresher`)."""
+        # Feedback buttons of month-old answers are not worth keeping (they grow per answer).
+        self.store.kv_prune(NS_FEEDBACK)
         if not self.app_id:
             log.warning(
                 "!!! TEAMS RUNS UNAUTHENTICATED: TEAMS_APP_ID is not set, so /api/messages accepts "

@@ -532,6 +532,13 @@ class Store:
         else:
             self.db.execute("DELETE FROM kv WHERE namespace = ? AND key = ?", (namespace, key))
 
+    def kv_prune(self, namespace: str, older_than: float = HISTORY_TTL) -> int:
+        """Drop entries of `namespace` not written for `older_than` seconds."""
+        return self.db.execute(
+            "DELETE FROM kv WHERE namespace = ? AND updated_at < ?",
+            (namespace, self.clock() - older_than),
+        ).rowcount
+
     def kv_items(self, namespace: str, prefix: str = "") -> list[tuple[str, str]]:
         rows = self._all(
             "SELECT key, value FROM kv WHERE namespace = ? AND substr(key, 1, ?) = ? ORDER BY key",
