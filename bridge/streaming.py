@@ -259,6 +259,17 @@ class StreamRenderer:
         await self._stop_flusher()
         await self.sink.fail(message)
 
+    def _first_words_replace_status(self) -> bool:
+        """An edited message may go from its status line to the first answer words without
+        waiting out the interval (one extra edit). Native streams keep their pace: Teams allows
+        one streaming update a second."""
+        return (
+            not self.caps.native_stream
+            and self._shown is not None
+            and not self._shown.text
+            and bool(self._latest.text)
+        )
+
     async def _stop_flusher(self) -> None:
         self._closing = True
         self._dirty.set()
@@ -283,6 +294,8 @@ class StreamRenderer:
             if self._closing:
                 return
             wait = self._last_write + self._interval - self._clock()
+            if self._first_words_replace_status():
+                wait = 0.0  # the first words replace a status line at once: what users wait for
             if wait > 0:
                 await self._sleep(wait)
                 if self._closing:

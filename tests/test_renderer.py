@@ -33,8 +33,10 @@ async def test_status_line_then_throttled_edits_then_exact_final():
     [result] = await clock.run(renderer.run(scripted_stream(clock, text=TEXT, duration=10, chunks=40)))
     writes = [c for c in platform.calls if c[1] in ("post", "edit")]
     assert writes[0][1] == "post" and "Searching" in writes[0][3]  # thinking line first
-    gaps = [b[0] - a[0] for a, b in zip(writes, writes[1:-1])]
-    assert all(g >= 1.0 - 1e-9 for g in gaps), gaps  # never faster than the declared interval
+    # Never faster than the declared interval once the answer shows (its first words may
+    # replace the thinking line at once).
+    gaps = [b[0] - a[0] for a, b in zip(writes[1:], writes[2:-1])]
+    assert all(g >= 1.0 - 1e-9 for g in gaps), gaps
     assert len(writes) <= 14  # 40 snapshots over 10 s coalesced into ~1 write per second
     final = platform.messages[writes[0][2]]
     assert final.text == result.answer.text  # exact final text, no cursor
@@ -206,3 +208,29 @@ async def test_the_final_does_not_queue_behind_a_starved_intermediate_frame():
     # of other finals to drain first (20 minutes) behind its own stale intermediate frame.
     assert platform.visible() == result.answer.text
     assert final_at - start < 600
+
+
+async def test_first_words_replace_the_status_line_without_waiting_out_the_interval():
+    from bridge.moveworks.models import Message, OutputDelta, ReasoningMessage, Response, ResponseCompleted, ResponseCreated
+
+    clock = FakeClock()
+    platform, _, renderer = make(clock, CAPS)
+
+    async def stream():
+        yield ResponseCreated(Response("resp_1", "conv_1", "CREATED"))
+        yield OutputDelta(ReasoningMessage("rs_1", "→ Searching"))
+        await clock.sleep(0.2)
+        yield OutputDelta(Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "First"))
+        await clock.sleep(0.2)
+        yield OutputDelta(Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "First words"))
+        await clock.sleep(3)
+        yield ResponseCompleted(Response("resp_1", "conv_1", "COMPLETED", outputs=(
+            Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "First words."),)))
+
+    start = clock()
+    await clock.run(renderer.run(stream()))
+    writes = [(round(t - start, 2), text) for t, op, _, text in platform.calls if op in ("post", "edit")]
+    assert writes[0] == (0.0, "_⏳ Searching…_")
+    assert writes[1] == (0.2, "First ▍")  # at once, not a second after the status line
+    assert writes[2] == (1.2, "First words ▍")  # then the usual pace
+    assert writes[-1][1] == "First words."
