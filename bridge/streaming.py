@@ -183,6 +183,7 @@ class StreamRenderer:
         self._first_delta_at: float | None = None
         self._flusher: asyncio.Task | None = None
         self._writing = False
+        self._nap: asyncio.Future | None = None  # the flusher's interval wait, if it is waiting
         self._failure: BaseException | None = None
         self.frames_shown = 0
         self.response_id: str | None = None
@@ -199,6 +200,8 @@ class StreamRenderer:
         if frame != self._latest:
             self._latest = frame
             self._dirty.set()
+            if self._nap is not None and self._first_words_replace_status():
+                self._nap.cancel()
 
     async def run(self, events: AsyncIterator[StreamEvent]) -> RenderResult:
         """Consume the stream and finish the sink. Raises on failure (the caller then calls
@@ -297,7 +300,13 @@ class StreamRenderer:
             if self._first_words_replace_status():
                 wait = 0.0  # the first words replace a status line at once: what users wait for
             if wait > 0:
-                await self._sleep(wait)
+                # Interruptible: the first answer words end the wait (see `_update`).
+                nap = self._nap = asyncio.ensure_future(self._sleep(wait))
+                try:
+                    await asyncio.wait({nap})
+                finally:
+                    nap.cancel()
+                    self._nap = None
                 if self._closing:
                     return
             if self._latest == self._shown:

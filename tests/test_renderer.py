@@ -219,7 +219,11 @@ async def test_first_words_replace_the_status_line_without_waiting_out_the_inter
     async def stream():
         yield ResponseCreated(Response("resp_1", "conv_1", "CREATED"))
         yield OutputDelta(ReasoningMessage("rs_1", "→ Searching"))
-        await clock.sleep(0.2)
+        await clock.sleep(0.1)
+        # a second step: the flusher now waits out the interval before showing it...
+        yield OutputDelta(ReasoningMessage("rs_1", "✓ Searching\n→ Reading"))
+        await clock.sleep(0.1)
+        # ...and the first words must end that wait
         yield OutputDelta(Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "First"))
         await clock.sleep(0.2)
         yield OutputDelta(Message("msg_1", "conv_1", "resp_1", "ASSISTANT", "First words"))
