@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import pytest_asyncio
-from aiohttp import web
 
-from bridge.app import make_app
 from bridge.budget import Budgets
 from bridge.config import Settings
 from bridge.models import Answer, Employee, ThreadKey
-from bridge.runtime import Runtime, build_runtime
-from bridge.simulator import Simulator, SimulatorConfig
+from bridge.runtime import build_runtime
+from bridge.simulator import Simulator
 from bridge.store import Store
 from tests.fakes.slack_api import FakeSlack
+from tests.harness import ServedBridge
 from tests.waiting import until
 
 SECRET = "test-signing-secret"
@@ -107,18 +105,13 @@ def questions(sim: Simulator) -> list[str]:
 
 
 
-class Harness:
+class Harness(ServedBridge):
     """Fake Slack + simulator + the bridge's serve app with only the Slack adapter."""
 
+    platform = "slack"
+
     def __init__(self, tmp_path: Path, **options: Any) -> None:
-        self.tmp_path = tmp_path
-        self.options = options
-        self.fake = FakeSlack(enforce_tier3=options.pop("enforce_tier3", False))
-        self.sim = Simulator(SimulatorConfig(assistant_name=ASSISTANT, pace=0))
-        self.runtime: Runtime | None = None
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-        self.session: aiohttp.ClientSession | None = None
+        super().__init__(tmp_path, FakeSlack(enforce_tier3=options.pop("enforce_tier3", False)), **options)
         self.fake.add_user("U1", "alice", "alice@example.com")
         self.fake.add_user("U2", "bob", "bob@example.com")
 
@@ -143,42 +136,6 @@ class Harness:
             shutdown_grace=2.0,
         )
 
-    async def start(self) -> None:
-        await self.fake.start()
-        await self.sim.start()
-        await self.boot()
-        self.session = aiohttp.ClientSession()
-
-    async def boot(self) -> None:
-        settings = self.settings()
-        self.runtime = build_runtime(settings, store=Store(settings.db))
-        self.runner = web.AppRunner(make_app(self.runtime), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def shutdown(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()  # drains answers, stops adapters, closes the store
-            self.runner = None
-
-    async def restart(self) -> None:
-        await self.shutdown()
-        await self.boot()
-
-    async def stop(self) -> None:
-        await self.shutdown()
-        if self.session is not None:
-            await self.session.close()
-        await self.sim.stop()
-        await self.fake.stop()
-
-    @property
-    def adapter(self) -> Any:
-        assert self.runtime is not None
-        return self.runtime.relay.adapters["slack"]
 
     async def post(self, body: str | bytes, headers: dict[str, str], path: str = "/slack/events") -> tuple[int, str]:
         assert self.session is not None

@@ -11,18 +11,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
-from bridge.app import make_app
 from bridge.config import Settings
 from bridge.models import Employee
-from bridge.runtime import Runtime, build_runtime
-from bridge.simulator import Simulator, SimulatorConfig
-from bridge.store import Store
+from bridge.simulator import Simulator
 from tests.fakes.bf_connector import TENANT, FakeConnector, TeamsUser, streaminfo_of
+from tests.harness import ServedBridge
 from tests.waiting import until
 
 ASSISTANT = "moveworks-bridge-dev"
@@ -42,16 +38,11 @@ def questions(sim: Simulator) -> list[tuple[str, str]]:
     return found
 
 
-class Harness:
+class Harness(ServedBridge):
+    platform = "teams"
+
     def __init__(self, tmp_path: Path, **options: Any) -> None:
-        self.tmp_path = tmp_path
-        self.options = options
-        self.fake = FakeConnector()
-        self.sim = Simulator(SimulatorConfig(assistant_name=ASSISTANT, pace=0))
-        self.runtime: Runtime | None = None
-        self.runner: web.AppRunner | None = None
-        self.session: aiohttp.ClientSession | None = None
-        self.url = ""
+        super().__init__(tmp_path, FakeConnector(), **options)
 
     def settings(self) -> Settings:
         o = self.options
@@ -70,45 +61,12 @@ class Harness:
         )
 
     async def start(self) -> None:
-        await self.fake.start()
-        await self.sim.start()
+        await super().start()
         self.alice = TeamsUser("29:alice", "aad-alice", "Alice", self.fake.url)
         self.bob = TeamsUser("29:bob", "aad-bob", "Bob", self.fake.url)
         self.fake.add_member("29:alice", "aad-alice", "Alice", "alice@example.com")
         self.fake.add_member("29:bob", "aad-bob", "Bob", "bob@example.com")
-        await self.boot()
-        self.session = aiohttp.ClientSession()
 
-    async def boot(self) -> None:
-        settings = self.settings()
-        self.runtime = build_runtime(settings, store=Store(settings.db))
-        self.runner = web.AppRunner(make_app(self.runtime), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def shutdown(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
-
-    async def restart(self) -> None:
-        await self.shutdown()
-        await self.boot()
-
-    async def stop(self) -> None:
-        await self.shutdown()
-        if self.session is not None:
-            await self.session.close()
-        await self.sim.stop()
-        await self.fake.stop()
-
-    @property
-    def adapter(self) -> Any:
-        assert self.runtime is not None
-        return self.runtime.relay.adapters["teams"]
 
     async def post(self, activity: Any, *, headers: dict[str, str] | None = None,
                    raw: bytes | None = None) -> tuple[int, str]:
