@@ -2,9 +2,10 @@
 
 The real `slack_sdk` client talks to it through `base_url` (`SLACK_API_URL`), so requests, JSON and
 form encoding, 429 handling and retries are exercised for real. It records every call, keeps message
-state (so a test reads what a user would see), can inject errors, and can enforce Slack's Tier 3
-limit on `chat.update` per workspace and the ~1 per second per channel limit of `chat.postMessage`
-(short bursts allowed; 429 with `Retry-After` beyond it), both with an injectable clock.
+state (so a test reads what a user would see), can inject errors, and can enforce Slack's documented
+limits with an injectable clock: Tier 3 on `chat.update` per workspace, the stream methods' tiers
+(start/stop Tier 2, append Tier 4), and the ~1 per second per channel of `chat.postMessage` (short
+bursts allowed); 429 with `Retry-After` beyond them. `rate_limit_writes(s)` is a whole-app outage.
 
 Usage:
     fake = FakeSlack(); await fake.start()
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -37,6 +38,8 @@ SECTION_TEXT_LIMIT = 3_000
 BUTTON_VALUE_LIMIT = 2_000
 MAX_BLOCKS = 50
 BODY_BLOCK_TYPES = ("markdown", "section", "rich_text", "header")
+WRITE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.delete", "chat.startStream",
+                           "chat.appendStream", "chat.stopStream", "chat.postEphemeral"})
 
 
 @dataclass
@@ -73,7 +76,6 @@ class Team:
     bot_user_id: str
     bot_id: str
     enterprise_id: str | None = None
-    updates: deque = field(default_factory=deque)  # chat.update times (Tier 3 window)
 
 
 class FakeSlack:
@@ -89,6 +91,7 @@ class FakeSlack:
         app_token: str = "xapp-fake",
         enforce_tier3: bool = False,
         tier3_per_minute: int = 50,
+        enforce_streams: bool = False,
         enforce_post_rate: bool = False,
         post_burst: int = 3,
         clock: Callable[[], float] = time.monotonic,
@@ -96,9 +99,13 @@ class FakeSlack:
     ) -> None:
         self.token = token
         self.app_token = app_token
-        self.enforce_tier3 = enforce_tier3
-        self.tier3_per_minute = tier3_per_minute
         self.enforce_post_rate = enforce_post_rate
+        # Per-method, per-workspace calls per minute: the documented tiers of the stream methods.
+        self.per_minute: dict[str, int] = {"chat.update": tier3_per_minute} if enforce_tier3 else {}
+        if enforce_streams:
+            self.per_minute.update({"chat.startStream": 20, "chat.appendStream": 100, "chat.stopStream": 20})
+        self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self.outage_until = 0.0  # every write answers 429 until then (see rate_limit_writes)
         self.post_burst = post_burst
         self._post_buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, updated at)
         self.revoked: list[str] = []  # tokens given back with auth.revoke
@@ -161,6 +168,10 @@ class FakeSlack:
         """
         self._faults[method].append(Fault(error, count, retry_after, status))
 
+    def rate_limit_writes(self, seconds: float) -> None:
+        """Every write method answers `ratelimited` (429, Retry-After = time left) for `seconds`."""
+        self.outage_until = self.clock() + seconds
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
@@ -191,16 +202,7 @@ class FakeSlack:
 
     def write_calls(self) -> list[Call]:
         """Calls that write a visible message (what a rate budget is about)."""
-        writes = {
-            "chat.postMessage",
-            "chat.update",
-            "chat.delete",
-            "chat.startStream",
-            "chat.appendStream",
-            "chat.stopStream",
-            "chat.postEphemeral",
-        }
-        return [c for c in self.calls if c.method in writes]
+        return [c for c in self.calls if c.method in WRITE_METHODS]
 
     def message(self, channel: str, ts: str) -> dict[str, Any]:
         for m in self.messages.get(channel, []):
@@ -353,12 +355,18 @@ class FakeSlack:
                 self.rate_limited += 1
                 return reply({"ok": False, "error": "ratelimited"}, 429, {"Retry-After": str(int(math.ceil(wait)))})
 
-        if method == "chat.update" and self.enforce_tier3:
-            window = team.updates
+        if method in WRITE_METHODS and self.clock() < self.outage_until:
+            self.rate_limited += 1
+            wait = max(1, int(math.ceil(self.outage_until - self.clock())))
+            return reply({"ok": False, "error": "ratelimited"}, 429, {"Retry-After": str(wait)})
+
+        limit = self.per_minute.get(method)
+        if limit is not None:
+            window = self._windows[(team_id, method)]
             now = self.clock()
             while window and window[0] <= now - 60.0:
                 window.popleft()
-            if len(window) >= self.tier3_per_minute:
+            if len(window) >= limit:
                 self.rate_limited += 1
                 wait = max(1, int(math.ceil(window[0] + 60.0 - now)))
                 return reply({"ok": False, "error": "ratelimited"}, 429, {"Retry-After": str(wait)})
