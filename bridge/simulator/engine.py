@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import time
 from typing import TYPE_CHECKING, Any
 
 from .answers import Plan, callback_plan, default_plan, split_snapshots
@@ -90,6 +91,7 @@ class Run:
         self.stream_error = False
         self.slow: float = 0.0
         self.task: asyncio.Task | None = None
+        self.question = ""
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue()
@@ -150,7 +152,9 @@ def start(
         },
     )
     plan = choose_plan(sim, identity, question, callback[1] if callback else None)
-    return Run(identity, response, plan)
+    run = Run(identity, response, plan)
+    run.question = question or ""
+    return run
 
 
 def launch(sim: "Simulator", run: Run) -> None:
@@ -214,6 +218,8 @@ async def _play(sim: "Simulator", run: Run) -> None:
             await asyncio.sleep(pause(cfg.chunk_delay))
             snapshot["content"] = content("COMMONMARK_TEXT", text)
             resp["outputs"] = copy.deepcopy(outputs + [msg_output])
+            if i == 0:
+                sim.timeline(resp_id, run.question)["first_text"] = time.monotonic()
             run.emit("RESPONSE_OUTPUT_DELTA", {"event_type": "RESPONSE_OUTPUT_DELTA", "output": msg_output})
             if i == 0 and run.stream_error:
                 _fail(resp, outputs, "INTERNAL_ERROR", "Internal error while generating the response")
@@ -236,6 +242,7 @@ async def _play(sim: "Simulator", run: Run) -> None:
     finally:
         if resp["status"] not in ("COMPLETED", "FAILED"):  # cancelled (stop/reset)
             _fail(resp, resp.get("outputs") or [], "INTERNAL_ERROR", "Response aborted")
+        sim.timeline(resp_id, run.question)["end"] = time.monotonic()
         run.close()
 
 

@@ -47,6 +47,9 @@ class Simulator:
         self.faults = FaultBoard()
         self.scripts: list[Script] = []
         self.requests: list[dict[str, Any]] = []
+        # response id -> {question, first_text, end} (time.monotonic): when each answer's first text
+        # and its end left the simulator, so benchmarks can measure what the bridge adds after them.
+        self.timings: dict[str, dict[str, Any]] = {}
         self.url: str | None = None
         self._tasks: set[asyncio.Task] = set()
         self._runner: web.AppRunner | None = None
@@ -169,6 +172,9 @@ class Simulator:
             return
         self.faults.add(Fault(kind, endpoint, count, retry_after, delay, html))
 
+    def timeline(self, response_id: str, question: str) -> dict[str, Any]:
+        return self.timings.setdefault(response_id, {"question": question})
+
     def reset(self) -> None:
         """Forget conversations, scripts, faults and the request log; minted tokens stay valid."""
         for t in list(self._tasks):
@@ -177,6 +183,7 @@ class Simulator:
         self.scripts.clear()
         self.faults.clear()
         self.requests.clear()
+        self.timings.clear()
 
     # -- HTTP -------------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
