@@ -33,6 +33,10 @@ class ReplySink(Protocol):
     async def fail(self, message: str) -> None:
         """End the reply with a short, kind message (keeping any text already shown)."""
 
+    # Optional: `def checkpoint(self) -> dict | None`, JSON-able state another process needs to
+    # close this reply in place if this one dies mid-answer (an open native stream's ids). The
+    # renderer stores it whenever it changes; see `ChatAdapter.close_reply`.
+
 
 class MessageOps(Protocol):
     """One platform's message primitives, used by the core `EditingSink`.
@@ -65,3 +69,7 @@ class ChatAdapter(Protocol):
 
     async def resolve_email(self, user: ChatUser) -> str | None:
         """The employee's email from the platform directory (cached by the caller)."""
+
+    # Optional: `async def close_reply(self, thread, address, checkpoint, message) -> bool`: after a crash,
+    # end the reply a sink's `checkpoint()` describes with `message`, in place (stop the stream
+    # that would otherwise keep spinning). False when it cannot; the relay then posts `message`.

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
+from typing import Any
 
 from bridge import metrics
 from bridge.budget import Budgets
@@ -307,6 +308,7 @@ class Relay:
             sleep=self._sleep,
             on_response_id=lambda rid: self.store.finish_reply(reply_id, "streaming", response_id=rid),
             on_first_text=first_text,
+            on_checkpoint=lambda checkpoint: self.store.checkpoint_reply(reply_id, checkpoint),
         )
         events = self.client.stream_response(
             identity,
@@ -372,15 +374,19 @@ class Relay:
             self.store.mark_shown(message_id, link.id, "stream")
         return "answered"
 
-    async def announce_interrupted(self, link_ids: list[int]) -> None:
-        """After a crash: tell each thread whose answer was cut off to ask again."""
-        for link_id in link_ids:
+    async def announce_interrupted(self, interrupted: list[tuple[int, dict[str, Any] | None]]) -> None:
+        """After a crash: tell each thread whose answer was cut off to ask again, closing the cut-off
+        reply in place when its checkpoint allows (no stream left spinning), else in a new message."""
+        for link_id, checkpoint in interrupted:
             link = self.store.get_link_by_id(link_id)
             adapter = self.adapters.get(link.thread.platform) if link and link.active else None
             if link is None or adapter is None:
                 continue
             try:
                 async with self.thread_lock(link.thread):
+                    close = getattr(adapter, "close_reply", None)
+                    if checkpoint and close is not None and await close(link.thread, link.address, checkpoint, MSG_RESTART):
+                        continue
                     sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
                     await sink.fail(MSG_RESTART)
             except Exception:  # noqa: BLE001 - best effort; the thread may be gone

@@ -48,7 +48,7 @@ class Runtime:
     adapters: list[Any] = field(default_factory=list)
     poller: Any = None
     poller_client: MoveworksClient | None = None
-    interrupted_links: list[int] = field(default_factory=list)
+    interrupted: list[tuple[int, dict[str, Any] | None]] = field(default_factory=list)
 
     async def start(self, *, inbound: bool = True) -> None:
         """Start the adapters; `inbound=False` (the `poll` worker) sends only and receives
@@ -57,9 +57,9 @@ class Runtime:
             start = getattr(adapter, "start", None)
             if start is not None:
                 await (start(inbound=inbound) if adapter.platform in _INBOUND_AWARE else start())
-        if self.interrupted_links:
-            links, self.interrupted_links = self.interrupted_links, []
-            self.relay.background(self.relay.announce_interrupted(links), name="restart-notes")
+        if self.interrupted:
+            interrupted, self.interrupted = self.interrupted, []
+            self.relay.background(self.relay.announce_interrupted(interrupted), name="restart-notes")
 
     async def stop_inbound(self) -> None:
         """First step of a graceful shutdown: accept no new questions while answers finish."""
@@ -151,7 +151,7 @@ def build_runtime(
     relay = Relay(store=store, client=client, per_employee=auth.per_employee, budgets=budgets,
                   clock=clock, sleep=sleep)
     runtime = Runtime(settings=settings, store=store, auth=auth, client=client, relay=relay,
-                      budgets=budgets, interrupted_links=interrupted)
+                      budgets=budgets, interrupted=interrupted)
     ctx = AdapterContext(settings=settings, store=store, relay=relay, budgets=budgets)
     for name in settings.adapters if adapters is None else adapters:
         adapter = registry.build(name, ctx)

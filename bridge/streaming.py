@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from dataclasses import dataclass, field
 
 from bridge import metrics
@@ -163,6 +163,7 @@ class StreamRenderer:
         max_strikes: int = 3,
         on_response_id: Callable[[str], None] | None = None,
         on_first_text: Callable[[float], None] | None = None,
+        on_checkpoint: Callable[[dict[str, Any] | None], None] | None = None,
     ) -> None:
         self.sink = sink
         self.budget = budget
@@ -172,6 +173,8 @@ class StreamRenderer:
         self._max_strikes = max_strikes
         self._on_response_id = on_response_id
         self._on_first_text = on_first_text
+        self._on_checkpoint = on_checkpoint
+        self._checkpoint: dict[str, Any] | None = None
         self._interval = max(0.0, self.caps.min_edit_interval)
         self._latest = Frame(text="", status=None)
         self._shown: Frame | None = None
@@ -357,9 +360,19 @@ class StreamRenderer:
             self._strikes = 0
             self._last_write = self._clock()
             self.frames_shown += 1
+            self._save_checkpoint()
             if frame.text and self._on_first_text and self._first_delta_at is not None:
                 self._on_first_text(self._clock() - self._first_delta_at)
                 self._on_first_text = None
+
+    def _save_checkpoint(self) -> None:
+        """Hand the sink's checkpoint (what a restarted process needs to close this reply in
+        place) to the owner when it changed: once per stream, not once per frame."""
+        checkpoint = getattr(self.sink, "checkpoint", None)
+        state = checkpoint() if callable(checkpoint) else None
+        if state != self._checkpoint and self._on_checkpoint is not None:
+            self._checkpoint = state
+            self._on_checkpoint(state)
 
 
 async def write_final(

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest_asyncio
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.budget import Budgets
 from bridge.config import Settings
@@ -386,6 +387,43 @@ async def test_native_stop_failure_finishes_with_update(harness_factory):
     assert await h.answered("D1", event["ts"]) == "Short and sweet."
     assert h.fake.calls_to("chat.update", ok=True), "finished with chat.update on the stream's ts"
     assert len(h.answers("D1", event["ts"])) == 1
+
+
+async def test_a_stream_left_open_by_a_crash_is_stopped_in_place_after_restart(harness_factory):
+    h = await harness_factory(streaming="native")
+    # While an answer streams, its open stream (and open code fence) is on disk for a restart.
+    h.sim.script_answer(text="```\n" + " ".join(f"line{i}" for i in range(30)) + "\n```", match="code",
+                        chunks=6, delay=0.3)
+    event = dm("code please")
+    await h.send(event)
+    store = h.runtime.relay.store
+
+    def checkpoint() -> dict[str, Any] | None:
+        row = store.db.execute("SELECT checkpoint FROM replies WHERE status = 'streaming'").fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    await until(lambda: checkpoint() is not None, what="a checkpoint while streaming")
+    live = [m for m in h.answers("D1", event["ts"]) if m.get("streaming")]
+    assert checkpoint() == {"channel": "D1", "ts": live[0]["ts"], "fence": "```"}
+    await h.answered("D1", event["ts"])
+
+    # What kill -9 leaves: a stream Slack still shows as in progress, and its reply row.
+    client = AsyncWebClient(token=h.fake.token, base_url=h.fake.url)
+    opened = await client.chat_startStream(channel="D1", thread_ts=event["ts"], markdown_text="```\nline0",
+                                           recipient_team_id="T1", recipient_user_id="U1")
+    link = store.get_link(ThreadKey("slack", "T1", "D1", event["ts"]), "U1")
+    assert link is not None
+    store.checkpoint_reply(store.start_reply(link.id), {"channel": "D1", "ts": opened["ts"], "fence": "```"})
+    before = len(h.answers("D1", event["ts"]))
+    await h.restart()
+
+    def stopped() -> bool:
+        return not h.fake.message("D1", opened["ts"]).get("streaming")
+
+    await until(stopped, what="the interrupted stream to be stopped")
+    text = h.fake.body_text(h.fake.message("D1", opened["ts"]))
+    assert text.endswith("```\n\n⚠️ I was restarted before I could finish this answer. Please ask again.")
+    assert len(h.answers("D1", event["ts"])) == before, "no separate note"
 
 
 async def test_msg_too_long_is_survived_in_both_modes(harness_factory):

@@ -20,7 +20,7 @@ def test_migrations_apply_once_and_twice_is_a_no_op(tmp_path):
     schema = first.db.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
     first.close()
     again = Store(path)
-    assert again.applied_migrations() == ["m001_initial", "m002_lookup_indexes"]
+    assert again.applied_migrations() == ["m001_initial", "m002_lookup_indexes", "m003_reply_checkpoints"]
     assert again.db.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema
     assert again.ready
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

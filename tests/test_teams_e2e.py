@@ -187,6 +187,38 @@ def conversations_of(h: Harness) -> list[str]:
     return [c for user in h.sim.state.users.values() for c in user.conversations]
 
 
+async def test_a_stream_left_open_by_a_crash_is_ended_in_place_after_restart(h: Harness) -> None:
+    h.sim.script_answer(text=" ".join(f"word{i}" for i in range(40)), match="slow", chunks=5, delay=0.4)
+    activity = h.alice.personal("a slow answer please")
+    await h.post(activity)
+    conv = activity["conversation"]["id"]
+    store = h.runtime.relay.store
+
+    def checkpoint() -> dict[str, Any] | None:
+        row = store.db.execute("SELECT checkpoint FROM replies WHERE status = 'streaming'").fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    await until(lambda: checkpoint() is not None, what="a checkpoint while streaming")
+    assert checkpoint() == {"stream_id": h.fake.in_conversation(conv)[0].id}
+    await h.drain()
+
+    # What kill -9 leaves: a stream Teams still shows as in progress, and its reply row.
+    assert h.session is not None
+    body = {"type": "typing", "text": "word0 word1",
+            "entities": [{"type": "streaminfo", "streamType": "streaming", "streamSequence": 1}]}
+    async with h.session.post(f"{h.fake.url}v3/conversations/{conv}/activities", json=body) as resp:
+        stream_id = (await resp.json())["id"]
+    link_id = store.db.execute("SELECT id FROM thread_links").fetchone()[0]
+    store.checkpoint_reply(store.start_reply(link_id), {"stream_id": stream_id})
+    before = len(h.fake.in_conversation(conv))
+    await h.restart()
+
+    await until(lambda: h.fake.activities[stream_id].stream_state == "final", what="the stream to be ended")
+    assert h.fake.activities[stream_id].text == \
+        "⚠️ I was restarted before I could finish this answer. Please ask again."
+    assert len(h.fake.in_conversation(conv)) == before, "no separate note"
+
+
 async def test_follow_ups_continue_the_conversation_even_after_a_restart(h: Harness) -> None:
     first = h.alice.channel("first question")
     await h.post(first)

@@ -444,6 +444,23 @@ class SlackAdapter:
         except (SlackApiError, *TRANSIENT) as exc:
             log.warning("could not post the DM pointer: %s", error_code(exc) or type(exc).__name__)
 
+    async def close_reply(
+        self, thread: ThreadKey, address: dict[str, Any], checkpoint: dict[str, Any], message: str
+    ) -> bool:
+        """Stop a native stream a crashed process left open, ending it with `message`."""
+        channel, ts = checkpoint.get("channel"), checkpoint.get("ts")
+        if not channel or not ts:
+            return False
+        fence = checkpoint.get("fence")
+        text = ("\n" + fence if fence else "") + f"\n\n⚠️ {message}"
+        try:
+            client = await self.client_for(thread.workspace, address.get("enterprise_id"))
+            await call(client.chat_stopStream, channel=channel, ts=ts, markdown_text=text, sleep=self._sleep)
+        except (SlackApiError, *TRANSIENT, DeliveryError) as exc:
+            log.info("could not stop the interrupted stream (%s); posting the note instead", error_code(exc))
+            return False
+        return True
+
     async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
         """The employee's DM with the bot, for proactive messages from the poller."""
         try:

@@ -159,6 +159,14 @@ class NativeStreamSink:
             if self.fallback is not None:
                 await self.fallback.show(frame)
 
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The open stream (and any open code fence) a restarted process must stop after a crash."""
+        seg = self._live()
+        if seg is None or self.fallback is not None or self.broken:
+            return None
+        fence = open_fence(seg.text)
+        return {"channel": self.channel, "ts": seg.ts, "fence": fence[0] if fence else None}
+
     async def finish(self, answer: Answer) -> list[str]:
         await self._stop_status()
         if self.fallback is not None:

@@ -199,6 +199,24 @@ class TeamsAdapter:
                                    edit_capabilities=EDIT_CAPABILITIES)
         return EditingSink(TeamsMessageOps(target), EDIT_CAPABILITIES, budget, budget_key)
 
+    async def close_reply(
+        self, thread: ThreadKey, address: dict[str, Any], checkpoint: dict[str, Any], message: str
+    ) -> bool:
+        """End a native stream a crashed process left open with `message`, in place."""
+        stream_id = checkpoint.get("stream_id")
+        if not stream_id:
+            return False
+        try:
+            sink = await self.open_reply(thread, address, user=None, proactive=False)
+            if not isinstance(sink, TeamsStreamSink):
+                return False
+            sink.adopt(str(stream_id))
+            await sink.fail(message)
+        except DeliveryError as exc:
+            log.info("could not end the interrupted stream (%s); posting the note instead", exc)
+            return False
+        return True
+
     async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
         stored = self.references.personal(employee.user_id)
         if stored is None:

@@ -68,6 +68,16 @@ class TeamsStreamSink:
         self._fallback: EditingSink | None = None
         self.message_ids: list[str] = []
 
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The open stream a restarted process must end after a crash (Teams keeps it spinning)."""
+        if self._fallback is not None or self._state != "streaming" or self.stream_id is None:
+            return None
+        return {"stream_id": self.stream_id}
+
+    def adopt(self, stream_id: str) -> None:
+        """Continue a stream another (crashed) process opened, so `fail` can end it in place."""
+        self.stream_id, self._state = stream_id, "streaming"
+
     # --- intermediate frames -------------------------------------------------------------------
 
     async def show(self, frame: Frame) -> bool | None:

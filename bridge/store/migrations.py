@@ -138,3 +138,9 @@ def m002_lookup_indexes(db: Database) -> None:
     # "Is an answer streaming in this thread?" (checked by every event delivery).
     db.execute("CREATE INDEX replies_link_status ON replies (link_id, status)")
     db.execute("CREATE INDEX shown_messages_age ON shown_messages (shown_at)")
+
+
+@migrations(name="m003_reply_checkpoints")
+def m003_reply_checkpoints(db: Database) -> None:
+    # What a restarted process needs to close a reply left open by a crash (an open native stream).
+    db.execute("ALTER TABLE replies ADD COLUMN checkpoint TEXT")

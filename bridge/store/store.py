@@ -344,15 +344,22 @@ class Store:
             is not None
         )
 
-    def interrupt_streaming_replies(self) -> list[int]:
+    def checkpoint_reply(self, reply_id: int, checkpoint: dict[str, Any] | None) -> None:
+        self.db.execute(
+            "UPDATE replies SET checkpoint = ?, updated_at = ? WHERE id = ?",
+            (json.dumps(checkpoint) if checkpoint is not None else None, self.clock(), reply_id),
+        )
+
+    def interrupt_streaming_replies(self) -> list[tuple[int, dict[str, Any] | None]]:
         """At start-up of the answering process: replies a crashed process left 'streaming' can
-        never finish. Marks them and returns their thread links (to tell the users)."""
-        rows = self._all("SELECT id, link_id FROM replies WHERE status = 'streaming'")
+        never finish. Marks them and returns (thread link, the reply's last checkpoint), oldest
+        first, so the users can be told in place."""
+        rows = self._all("SELECT id, link_id, checkpoint FROM replies WHERE status = 'streaming' ORDER BY id")
         self.db.execute(
             "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'",
             (self.clock(),),
         )
-        return sorted({r["link_id"] for r in rows})
+        return [(r["link_id"], json.loads(r["checkpoint"]) if r["checkpoint"] else None) for r in rows]
 
     def get_link_by_id(self, link_id: int) -> ThreadLink | None:
         row = self._one("SELECT * FROM thread_links WHERE id = ?", (link_id,))
