@@ -148,7 +148,7 @@ class SlackAdapter:
             )
         client = AsyncWebClient(token=s.slack_bot_token, base_url=self.api_url)
         self._clients[s.slack_bot_token or ""] = client
-        return AsyncApp(client=client, token=s.slack_bot_token, **common)
+        return AsyncApp(client=client, **common)  # the client carries the token
 
     def mount(self, app: web.Application) -> None:
         """`POST /slack/events` (events + interactivity) and, with OAuth, the install routes."""
