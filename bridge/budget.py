@@ -36,10 +36,13 @@ class WriteBudget:
         if rate is None:
             self.burst, self.refill = 0, 0.0
         else:
-            self.burst = max(1, rate.count // 10)
+            self.burst = max(1, min(rate.burst or rate.count // 10, rate.count - 1))
             spare = rate.count - self.burst
             self.refill = (spare if spare > 0 else rate.count) / rate.per
         self.tokens = float(self.burst)
+        # Tokens intermediate writes leave untouched, so the finals of live answers never queue
+        # behind them (the owner sets it to the number of live answers that will need one).
+        self.reserve = 0
         self._updated = clock()
         self._blocked_until = 0.0
         self._waiters: list[list] = []  # heap of [priority, seq, wake event, done]
@@ -57,11 +60,12 @@ class WriteBudget:
         self._updated = now
         return now
 
-    def _delay(self) -> float:
+    def _delay(self, final: bool) -> float:
         now = self._refresh()
         wait = max(0.0, self._blocked_until - now)
-        if self.tokens < 1.0 - _EPSILON:  # float refills land on 0.9999…: that is a token
-            wait = max(wait, (1.0 - self.tokens) / self.refill)
+        need = 1.0 if final else 1.0 + min(self.reserve, self.burst - 1)
+        if self.tokens < need - _EPSILON:  # float refills land on 0.9999…: that is a token
+            wait = max(wait, (need - self.tokens) / self.refill)
         return wait
 
     def _wake_head(self) -> None:
@@ -78,7 +82,7 @@ class WriteBudget:
         try:
             while True:
                 if self._waiters[0] is entry:
-                    delay = self._delay()
+                    delay = self._delay(final)
                     if delay <= 0:
                         heapq.heappop(self._waiters)
                         entry[3] = True
@@ -97,6 +101,19 @@ class WriteBudget:
                 heapq.heapify(self._waiters)
                 if was_head:
                     self._wake_head()
+
+    def try_take(self, n: int = 1) -> bool:
+        """Take `n` writes only if they are free right now and nobody is queued (admission
+        control: a caller that gets False picks a cheaper way instead of waiting)."""
+        if self.rate is None:
+            self.granted += n
+            return True
+        now = self._refresh()
+        if self._waiters or now < self._blocked_until or self.tokens < n - _EPSILON:
+            return False
+        self.tokens -= n
+        self.granted += n
+        return True
 
     def charge(self, n: int = 1) -> None:
         """Account for writes made without waiting (a second call inside one update)."""

@@ -56,10 +56,11 @@ class Inbound:
 
 @dataclass(frozen=True)
 class Rate:
-    """`count` writes per `per` seconds."""
+    """`count` writes per `per` seconds; `burst` of them at once (default a tenth)."""
 
     count: int
     per: float
+    burst: int | None = None
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,25 @@ async def test_a_frame_the_sink_skips_costs_no_interval():
     assert written[-1][1] == "Hello there"
 
 
+async def test_intermediate_writes_leave_the_reserved_tokens_to_finals():
+    clock = FakeClock()
+    budget = WriteBudget(Rate(50, 60.0, burst=25), clock=clock, sleep=clock.sleep)
+    budget.reserve = 5  # five live answers will each need a final
+    for _ in range(20):
+        await budget.acquire()  # the burst, down to the reserve: no waiting
+    late = asyncio.ensure_future(budget.acquire())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not late.done(), "an intermediate may not take a reserved token"
+    for _ in range(5):
+        await budget.acquire(final=True)  # every final is served at once
+    assert not budget.try_take(2), "admission control never waits"
+    late.cancel()
+    await asyncio.gather(late, return_exceptions=True)
+    clock.now += 60.0
+    assert budget.try_take(2)
+
+
 async def test_the_final_does_not_queue_behind_a_starved_intermediate_frame():
     clock = FakeClock()
     caps = Capabilities(max_text_len=4000, min_edit_interval=1.0, write_budget=Rate(2, 60))  # 1 per minute

@@ -112,7 +112,9 @@ class Harness(ServedBridge):
     platform = "slack"
 
     def __init__(self, tmp_path: Path, **options: Any) -> None:
-        super().__init__(tmp_path, FakeSlack(enforce_tier3=options.pop("enforce_tier3", False)), **options)
+        limits = options.pop("limits", False)  # the documented tiers, enforced by the fake
+        super().__init__(tmp_path, FakeSlack(enforce_tier3=limits or options.pop("enforce_tier3", False),
+                                             enforce_streams=limits), **options)
         self.fake.add_user("U1", "alice", "alice@example.com")
         self.fake.add_user("U2", "bob", "bob@example.com")
 
@@ -387,6 +389,30 @@ async def test_native_stop_failure_finishes_with_update(harness_factory):
     assert await h.answered("D1", event["ts"]) == "Short and sweet."
     assert h.fake.calls_to("chat.update", ok=True), "finished with chat.update on the stream's ts"
     assert len(h.answers("D1", event["ts"])) == 1
+
+
+async def test_a_crowd_in_one_workspace_gets_every_answer_without_a_single_429(harness_factory):
+    # 20 people ask at once. Tier 2 has room for 5 native streams (a start and a stop each), 5
+    # more answers are edited in place, the rest show the thread status and post the answer once.
+    h = await harness_factory(streaming="native", limits=True)
+    text = " ".join(f"word{i}" for i in range(40))
+    h.sim.script_answer(text=text, match="crowd", chunks=4, delay=0.3, times=20)
+    events = [dm(f"crowd question {i}", user=f"U{i}", channel=f"D{i}") for i in range(20)]
+    for event in events:
+        await h.send(event)
+    await h.idle()
+    for i, event in enumerate(events):
+        assert h.fake.thread_text(f"D{i}", event["ts"]) == text
+    assert h.fake.rate_limited == 0
+    assert len(h.fake.calls_to("chat.startStream")) == 5
+    posted_once = [f"D{i}" for i in range(20)
+                   if not any(c.params.get("channel") == f"D{i}" for c in h.fake.calls
+                              if c.method in ("chat.startStream", "chat.update"))]
+    assert len(posted_once) == 10
+    for channel in posted_once:
+        assert len([c for c in h.fake.calls if c.params.get("channel") == channel
+                    and c.method == "chat.postMessage"]) == 1
+        assert any(s.get("channel_id") == channel for s in h.fake.statuses), "progress shown meanwhile"
 
 
 async def test_a_stream_left_open_by_a_crash_is_stopped_in_place_after_restart(harness_factory):

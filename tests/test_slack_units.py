@@ -295,7 +295,7 @@ def test_capabilities_are_declared():
     from adapters.slack.app import EDIT_CAPABILITIES, EDIT_RATE
     from adapters.slack.native import NATIVE_CAPABILITIES
 
-    assert EDIT_RATE == Rate(50, 60.0) and EDIT_CAPABILITIES.write_budget == EDIT_RATE
+    assert (EDIT_RATE.count, EDIT_RATE.per) == (50, 60.0) and EDIT_CAPABILITIES.write_budget == EDIT_RATE
     assert EDIT_CAPABILITIES.max_text_len <= 12_000 and NATIVE_CAPABILITIES.native_stream
 
 

@@ -35,6 +35,7 @@ from bridge.streaming import EditingSink
 
 from . import blocks as bk
 from . import directory
+from .admission import EDGE_RATE, Seats, SeatedEditingSink, StatusThenPostSink
 from .calls import TRANSIENT, call, error_code, to_delivery_error
 from .events import Ignore, KindReply, PLATFORM, ids, normalise, normalise_action, register
 from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
@@ -44,7 +45,9 @@ from .status import StatusKeeper
 
 log = logging.getLogger("adapters.slack")
 
-EDIT_RATE = Rate(50, 60.0)  # chat.update is Tier 3: ~50 per minute per workspace
+# chat.update is Tier 3: ~50 per minute per workspace. Half may go at once (never over 50 in any
+# minute), so the finals of the few live edited answers (admission.py) find a token waiting.
+EDIT_RATE = Rate(50, 60.0, burst=25)
 EDIT_CAPABILITIES = Capabilities(
     # One `markdown` block holds up to 12,000 characters; 8,000 leaves room for the status line,
     # cursor and fence lines, and for the mrkdwn-section fallback (<= 50 sections of 3,000).
@@ -113,6 +116,7 @@ class SlackAdapter:
         self.installations = KvInstallationStore(self.store, allowed=self.allowed_teams) if self.oauth else None
         self._clients: dict[str, AsyncWebClient] = {}
         self._native_off: set[str] = set()  # teams where native streaming is unavailable
+        self._edit_seats = Seats()  # live edited answers per workspace (admission.py)
         self._formats: dict[str, dict[str, bool]] = {}
         self._socket: Any = None
         self.bolt = self._build_bolt()
@@ -401,13 +405,33 @@ class SlackAdapter:
         def editing() -> EditingSink:
             return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", sleep=self._sleep)
 
+        def status_keeper() -> StatusKeeper:
+            keeper = StatusKeeper(client, channel, thread_ts, on_write=self._count, sleep=self._sleep)
+            if self._status_refresh is not None:
+                keeper.refresh = self._status_refresh
+            return keeper
+
+        if proactive:
+            return editing()
         native = self.streaming in ("native", "auto") and not (self.streaming == "auto" and team in self._native_off)
-        if proactive or not thread_ts or not native:
+        # Admission (see admission.py): native while Tier 2 has room, else edits while seats are
+        # free, else the thread status and one post of the whole answer.
+        if not (native and thread_ts and self.budgets.get(f"slack:{team}:edges", EDGE_RATE).try_take(2)):
+            seat = self._edit_seats.take(team)
+            if seat is not None:
+                edit_budget.reserve = self._edit_seats.live(team)  # a final each, never queued
+
+                def release(seat: Callable[[], None] = seat) -> None:
+                    seat()
+                    edit_budget.reserve = self._edit_seats.live(team)
+
+                return SeatedEditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}",
+                                         sleep=self._sleep, release=release)
+            if thread_ts:
+                return StatusThenPostSink(editing(), status_keeper())
             return editing()
         stream_key = f"slack:{team}:stream"
-        status = StatusKeeper(client, channel, thread_ts, on_write=self._count, sleep=self._sleep)
-        if self._status_refresh is not None:
-            status.refresh = self._status_refresh
+        status = status_keeper()
         recipient_user = (user.user_id if user else None) or address.get("user")
         return NativeStreamSink(
             client,

@@ -1,0 +1,97 @@
+"""Which reply style a new answer gets, so a busy workspace never runs into Slack's 429s.
+
+Slack's limits are per workspace and per method: chat.startStream and chat.stopStream are Tier 2
+(about 20 a minute), chat.update is Tier 3 (about 50 a minute), while chat.postMessage is limited
+per channel only. So each answer takes the best style that still has room:
+  1. a native stream, when a start and a stop are free in the workspace's Tier 2 budget now;
+  2. else post + edits, while fewer than `EDIT_SEATS` edited answers are live in the workspace;
+  3. else the thread status ("is thinking…") while Moveworks works, then one post of the whole
+     answer: no shared budget at all, and the final never queues behind other answers' edits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from bridge.models import Answer, Capabilities, Frame, Rate
+from bridge.streaming import EditingSink
+
+from .status import StatusKeeper
+
+EDGE_RATE = Rate(20, 60.0, burst=10)  # chat.startStream + chat.stopStream: Tier 2 per workspace
+EDIT_SEATS = 5  # live edited answers per workspace: ~10 chat.update a minute each within Tier 3
+SEAT_TTL = 900.0  # a seat whose answer never ended (a bug, a lost task) is reclaimed after this
+
+
+class Seats:
+    """Live edited answers per workspace, each seat released when its answer ends."""
+
+    def __init__(self, size: int = EDIT_SEATS, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size
+        self._clock = clock
+        self._held: dict[str, dict[int, float]] = {}
+        self._next = 0
+
+    def take(self, team: str) -> Callable[[], None] | None:
+        now = self._clock()
+        held = self._held.setdefault(team, {})
+        for seat, taken in list(held.items()):
+            if now - taken > SEAT_TTL:
+                del held[seat]
+        if len(held) >= self.size:
+            return None
+        self._next += 1
+        seat = self._next
+        held[seat] = now
+        return lambda: held.pop(seat, None)
+
+    def live(self, team: str) -> int:
+        return len(self._held.get(team, {}))
+
+
+class SeatedEditingSink(EditingSink):
+    """An `EditingSink` that gives its seat back when the answer ends, however it ends."""
+
+    def __init__(self, *args, release: Callable[[], None], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def finish(self, answer: Answer) -> list[str]:
+        try:
+            return await super().finish(answer)
+        finally:
+            self._release()
+
+    async def fail(self, message: str) -> None:
+        try:
+            await super().fail(message)
+        finally:
+            self._release()
+
+
+class StatusThenPostSink:
+    """Progress in the thread status; the answer posted once, complete (see module docstring)."""
+
+    def __init__(self, post: EditingSink, status: StatusKeeper) -> None:
+        self._post = post
+        self._status = status
+        # `edit` so the renderer passes status frames on; `show` never writes a message, so no
+        # frame costs an interval or a budget token.
+        self.capabilities = Capabilities(
+            max_text_len=post.capabilities.max_text_len, edit=True, native_stream=False,
+            min_edit_interval=1.0, write_budget=None, budget_posts=False,
+        )
+        self.budget_key = post.budget_key
+
+    async def show(self, frame: Frame) -> bool:
+        await self._status.set(frame.status if not frame.text else "Writing the answer")
+        return False
+
+    async def finish(self, answer: Answer) -> list[str]:
+        await self._status.stop()
+        return await self._post.finish(answer)
+
+    async def fail(self, message: str) -> None:
+        await self._status.stop()
+        await self._post.fail(message)
