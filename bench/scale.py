@@ -22,7 +22,7 @@ SCRIPT = {"chunks": 40, "delay": 0.25}
 async def run(ctx: Context) -> list[Table]:
     levels = (10,) if ctx.quick else (1, 10, 50, 200)
     table = Table("Scale: concurrent 10-second answers, fakes enforcing the documented limits",
-                  ["platform", "answers", "429s", "first text p50 (s)", "final after stream end p50 (s)",
+                  ["platform", "answers", "429s", "streamed", "first text p50 (s)", "final after stream end p50 (s)",
                    "p95 (s)", "max (s)", "lost finals", "CPU s (per answer)", "peak RSS MiB"])
     async with Stack(ctx) as stack:
         if ctx.quick:  # both platforms at once: half the wall time, figures slightly pessimistic
@@ -64,9 +64,19 @@ async def level(stack: Stack, table: Table, platform: str, k: int) -> None:
         else:
             replies.append(stack.teams_reply(where, at, "w0"))
     ends = [stack.timing(tag).get("end") for tag in tags]
-    final_lag = [r.final_at - end for r, end in zip(replies, ends) if r.final_at is not None and end is not None]
+    lags = [r.final_at - end if r.final_at is not None and end is not None else None
+            for r, end in zip(replies, ends)]
+    final_lag = [lag for lag in lags if lag is not None]
     first = [r.first_text_at - r.asked_at for r in replies if r.first_text_at is not None]
+    # Streamed: text visible at least a second before the final (the rest showed a status, then the answer).
+    streamed = sum(1 for r in replies if r.first_text_at is not None and r.final_at is not None
+                   and r.final_at - r.first_text_at >= 1.0)
     lost = sum(1 for r in replies if chars_lost(ANSWER, r.visible))
-    table.add(platform, k, sum(r.rate_limited for r in replies), median(first), median(final_lag),
+    table.add(platform, k, sum(r.rate_limited for r in replies), streamed, median(first), median(final_lag),
               pct(final_lag, 95), max(final_lag, default=None), lost, f"{cpu:.1f} ({cpu / k * 1000:.0f} ms)",
               round(rss))
+    if platform == "teams" and k > 1:
+        for scope, parity in (("personal chats", 1), ("channel threads", 0)):
+            part = [lag for i, lag in enumerate(lags) if lag is not None and i % 2 == parity]
+            table.notes.append(f"teams {k}, {scope}: final after stream end p50 {median(part) or 0:.2f} s, "
+                               f"p95 {pct(part, 95) or 0:.2f} s")

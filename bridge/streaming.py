@@ -430,8 +430,10 @@ class EditingSink:
         sleep: Sleep = asyncio.sleep,
         status_text: Callable[[str | None], str] = default_status_text,
         final_attempts: int = 8,
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.ops = ops
+        self._on_end = on_end  # called once when the reply ends (finish or fail), e.g. to free a seat
         self.capabilities = capabilities
         self.budget = budget
         self.budget_key = budget_key
@@ -479,7 +481,24 @@ class EditingSink:
             attempts=self._final_attempts,
         )
 
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
+
     async def finish(self, answer: Answer) -> list[str]:
+        try:
+            return await self._finish(answer)
+        finally:
+            self._ended()
+
+    async def fail(self, message: str) -> None:
+        try:
+            await self._fail(message)
+        finally:
+            self._ended()
+
+    async def _finish(self, answer: Answer) -> list[str]:
         parts = split_markdown(answer.text, self._limit)
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
@@ -496,7 +515,7 @@ class EditingSink:
         self._answer_shown = answer.text
         return list(self.message_ids)
 
-    async def fail(self, message: str) -> None:
+    async def _fail(self, message: str) -> None:
         note = f"⚠️ {message}"
         if not self.message_ids:
             await self._final_write(0, note, None)

@@ -50,26 +50,6 @@ class Seats:
         return len(self._held.get(team, {}))
 
 
-class SeatedEditingSink(EditingSink):
-    """An `EditingSink` that gives its seat back when the answer ends, however it ends."""
-
-    def __init__(self, *args, release: Callable[[], None], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._release = release
-
-    async def finish(self, answer: Answer) -> list[str]:
-        try:
-            return await super().finish(answer)
-        finally:
-            self._release()
-
-    async def fail(self, message: str) -> None:
-        try:
-            await super().fail(message)
-        finally:
-            self._release()
-
-
 class StatusThenPostSink:
     """Progress in the thread status; the answer posted once, complete (see module docstring)."""
 

@@ -35,7 +35,7 @@ from bridge.streaming import EditingSink
 
 from . import blocks as bk
 from . import directory
-from .admission import EDGE_RATE, Seats, SeatedEditingSink, StatusThenPostSink
+from .admission import EDGE_RATE, Seats, StatusThenPostSink
 from .calls import TRANSIENT, call, error_code, to_delivery_error
 from .events import Ignore, KindReply, PLATFORM, ids, normalise, normalise_action, register
 from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
@@ -425,8 +425,8 @@ class SlackAdapter:
                     seat()
                     edit_budget.reserve = self._edit_seats.live(team)
 
-                return SeatedEditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}",
-                                         sleep=self._sleep, release=release)
+                return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", sleep=self._sleep,
+                                   on_end=release)
             if thread_ts:
                 return StatusThenPostSink(editing(), status_keeper())
             return editing()
