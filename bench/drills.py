@@ -109,21 +109,16 @@ async def moveworks_storm(ctx: Context, stack: Stack, table: Table) -> None:
     """Faults injected into the simulator while 50 answers stream (20 in quick mode)."""
     k = 20 if ctx.quick else 50
     name = f"Moveworks 429 storm, 500s, stream cuts, ERROR events ({k} concurrent)"
-    token = stack.slack_team("TMS")
-    serve = await stack.serve("drill-storm", SLACK_BOT_TOKEN=token)
-    tags = [f"[storm-{i}]" for i in range(k)]
-    for tag in tags:
-        stack.script(tag, ANSWER, chunks=20, delay=0.25)
+    serve = await stack.serve("drill-storm", SLACK_BOT_TOKEN=stack.slack_team("TMS"))
     sim = stack.sim
     sim.inject_fault("rate_limit", endpoint="any", count=k, retry_after=1)
     sim.inject_fault("server_error", endpoint="create_conversation", count=k // 5)
     sim.inject_fault("stream_cut", endpoint="stream", count=k // 10)
     sim.inject_fault("stream_error", endpoint="stream", count=k // 10)
     sim.inject_fault("server_error", endpoint="stream", count=k // 10)
-    asked = await asyncio.gather(*(stack.ask_slack(serve, f"question {tag}", user=f"UMS{i}", channel=f"DMS{i}",
-                                                   team="TMS") for i, tag in enumerate(tags)))
+    asked = await stack.slack_crowd(serve, "TMS", k, ANSWER, chunks=20, delay=0.25)
     await stack.answered(serve, k, timeout=300)
-    replies = [stack.slack_reply(f"DMS{i}", ts, at, "w0") for i, (ts, at) in enumerate(asked)]
+    replies = [stack.slack_reply(channel, ts, at, "w0") for channel, ts, at in asked]
     results = [classify(r.visible, ANSWER) for r in replies]
     bad = results.count("silent") + results.count("raw")
     verdict(table, name, k, results.count("full"), results.count("kind"), bad,
@@ -135,17 +130,12 @@ async def slack_outage(ctx: Context, stack: Stack, table: Table) -> None:
     seconds = 15 if ctx.quick else 60
     k = 10
     name = f"Slack answers `ratelimited` to every write for {seconds} s ({k} answers)"
-    token = stack.slack_team("TRL")
-    serve = await stack.serve("drill-outage", SLACK_BOT_TOKEN=token)
-    tags = [f"[outage-{i}]" for i in range(k)]
-    for tag in tags:
-        stack.script(tag, ANSWER, chunks=20, delay=0.25)
-    asked = await asyncio.gather(*(stack.ask_slack(serve, f"question {tag}", user=f"URL{i}", channel=f"DRL{i}",
-                                                   team="TRL") for i, tag in enumerate(tags)))
+    serve = await stack.serve("drill-outage", SLACK_BOT_TOKEN=stack.slack_team("TRL"))
+    asked = await stack.slack_crowd(serve, "TRL", k, ANSWER, chunks=20, delay=0.25)
     stack.slack.rate_limit_writes(seconds)
     outage_end = time.monotonic() + seconds
     await stack.answered(serve, k, timeout=seconds + 300)
-    replies = [stack.slack_reply(f"DRL{i}", ts, at, "w0") for i, (ts, at) in enumerate(asked)]
+    replies = [stack.slack_reply(channel, ts, at, "w0") for channel, ts, at in asked]
     results = [classify(r.visible, ANSWER) for r in replies]
     last = max((r.final_at for r in replies if r.final_at), default=None)
     after = f"last final {last - outage_end:.1f} s after the outage" if last else "no final"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from bench.report import Context, Table, median, pct
-from bench.stack import Reply, Stack, answer_words, chars_lost
+from bench.stack import Stack, answer_words, chars_lost
 
 ANSWER = answer_words(1_500)
 SCRIPT = {"chunks": 40, "delay": 0.25}
@@ -37,32 +37,27 @@ async def run(ctx: Context) -> list[Table]:
 async def level(stack: Stack, table: Table, platform: str, k: int) -> None:
     name = f"scale-{platform}-{k}"
     team = f"S{platform[0]}{k}".upper()
-    token = stack.slack_team(team)
-    serve = await stack.serve(name, SLACK_BOT_TOKEN=token)
+    serve = await stack.serve(name, SLACK_BOT_TOKEN=stack.slack_team(team))
     cpu0 = serve.cpu_seconds()
-    tags = [f"[{name}-{i}]" for i in range(k)]
-    for tag in tags:
-        stack.script(tag, ANSWER, **SCRIPT)
+    tags = [f"[{team}-{i}]" for i in range(k)]
     if platform == "slack":
-        asked = await asyncio.gather(*(stack.ask_slack(serve, f"question {tag}", user=f"U{team}{i}",
-                                                       channel=f"D{team}{i}", team=team)
-                                       for i, tag in enumerate(tags)))
+        crowd = await stack.slack_crowd(serve, team, k, ANSWER, **SCRIPT)
     else:
+        for tag in tags:
+            stack.script(tag, ANSWER, **SCRIPT)
         users = [stack.teams_user(1000 * k + i) for i in range(k)]
-        asked = await asyncio.gather(*(stack.ask_teams(serve, users[i].personal(f"question {tag}") if i % 2 else
-                                                       users[i].channel(f"question {tag}",
-                                                                        channel_id=f"19:{name}-{i % 10}@thread.tacv2"))
-                                       for i, tag in enumerate(tags)))
+        asked = await asyncio.gather(*(
+            stack.ask_teams(serve, users[i].personal(f"question {tag}") if i % 2 else users[i].channel(
+                f"question {tag}", channel_id=f"19:{name}-{i // 2 % 10}@thread.tacv2"))
+            for i, tag in enumerate(tags)))
     await stack.answered(serve, k, timeout=900)
     cpu = serve.cpu_seconds() - cpu0
     rss = serve.peak_rss_mib()
     await serve.stop()
-    replies: list[Reply] = []
-    for i, (where, at) in enumerate(asked):
-        if platform == "slack":
-            replies.append(stack.slack_reply(f"D{team}{i}", where, at, "w0"))
-        else:
-            replies.append(stack.teams_reply(where, at, "w0"))
+    if platform == "slack":
+        replies = [stack.slack_reply(channel, ts, at, "w0") for channel, ts, at in crowd]
+    else:
+        replies = [stack.teams_reply(where, at, "w0") for where, at in asked]
     ends = [stack.timing(tag).get("end") for tag in tags]
     lags = [r.final_at - end if r.final_at is not None and end is not None else None
             for r, end in zip(replies, ends)]

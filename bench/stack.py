@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -32,6 +33,7 @@ from tests.fakes.bf_connector import FakeConnector, TeamsUser
 from tests.fakes.slack_api import WRITE_METHODS, FakeSlack
 
 ROOT = Path(__file__).resolve().parent.parent
+ANSWER_WORD = re.compile(r"\bw\d+\b")  # the words of `answer_words`
 ASSISTANT = "moveworks-bridge-bench"
 _ids = count(1)
 
@@ -152,6 +154,20 @@ class Reply:
     visible: str
     writes: int
     rate_limited: int
+    text_writes: list[float]  # successful writes carrying answer words
+
+    def longest_still(self, first_text: float | None, end: float | None) -> float | None:
+        """Longest time the visible answer stood still while Moveworks was producing it: from its
+        first text to the end of its stream, between writes that carried answer words."""
+        if first_text is None or end is None:
+            return None
+        points = [first_text]
+        for at in sorted(self.text_writes):
+            if at >= first_text:
+                points.append(at)
+                if at >= end:
+                    break
+        return max((b - a for a, b in zip(points, points[1:])), default=None)
 
 
 class Stack:
@@ -271,6 +287,17 @@ class Stack:
                 raise RuntimeError(f"/slack/events answered {resp.status}")
         return ts, asked
 
+    async def slack_crowd(self, serve: ServeProcess, team: str, k: int, text: str,
+                          **script: Any) -> list[tuple[str, str, float]]:
+        """`k` people of workspace `team` ask at once, each in their own DM, and the simulator
+        answers each with `text`. Returns (channel, message ts, time asked); the questions carry
+        the tags `[team-i]` (see `timing`)."""
+        for i in range(k):
+            self.script(f"[{team}-{i}]", text, **script)
+        asked = await asyncio.gather(*(self.ask_slack(serve, f"question [{team}-{i}]", user=f"U{team}{i}",
+                                                      channel=f"D{team}{i}", team=team) for i in range(k)))
+        return [(f"D{team}{i}", ts, at) for i, (ts, at) in enumerate(asked)]
+
     def slack_reply(self, channel: str, ts: str, asked_at: float, marker: str, *, fake: FakeSlack | None = None) -> Reply:
         fake = fake or self.slack
         calls = [c for c in fake.calls if c.method in WRITE_METHODS and c.params.get("channel") == channel
@@ -279,7 +306,8 @@ class Stack:
         first = next((c.at for c in ok if marker in json.dumps(c.params)), None)
         visible = "\n".join(fake.body_text(m) for m in fake.thread(channel, ts) if m.get("bot_id"))
         return Reply(asked_at, first, ok[-1].at if ok else None, visible, len(calls),
-                     sum(1 for c in calls if c.status == 429))
+                     sum(1 for c in calls if c.status == 429),
+                     [c.at for c in ok if ANSWER_WORD.search(json.dumps(c.params))])
 
     # --- Teams ----------------------------------------------------------------------------------
 
@@ -304,7 +332,8 @@ class Stack:
         ok = [c for c in calls if 200 <= c.status < 300]
         first = next((c.at for c in ok if marker in json.dumps(c.json)), None)
         return Reply(asked_at, first, ok[-1].at if ok else None, self.teams.visible_text(conversation_id, "\n"),
-                     len(calls), sum(1 for c in calls if c.status == 429))
+                     len(calls), sum(1 for c in calls if c.status == 429),
+                     [c.at for c in ok if ANSWER_WORD.search(json.dumps(c.json))])
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float, what: str, *, step: float = 0.1) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.baselines import BaselineBot
 from bench.report import Context, DrillFailed, Table
-from bench.stack import ASSISTANT, Reply, Stack, answer_words, chars_lost
+from bench.stack import ASSISTANT, Stack, answer_words, chars_lost
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,8 @@ async def run(ctx: Context) -> list[Table]:
     shapes = SHAPES[:2] if ctx.quick else SHAPES
     table = Table("Streaming strategies on the same answer streams",
                   ["strategy", "answer", "first text after asking (s)", "added after Moveworks' first text (s)",
-                   "final after stream end (s)",
+                   "longest still while streaming (s)", "final after stream end (s)",
                    "writes", "429s", "chars lost"])
-    results: dict[tuple[str, str], Reply] = {}
     async with Stack(ctx) as stack:
         tokens = {key: stack.slack_team(f"T{key.upper()}") for key in "abcd"}
         serve_edit = await stack.serve("strategies-edit", SLACK_STREAMING="edit", SLACK_BOT_TOKEN=tokens["c"])
@@ -83,15 +82,15 @@ async def run(ctx: Context) -> list[Table]:
                 for key, (where, asked) in zip(STRATEGIES, replies):
                     reply = (stack.teams_reply(where, asked, "w0") if key in "ef"
                              else stack.slack_reply(where[0], where[1], asked, "w0"))
-                    results[(key, shape.name)] = reply
                     timing = stack.timing(f"[{key}{n}]")
                     table.add(STRATEGIES[key], shape.name, _since(reply.first_text_at, asked),
-                              _since(reply.first_text_at, timing.get("first_text")), _since(reply.final_at, timing.get("end")), reply.writes, reply.rate_limited,
+                              _since(reply.first_text_at, timing.get("first_text")),
+                              reply.longest_still(timing.get("first_text"), timing.get("end")), _since(reply.final_at, timing.get("end")), reply.writes, reply.rate_limited,
                               chars_lost(text, reply.visible))
         finally:
             for bot in bots.values():
                 await bot.aclose()
-    table.notes += _ratios(results, [s.name for s in shapes])
+    table.notes += _ratios(table, [s.name for s in shapes])
     lost = [row for row in table.rows if row[-1]]
     ours_lost = [row for row in lost if "ours" in row[0]]
     if ours_lost:
@@ -121,19 +120,21 @@ def _since(at: float | None, start: float | None) -> float | None:
     return None if at is None or start is None else max(0.0, at - start)
 
 
-def _ratios(results: dict[tuple[str, str], Reply], shapes: list[str]) -> list[str]:
-    """One line per shape: how much later the baselines show first text than our Slack native mode."""
+def _ratios(table: Table, shapes: list[str]) -> list[str]:
+    """Per shape, each strategy against (d) ours native = 1×: first text after asking, and the
+    longest time the visible answer stood still while streaming."""
     notes = []
     for shape in shapes:
-        ours = results.get(("d", shape))
-        if ours is None or ours.first_text_at is None:
+        rows = {row[0][1]: row for row in table.rows if row[1] == shape}
+        ours = rows.get("d")
+        if ours is None:
             continue
-        base = ours.first_text_at - ours.asked_at
         parts = []
-        for key in "abc":
-            other = results.get((key, shape))
-            if other and other.first_text_at is not None and base > 0:
-                parts.append(f"{STRATEGIES[key]} {((other.first_text_at - other.asked_at) / base):.1f}×")
-        if parts:
-            notes.append(f"{shape}: first text relative to (d) ours native = 1×: " + ", ".join(parts))
+        for key, row in rows.items():
+            if key == "d":
+                continue
+            first = f"{row[2] / ours[2]:.1f}×" if row[2] and ours[2] else "–"
+            still = f"{row[4] / ours[4]:.1f}×" if row[4] and ours[4] else "–"
+            parts.append(f"({key}) first text {first}, still {still}")
+        notes.append(f"{shape}, relative to (d): " + "; ".join(parts))
     return notes

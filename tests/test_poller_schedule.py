@@ -57,7 +57,11 @@ async def test_budget_is_a_sliding_window():
     await clock.run(*(worker() for _ in range(8)))
     assert len(times) == 400
     assert max_in_window(times) == 10
-    assert times[-1] - times[0] < 40.5  # the full rate is used, not less
+    # as Moveworks sees them: a request arriving 9 ms late and the tenth after it 9 ms early
+    # still never make 11 in a second
+    jitter = {0: 0.009, 10: -0.009}
+    assert max_in_window([t + jitter.get(i % 20, 0.0) for i, t in enumerate(times)]) == 10
+    assert times[-1] - times[0] < 41.0  # the full rate is used, less a 2 % margin for that jitter
 
 
 def fill_employees(store: Store, n: int, *, active: int, now: float) -> list[str]:
