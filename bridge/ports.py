@@ -70,6 +70,6 @@ class ChatAdapter(Protocol):
     async def resolve_email(self, user: ChatUser) -> str | None:
         """The employee's email from the platform directory (cached by the caller)."""
 
-    # Optional: `async def close_reply(self, thread, address, checkpoint, message) -> bool`: after a crash,
-    # end the reply a sink's `checkpoint()` describes with `message`, in place (stop the stream
-    # that would otherwise keep spinning). False when it cannot; the relay then posts `message`.
+    # Optional: `async def close_reply(self, thread, address, checkpoint, message) -> bool`: after
+    # a crash, end the reply a sink's `checkpoint()` describes with `message`, in place (stop the
+    # stream that would otherwise keep spinning). False when it cannot; the relay then posts it.

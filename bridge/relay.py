@@ -385,7 +385,9 @@ class Relay:
             try:
                 async with self.thread_lock(link.thread):
                     close = getattr(adapter, "close_reply", None)
-                    if checkpoint and close is not None and await close(link.thread, link.address, checkpoint, MSG_RESTART):
+                    if checkpoint and close is not None and await close(
+                        link.thread, link.address, checkpoint, MSG_RESTART
+                    ):
                         continue
                     sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
                     await sink.fail(MSG_RESTART)
