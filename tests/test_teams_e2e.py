@@ -368,6 +368,25 @@ async def test_long_answer_is_split_without_losing_a_character(h: Harness) -> No
     assert "".join(parts) == text
 
 
+async def test_a_long_answer_keeps_streaming_in_a_new_message_when_the_first_is_full(h: Harness) -> None:
+    text = " ".join(f"w{i:05d}" for i in range(4000))  # ~28,000 characters: three messages
+    h.sim.script_answer(text=text, match="longer", chunks=10, delay=0.3)
+    activity = h.alice.personal("a longer one please")
+    await h.post(activity)
+    await h.drain()
+    conv = activity["conversation"]["id"]
+    messages = h.fake.in_conversation(conv)
+    assert "".join(m.text for m in messages) == text
+    assert len(messages) == 3 and all(m.stream and m.stream_state == "final" for m in messages[:2])
+    # the first message was ended when full, and a second stream started, while Moveworks still wrote
+    end = next(iter(h.sim.timings.values()))["end"]
+    infos = [(c.at, streaminfo_of(c.json) or {}) for c in h.fake.calls_for(conv) if c.method == "POST"]
+    first_ended = next(at for at, info in infos if info.get("streamType") == "final")
+    second_started = next(at for at, info in infos
+                          if at > first_ended and info.get("streamType") == "streaming" and "streamId" not in info)
+    assert first_ended < second_started < end
+
+
 # --- feedback, actions ------------------------------------------------------------------------------
 
 

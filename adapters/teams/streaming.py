@@ -13,7 +13,8 @@ Recovery paths, so an answer is never lost:
 * 403 "canceled by user": `UserCanceled`, so the relay stops the Moveworks request;
 * streaming refused before anything was shown (ContentStreamNotAllowed, 405): the reply becomes
   a post-then-edit `EditingSink`;
-* an answer longer than one message: the final message holds the first part, the rest follow.
+* an answer longer than one message: when the streamed message is full it is ended with its part
+  and the answer streams on in a new message, so the text never stands still until the end.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class TeamsStreamSink:
         self._state = "new"  # new | streaming | expired | canceled | done
         self._fallback: EditingSink | None = None
         self.message_ids: list[str] = []
+        self._full: list[str] = []  # parts of a long answer already ended as their own messages
+        self._full_ids: list[str] = []
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The open stream a restarted process must end after a crash (Teams keeps it spinning)."""
@@ -89,18 +92,31 @@ class TeamsStreamSink:
             await self._show_by_update(frame)
             return
         if not frame.text:
-            if self._streamed:
+            if self._streamed or self._full:
                 return False  # informative updates only before the first text
             await self._stream(status_text(frame.status), "informative")
             return
-        if len(frame.text) > self._limit:
-            return False  # the final message splits it
-        wire = render_text(frame.text, self.target.text_format)
+        text = frame.text
+        if self._full or len(text) > self._limit:
+            parts = split_markdown(text, self._limit)
+            if parts[:len(self._full)] != self._full:
+                return False  # an ended part was rewritten: the final reconciles it
+            if len(parts) > len(self._full) + 1 and self._state == "streaming":
+                await self._rotate(parts[len(self._full)])
+            text = parts[min(len(self._full), len(parts) - 1)]
+        wire = render_text(text, self.target.text_format)
         if not wire.startswith(self._streamed):
             return False  # not cumulative (a table rewritten as it completed): wait for the final
         await self._stream(wire, "streaming")
         self._streamed = wire
-        self._shown_answer = frame.text
+        self._shown_answer = text
+
+    async def _rotate(self, part: str) -> None:
+        """The streamed message is full: end it with its part; the next frame opens a new stream."""
+        self._full_ids.append(await self._end_stream(part, None))
+        self._full.append(part)
+        self.stream_id, self._sequence, self._streamed, self._shown_answer = None, 0, "", ""
+        self._state = "new"
 
     async def _stream(self, text: str, stream_type: str) -> None:
         sequence = self._sequence + 1
@@ -196,12 +212,23 @@ class TeamsStreamSink:
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
             extras = answer if last else None
-            if i == 0 and self.stream_id is not None:
+            if i < len(self._full):  # already ended while streaming: fix it only if it changed
+                message_id = self._full_ids[i]
+                if part != self._full[i] or last:
+                    await self._final(lambda part=part, extras=extras, message_id=message_id: self.target.update(
+                        message_id, self.target.final_message(part, extras), final=True))
+                ids.append(message_id)
+            elif i == len(self._full) and self.stream_id is not None:
                 ids.append(await self._end_stream(part, extras))
             else:
                 ids.append(await self._final(
                     lambda part=part, extras=extras: self.target.send(
                         self.target.final_message(part, extras), op="post", final=True)))
+        for message_id in self._full_ids[len(parts):]:  # the final answer is shorter than streamed
+            try:
+                await self.target.delete(message_id)
+            except DeliveryError:
+                log.info("could not delete a surplus part")
         self.target.remember_answer(ids[-1], answer)
         self._state = "done"
         self._shown_answer = answer.text
