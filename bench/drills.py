@@ -15,7 +15,8 @@ import asyncio
 import time
 
 from bench.report import Context, DrillFailed, Table
-from bench.stack import Stack, answer_words, chars_lost, wait_until
+from bench.stack import Stack, answer_words, chars_lost
+from tests.waiting import until
 
 ANSWER = answer_words(1_500)
 KIND = ("Sorry", "Please try again", "please ask", "Please ask", "busy right now")
@@ -81,12 +82,12 @@ async def kill_serve(ctx: Context, stack: Stack, table: Table) -> None:
                 out.append(stack.teams_reply(where, at, "w0"))
         return out
 
-    await wait_until(lambda: all(r.first_text_at for r in replies()), 30, "first text of every answer")
+    await until(lambda: all(r.first_text_at for r in replies()), 30, "first text of every answer")
     await native.kill()
     await edit.kill()
     for proc in (native, edit):
         await proc.start()  # same database: the restart finds the cut-off answers
-    await wait_until(lambda: all(classify(r.visible, ANSWER) != "silent" for r in replies()), 60,
+    await until(lambda: all(classify(r.visible, ANSWER) != "silent" for r in replies()), 60,
                      "a final or an interruption note in every thread")
     await asyncio.sleep(1.0)  # anything else the restart writes
     results = [classify(r.visible, ANSWER) for r in replies()]

@@ -32,7 +32,6 @@ from bridge.budget import Budgets
 from bridge.config import Settings
 from bridge.models import ChatUser, ThreadKey
 from bridge.moveworks import MoveworksClient
-from bridge.moveworks.models import Page
 from bridge.poller import Poller
 from bridge.relay import Relay
 from bridge.runtime import AdapterContext
@@ -40,6 +39,7 @@ from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 from bridge.webhook import webhook_routes
 from tests.fakes.slack_api import FakeSlack
+from tests.poll_load import CountingClient, fill_employees, max_in_window
 from tests.spine_fakes import FakeClock
 from tests.waiting import until
 
@@ -64,7 +64,7 @@ class KeyPerEmployeeAuth:
         pass
 
 
-class Stack:
+class PollerStack:
     """Simulator + store + relay + the real Slack adapter on a fake Slack + a poller, in process.
 
     The fake Slack stamps calls with wall time, so lag is measured where the user sees the post,
@@ -73,7 +73,7 @@ class Stack:
     def __init__(self, tmp: Path, emails: list[str], *, interval: float = INTERVAL, webhook: bool = False) -> None:
         self.tmp, self.emails, self.interval, self.webhook = tmp, emails, interval, webhook
 
-    async def __aenter__(self) -> Stack:
+    async def __aenter__(self) -> PollerStack:
         self.fake = FakeSlack(clock=time.time)
         await self.fake.start()
         self.sim = Simulator(SimulatorConfig(assistant_name=ASSISTANT, pace=0,
@@ -135,7 +135,7 @@ async def lag(ctx: Context, table: Table, *, events: int, duration: float, webho
     """Events at random times for random active identities; lag = Slack post time - creation."""
     emails = [f"active{i}@example.com" for i in range(20)]
     created: dict[str, float] = {}
-    async with Stack(ctx.tmp, emails, webhook=webhook) as st:
+    async with PollerStack(ctx.tmp, emails, webhook=webhook) as st:
         rng = random.Random(7)
         times = sorted(rng.uniform(0, duration) for _ in range(events))
         start = time.monotonic()
@@ -156,7 +156,7 @@ async def lag(ctx: Context, table: Table, *, events: int, duration: float, webho
 async def backlog(ctx: Context, table: Table, *, events: int) -> str | None:
     """One conversation with `events` waiting: one poll drains it into the thread, in order."""
     email = "backlog@example.com"
-    async with Stack(ctx.tmp, [email], interval=3600.0) as st:
+    async with PollerStack(ctx.tmp, [email], interval=3600.0) as st:
         conv, ts = st.threads[email]
         for i in range(events):
             st.sim.inject_event(email, f"backlog event {i:05d}", conversation_id=conv)
@@ -174,40 +174,10 @@ async def backlog(ctx: Context, table: Table, *, events: int) -> str | None:
     return None
 
 
-class CountingClient:
-    """An instant Moveworks client with no events; records when each identity was polled."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.calls: list[tuple[float, str | None]] = []
-
-    async def list_events(self, identity, conversation_id="-", *, starting_after=None, ending_at=None,
-                          cursor=None, limit=100):
-        self.calls.append((self.clock(), identity))
-        return Page((), None)
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times, best, j = sorted(times), 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
 def fill(store: Store, active: int, now: float) -> list[str]:
     """IDENTITIES employees, the first `active` seen a minute ago, the rest idle for 1-30 days."""
-    emails = [f"user{i:05d}@example.com" for i in range(IDENTITIES)]
-    store.db.execute("BEGIN")
-    for i, email in enumerate(emails):
-        store.db.execute(
-            "INSERT INTO employees (platform, workspace, user_id, email, name, email_checked_at, last_active_at) "
-            "VALUES ('slack', 'T1', ?, ?, NULL, ?, ?)",
-            (f"U{i}", email, now, now - 60 if i < active else now - 86_400 * (1 + i % 30)),
-        )
-    store.db.execute("COMMIT")
-    return emails
+    return fill_employees(store, IDENTITIES, active=active, now=now, active_age=60.0,
+                          idle_days=lambda i: 1 + i % 30)
 
 
 async def rate_virtual(table: Table, *, active: int, seconds: float) -> None:
@@ -228,7 +198,7 @@ async def rate_virtual(table: Table, *, active: int, seconds: float) -> None:
 
     await clock.run(scenario(), limit=seconds + 600)
     store.close()
-    calls = [(t - t0, who) for t, who in client.calls if t - t0 <= seconds]
+    calls = [(t - t0, who) for t, who in zip(client.times, client.identities) if t - t0 <= seconds]
     times = [t for t, _ in calls]
     table.add(f"virtual time, {seconds / 60:.0f} min", f"{IDENTITIES:,} ({active} active)", len(times),
               len(times) / seconds, max_in_window(times))

@@ -17,7 +17,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -334,11 +333,3 @@ class Stack:
         return Reply(asked_at, first, ok[-1].at if ok else None, self.teams.visible_text(conversation_id, "\n"),
                      len(calls), sum(1 for c in calls if c.status == 429),
                      [c.at for c in ok if ANSWER_WORD.search(json.dumps(c.json))])
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str, *, step: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
-        await asyncio.sleep(step)

@@ -6,42 +6,12 @@ import asyncio
 import time
 
 from bridge.models import ChatUser
-from bridge.moveworks.errors import RateLimited
-from bridge.moveworks.models import Page
 from bridge.poller import Poller
 from bridge.relay import Relay
 from bridge.scheduler import RequestBudget, Schedule
 from bridge.store import Store
+from tests.poll_load import CountingClient, fill_employees, max_in_window
 from tests.spine_fakes import FakeClock
-
-
-def max_in_window(times: list[float], window: float = 1.0) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window:  # half-open window (t - window, t]
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
-
-class CountingClient:
-    """list_events answering instantly with an empty page; records the (virtual) time of each call."""
-
-    def __init__(self, clock, *, rate_limit_at: set[int] | None = None, retry_after: float = 5.0):
-        self.clock = clock
-        self.times: list[float] = []
-        self.identities: list[str | None] = []
-        self.rate_limit_at = rate_limit_at or set()
-        self.retry_after = retry_after
-
-    async def list_events(self, identity, conversation_id="-", *, starting_after=None, ending_at=None,
-                          cursor=None, limit=100):
-        self.times.append(self.clock())
-        self.identities.append(identity)
-        if len(self.times) in self.rate_limit_at:
-            raise RateLimited("429", retry_after=self.retry_after, status=429, code="RATE_LIMIT_EXCEEDED")
-        return Page((), None)
 
 
 async def test_budget_is_a_sliding_window():
@@ -62,19 +32,6 @@ async def test_budget_is_a_sliding_window():
     jitter = {0: 0.009, 10: -0.009}
     assert max_in_window([t + jitter.get(i % 20, 0.0) for i, t in enumerate(times)]) == 10
     assert times[-1] - times[0] < 41.0  # the full rate is used, less a 2 % margin for that jitter
-
-
-def fill_employees(store: Store, n: int, *, active: int, now: float) -> list[str]:
-    emails = [f"user{i:05d}@example.com" for i in range(n)]
-    store.db.execute("BEGIN")
-    for i, email in enumerate(emails):
-        store.db.execute(
-            "INSERT INTO employees (platform, workspace, user_id, email, name, email_checked_at, "
-            "last_active_at) VALUES ('slack', 'T1', ?, ?, NULL, ?, ?)",
-            (f"U{i}", email, now, now - 30 if i < active else now - 86_400 * 3),
-        )
-    store.db.execute("COMMIT")
-    return emails
 
 
 async def test_ten_thousand_identities_never_exceed_the_budget():
