@@ -74,25 +74,25 @@ async def run(ctx: Context) -> list[Table]:
                 replies = await asyncio.gather(
                     *(baseline(stack, bots[key], key, n) for key in "ab"),
                     slack(stack, serve_edit, "c", n), slack(stack, serve_native, "d", n),
-                    teams(stack, serve_edit, teams_user.personal(f"question [e{n}]")),
-                    teams(stack, serve_edit, teams_user.channel(f"question [f{n}]",
-                                                                channel_id=f"19:bench-{n}@thread.tacv2")))
+                    stack.ask_teams(serve_edit, teams_user.personal(f"question [e{n}]")),
+                    stack.ask_teams(serve_edit, teams_user.channel(f"question [f{n}]",
+                                                                   channel_id=f"19:bench-{n}@thread.tacv2")))
                 await stack.answered(serve_edit, 3 * (n + 1), timeout=300)
                 await stack.answered(serve_native, n + 1, timeout=300)
                 for key, (where, asked) in zip(STRATEGIES, replies):
                     reply = (stack.teams_reply(where, asked, "w0") if key in "ef"
                              else stack.slack_reply(where[0], where[1], asked, "w0"))
                     timing = stack.timing(f"[{key}{n}]")
+                    first, end = timing.get("first_text"), timing.get("end")
                     table.add(STRATEGIES[key], shape.name, _since(reply.first_text_at, asked),
-                              _since(reply.first_text_at, timing.get("first_text")),
-                              reply.longest_still(timing.get("first_text"), timing.get("end")), _since(reply.final_at, timing.get("end")), reply.writes, reply.rate_limited,
+                              _since(reply.first_text_at, first), reply.longest_still(first, end),
+                              _since(reply.final_at, end), reply.writes, reply.rate_limited,
                               chars_lost(text, reply.visible))
         finally:
             for bot in bots.values():
                 await bot.aclose()
     table.notes += _ratios(table, [s.name for s in shapes])
-    lost = [row for row in table.rows if row[-1]]
-    ours_lost = [row for row in lost if "ours" in row[0]]
+    ours_lost = [row for row in table.rows if row[-1] and "ours" in row[0]]
     if ours_lost:
         raise DrillFailed(f"our strategies lost characters: {ours_lost}")
     return [table]
@@ -110,10 +110,6 @@ async def slack(stack: Stack, serve: Any, key: str, n: int) -> tuple[tuple[str, 
     ts, asked = await stack.ask_slack(serve, f"question [{key}{n}]", user=f"U{key}", channel=channel,
                                       team=f"T{key.upper()}")
     return (channel, ts), asked
-
-
-async def teams(stack: Stack, serve: Any, activity: dict[str, Any]) -> tuple[str, float]:
-    return await stack.ask_teams(serve, activity)
 
 
 def _since(at: float | None, start: float | None) -> float | None:

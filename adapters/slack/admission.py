@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from bridge.budget import WriteBudget
 from bridge.models import Answer, Capabilities, Frame, Rate
 from bridge.streaming import EditingSink
 
@@ -33,7 +34,9 @@ class Seats:
         self._held: dict[str, dict[int, float]] = {}
         self._next = 0
 
-    def take(self, team: str) -> Callable[[], None] | None:
+    def take(self, team: str, budget: WriteBudget) -> Callable[[], None] | None:
+        """A seat in `team`, or None when all are taken. While seats are held, `budget` keeps a
+        token in reserve for each of their finals. Returns the seat's release."""
         now = self._clock()
         held = self._held.setdefault(team, {})
         for seat, taken in list(held.items()):
@@ -44,10 +47,13 @@ class Seats:
         self._next += 1
         seat = self._next
         held[seat] = now
-        return lambda: held.pop(seat, None)
+        budget.reserve = len(held)
 
-    def live(self, team: str) -> int:
-        return len(self._held.get(team, {}))
+        def release() -> None:
+            held.pop(seat, None)
+            budget.reserve = len(held)
+
+        return release
 
 
 class StatusThenPostSink:

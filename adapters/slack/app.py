@@ -417,14 +417,8 @@ class SlackAdapter:
         # Admission (see admission.py): native while Tier 2 has room, else edits while seats are
         # free, else the thread status and one post of the whole answer.
         if not (native and thread_ts and self.budgets.get(f"slack:{team}:edges", EDGE_RATE).try_take(2)):
-            seat = self._edit_seats.take(team)
-            if seat is not None:
-                edit_budget.reserve = self._edit_seats.live(team)  # a final each, never queued
-
-                def release(seat: Callable[[], None] = seat) -> None:
-                    seat()
-                    edit_budget.reserve = self._edit_seats.live(team)
-
+            release = self._edit_seats.take(team, edit_budget)
+            if release is not None:
                 return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", sleep=self._sleep,
                                    on_end=release)
             if thread_ts:
