@@ -369,8 +369,10 @@ class StreamRenderer:
         """Hand the sink's checkpoint (what a restarted process needs to close this reply in
         place) to the owner when it changed: once per stream, not once per frame."""
         checkpoint = getattr(self.sink, "checkpoint", None)
-        state = checkpoint() if callable(checkpoint) else None
-        if state != self._checkpoint and self._on_checkpoint is not None:
+        if self._on_checkpoint is None or checkpoint is None:
+            return
+        state = checkpoint()
+        if state != self._checkpoint:
             self._checkpoint = state
             self._on_checkpoint(state)
 

@@ -354,7 +354,9 @@ class Store:
         """At start-up of the answering process: replies a crashed process left 'streaming' can
         never finish. Marks them and returns (thread link, the reply's last checkpoint), oldest
         first, so the users can be told in place."""
-        rows = self._all("SELECT id, link_id, checkpoint FROM replies WHERE status = 'streaming' ORDER BY id")
+        rows = self._all(
+            "SELECT id, link_id, checkpoint FROM replies WHERE status = 'streaming' ORDER BY id"
+        )
         self.db.execute(
             "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'",
             (self.clock(),),
