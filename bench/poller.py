@@ -28,16 +28,16 @@ import aiohttp
 from aiohttp import web
 
 from bench.report import Context, DrillFailed, Table, ms, pct
-from bridge.budget import Budgets
-from bridge.config import Settings
+from bridge.mechanisms.ratelimit import Budgets
+from bridge.process.config import Settings
 from bridge.models import ChatUser, ThreadKey
 from bridge.moveworks import MoveworksClient
-from bridge.poller import Poller
-from bridge.relay import Relay
-from bridge.runtime import AdapterContext
+from bridge.events.poller import Poller
+from bridge.answers.relay import Relay
+from bridge.process.runtime import AdapterContext
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
-from bridge.webhook import webhook_routes
+from bridge.events.webhook import webhook_routes
 from tests.fakes.slack_api import FakeSlack
 from tests.poll_load import CountingClient, fill_employees, max_in_window
 from tests.spine_fakes import FakeClock

@@ -10,7 +10,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.budget import Budgets
+from bridge.mechanisms.ratelimit import Budgets
 from bridge.errors import RateLimited
 from bridge.models import Answer, Capabilities, ChatUser, Employee, Rate, ThreadKey
 from bridge.moveworks.models import (
@@ -24,7 +24,7 @@ from bridge.moveworks.models import (
     ResponseCompleted,
     ResponseCreated,
 )
-from bridge.streaming import EditingSink
+from bridge.answers.renderer import EditingSink
 
 
 class FakeClock:

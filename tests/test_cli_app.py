@@ -12,9 +12,9 @@ import sys
 import httpx
 import pytest
 
-from bridge.config import Settings
+from bridge.process.config import Settings
 from bridge.errors import ConfigError
-from bridge.logs import Redactor
+from bridge.process.logs import Redactor
 
 QUESTION = "How do I reset my password?"
 
@@ -109,7 +109,7 @@ def test_json_logs_are_one_object_per_line_without_secrets(capsys):
     import json
     import logging
 
-    from bridge import logs
+    from bridge.process import logs
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -134,7 +134,7 @@ async def test_chat_shows_proactive_events_as_they_arrive(sim):
 
     from adapters.console import THREAD, ConsoleAdapter
     from bridge.models import Inbound
-    from bridge.runtime import build_runtime
+    from bridge.process.runtime import build_runtime
     from bridge.store import Store
 
     settings = Settings(moveworks_base_url=sim.base_url, moveworks_assistant_name="moveworks-bridge-dev",
@@ -157,7 +157,7 @@ async def test_chat_shows_proactive_events_as_they_arrive(sim):
 
 async def test_after_a_crash_the_answering_process_tells_the_thread_but_a_poll_worker_does_not(sim, tmp_path, capsys):
     from adapters.console import THREAD
-    from bridge.runtime import build_runtime
+    from bridge.process.runtime import build_runtime
     from bridge.store import Store
 
     path = tmp_path / "bridge.db"

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from bridge.delivery import event_from_payload, event_to_json
+from bridge.events.delivery import event_from_payload, event_to_json
 from bridge.errors import RateLimited as PlatformRateLimited
 from bridge.models import ThreadKey
 from bridge.moveworks.errors import InvalidRequest
 from bridge.moveworks.models import Event, Page
-from bridge.poller import SERVICE, Poller
+from bridge.events.poller import SERVICE, Poller
 from tests.test_poller_helpers import close_env, make_env, permanent, transient
 
 ANN = "ann@example.com"

@@ -13,7 +13,7 @@ from typing import Any
 from bridge.errors import DeliveryError
 from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
 from bridge.moveworks import ApiKeyAuth, MoveworksClient
-from bridge.relay import Relay
+from bridge.answers.relay import Relay
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 
@@ -118,7 +118,7 @@ class Env:
     identities: list[str] = field(default_factory=list)
 
     def poller(self, **kw: Any):
-        from bridge.poller import Poller
+        from bridge.events.poller import Poller
 
         kw.setdefault("interval", 0.2)
         return Poller(store=self.store, client=self.client, relay=self.relay, **kw)

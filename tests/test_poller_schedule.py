@@ -6,9 +6,9 @@ import asyncio
 import time
 
 from bridge.models import ChatUser
-from bridge.poller import Poller
-from bridge.relay import Relay
-from bridge.scheduler import RequestBudget, Schedule
+from bridge.events.poller import Poller
+from bridge.answers.relay import Relay
+from bridge.events.schedule import RequestBudget, Schedule
 from bridge.store import Store
 from tests.poll_load import CountingClient, fill_employees, max_in_window
 from tests.spine_fakes import FakeClock

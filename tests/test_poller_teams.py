@@ -16,10 +16,10 @@ from typing import Any
 import pytest_asyncio
 from aiohttp import web
 
-from bridge.app import make_app
-from bridge.config import Settings
+from bridge.process.server import make_app
+from bridge.process.config import Settings
 from bridge.models import ThreadKey
-from bridge.runtime import build_runtime
+from bridge.process.runtime import build_runtime
 from bridge.store import Store
 from tests.fakes.bf_connector import TENANT, streaminfo_of
 from tests.test_teams_e2e import Harness

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.budget import Budgets
+from bridge.mechanisms.ratelimit import Budgets
 from bridge.models import Capabilities, ChatUser, Inbound, ThreadKey
-from bridge.relay import MSG_EMPTY, MSG_NO_IDENTITY, MSG_NOT_OWNER, MSG_TOO_LONG, Relay
+from bridge.answers.relay import MSG_EMPTY, MSG_NO_IDENTITY, MSG_NOT_OWNER, MSG_TOO_LONG, Relay
 from bridge.store import Store
 from tests.spine_fakes import RecordingAdapter
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from bridge.budget import Budgets, WriteBudget
+from bridge.mechanisms.ratelimit import Budgets, WriteBudget
 from bridge.models import Capabilities, Rate
-from bridge.streaming import EditingSink, StreamRenderer
+from bridge.answers.renderer import EditingSink, StreamRenderer
 from tests.spine_fakes import FakeClock, RecordingOps, RecordingPlatform, scripted_stream
 
 FENCE = re.compile(r"^ {0,3}```", re.M)
@@ -131,7 +131,7 @@ async def test_failure_keeps_partial_text_and_adds_a_kind_note():
         await clock.sleep(2)
         yield StreamError("INTERNAL", "boom")
 
-    from bridge.streaming import AnswerFailed
+    from bridge.answers.renderer import AnswerFailed
 
     with pytest.raises(AnswerFailed):
         await clock.run(renderer.run(broken()))

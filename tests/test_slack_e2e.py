@@ -19,10 +19,10 @@ from urllib.parse import urlencode
 import pytest_asyncio
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.budget import Budgets
-from bridge.config import Settings
+from bridge.mechanisms.ratelimit import Budgets
+from bridge.process.config import Settings
 from bridge.models import Answer, Employee, ThreadKey
-from bridge.runtime import build_runtime
+from bridge.process.runtime import build_runtime
 from bridge.simulator import Simulator
 from bridge.store import Store
 from tests.fakes.slack_api import FakeSlack
@@ -776,7 +776,7 @@ class VirtualClock:
 
 async def test_proactive_backlog_to_one_thread_is_not_held_by_the_edit_budget(tmp_path):
     from adapters.slack.app import EDIT_RATE, SlackAdapter
-    from bridge.runtime import AdapterContext
+    from bridge.process.runtime import AdapterContext
 
     clock = VirtualClock()
     fake = FakeSlack(clock=clock, enforce_post_rate=True)  # ~1 chat.postMessage/s per channel, then 429

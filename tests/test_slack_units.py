@@ -16,7 +16,7 @@ from adapters.slack.install import KvInstallationStore, KvOAuthStateStore
 from adapters.slack.mrkdwn import mentions, to_mrkdwn, to_plain
 from adapters.slack.native import APPEND_LIMIT, NativeStreamSink, open_fence
 from adapters.slack.status import StatusKeeper
-from bridge.budget import Budgets
+from bridge.mechanisms.ratelimit import Budgets
 from bridge.models import Answer, CitationLink, FeedbackTarget, Frame
 from bridge.moveworks.models import Action
 from bridge.store import Store

@@ -36,8 +36,8 @@ from adapters.teams.connector import (
     PrefetchedToken,
     channel_openid_url,
 )
-from bridge.budget import Budgets
-from bridge.config import Settings
+from bridge.mechanisms.ratelimit import Budgets
+from bridge.process.config import Settings
 from bridge.store import Store
 from tests.test_teams_e2e import Harness, until
 

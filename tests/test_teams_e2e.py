@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bridge.config import Settings
+from bridge.process.config import Settings
 from bridge.models import Employee
 from bridge.simulator import Simulator
 from tests.fakes.bf_connector import TENANT, FakeConnector, TeamsUser, streaminfo_of

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from bridge.textfmt import balance_fences, normalise_markdown, split_markdown, status_line
+from bridge.answers.markdown import balance_fences, normalise_markdown, split_markdown, status_line
 
 FENCE = re.compile(r"^ {0,3}(```|~~~)", re.M)
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bridge.webhook import sign, webhook_routes
+from bridge.events.webhook import sign, webhook_routes
 from tests.test_poller_helpers import close_env, make_env
 
 SECRET = "s3cret-for-tests"

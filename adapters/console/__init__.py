@@ -14,7 +14,7 @@ import sys
 from typing import Any, TextIO
 
 from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
-from bridge.textfmt import balance_fences
+from bridge.answers.markdown import balance_fences
 
 PLATFORM = "console"
 CAPABILITIES = Capabilities(max_text_len=1_000_000, edit=True, native_stream=True, min_edit_interval=0.05)

@@ -14,9 +14,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bridge.budget import WriteBudget
+from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.models import Answer, Capabilities, Frame, Rate
-from bridge.streaming import EditingSink
+from bridge.answers.renderer import EditingSink
 
 from .status import StatusKeeper
 

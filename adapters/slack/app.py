@@ -30,8 +30,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.errors import DeliveryError
 from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
-from bridge.ports import ReplySink
-from bridge.streaming import EditingSink
+from bridge.contract import ReplySink
+from bridge.answers.renderer import EditingSink
 
 from . import blocks as bk
 from . import directory

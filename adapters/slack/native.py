@@ -28,12 +28,12 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.budget import WriteBudget
+from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.errors import DeliveryError, RateLimited
 from bridge.models import Answer, Capabilities, Frame, Rate
-from bridge.ports import ReplySink
-from bridge.streaming import write_final
-from bridge.textfmt import open_fence, split_markdown
+from bridge.contract import ReplySink
+from bridge.answers.renderer import write_final
+from bridge.answers.markdown import open_fence, split_markdown
 
 from . import blocks as bk
 from .calls import PERMANENT, STREAM_GONE, TOO_LONG, TRANSIENT, error_code, is_rate_limited, retry_after

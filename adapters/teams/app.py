@@ -26,11 +26,11 @@ from botbuilder.schema import (
 )
 from msrest.exceptions import DeserializationError
 
-from bridge.budget import WriteBudget
+from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.errors import DeliveryError
 from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
-from bridge.ports import ReplySink
-from bridge.streaming import EditingSink
+from bridge.contract import ReplySink
+from bridge.answers.renderer import EditingSink
 
 from .bot import TeamsBot, TenantRefused
 from .connector import (

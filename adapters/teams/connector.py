@@ -59,7 +59,7 @@ from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor
 from msal import ConfidentialClientApplication
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
-from bridge.config import Settings
+from bridge.process.config import Settings
 from bridge.errors import DeliveryError, RateLimited, StreamExpired
 from bridge.moveworks.auth import parse_retry_after
 

@@ -17,7 +17,7 @@ from typing import Any
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes, Attachment, Entity
 
-from bridge.budget import WriteBudget
+from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.errors import DeliveryError, RateLimited
 from bridge.models import Answer
 

@@ -27,11 +27,11 @@ from typing import Any
 
 from botbuilder.schema import ActivityTypes
 
-from bridge.budget import Sleep, WriteBudget
+from bridge.mechanisms.ratelimit import Sleep, WriteBudget
 from bridge.errors import DeliveryError, RateLimited, StreamExpired, UserCanceled
 from bridge.models import Answer, Capabilities, Frame
-from bridge.streaming import CURSOR, EditingSink
-from bridge.textfmt import balance_fences, split_markdown
+from bridge.answers.renderer import CURSOR, EditingSink
+from bridge.answers.markdown import balance_fences, split_markdown
 
 from .connector import StreamCanceled, StreamNotAllowed, StreamTimedOut
 from .entities import StreamInfoEntity

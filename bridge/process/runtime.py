@@ -12,15 +12,15 @@ from typing import Any
 
 import httpx
 
-from bridge import metrics
-from bridge.budget import Budgets
-from bridge.config import Settings
+from bridge.process import metrics
+from bridge.mechanisms.ratelimit import Budgets
+from bridge.process.config import Settings
 from bridge.moveworks import ApiKeyAuth, ClientCredentialsAuth, MoveworksClient, UserJwtAuth
 from bridge.moveworks.auth import AuthProvider
-from bridge.relay import Relay
+from bridge.answers.relay import Relay
 from bridge.store import Store
 
-log = logging.getLogger("bridge.runtime")
+log = logging.getLogger("bridge.process.runtime")
 
 # Adapters whose start() takes `inbound` (the chat platforms; the console has no inbound side).
 _INBOUND_AWARE = frozenset({"slack", "teams"})
@@ -158,7 +158,7 @@ def build_runtime(
         relay.register(adapter)
         runtime.adapters.append(adapter)
     if poller:
-        from bridge.poller import Poller
+        from bridge.events.poller import Poller
 
         # Its own client with a single attempt per call: every request the poller makes must go
         # through its global budget, so the client must not retry behind its back.

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from bridge import metrics
-from bridge.runtime import Runtime
+from bridge.process import metrics
+from bridge.process.runtime import Runtime
 
-log = logging.getLogger("bridge.app")
+log = logging.getLogger("bridge.process.server")
 
 RUNTIME = web.AppKey("runtime", Runtime)
 MAX_BODY = 1024 * 1024  # Slack and Bot Framework payloads are far smaller; refuse giant bodies
@@ -66,7 +66,7 @@ def make_app(runtime: Runtime) -> web.Application:
         if mount is not None:
             mount(app)
     if runtime.poller is not None:
-        from bridge.webhook import make_webhook_handler
+        from bridge.events.webhook import make_webhook_handler
 
         app.router.add_post(
             "/moveworks/webhook", make_webhook_handler(runtime.poller, runtime.settings.webhook_secret)

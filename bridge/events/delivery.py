@@ -38,18 +38,18 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from bridge.concurrency import KeyedLock
+from bridge.mechanisms.gate import KeyedLock
 from bridge.errors import DeliveryError, RateLimited
 from bridge.models import Answer, Employee, ThreadKey, ThreadLink
 from bridge.moveworks.models import Event, Message
-from bridge.streaming import answer_from_message
+from bridge.answers.renderer import answer_from_message
 
 try:  # metrics are optional for library use (tests build a Poller without the app)
-    from bridge import metrics as _metrics
+    from bridge.process import metrics as _metrics
 except ImportError:  # pragma: no cover
     _metrics = None
 
-log = logging.getLogger("bridge.poller")
+log = logging.getLogger("bridge.events.poller")
 
 MESSAGE_EVENT = "MESSAGE_EVENT"
 KNOWN_CONTENT_TYPES = frozenset({"PLAIN_TEXT", "COMMONMARK_TEXT", "MARKDOWN_TEXT"})

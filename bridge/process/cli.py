@@ -12,11 +12,11 @@ import sys
 import uuid
 from collections.abc import Sequence
 
-from bridge import logs
-from bridge.config import SECRET_FIELDS, Settings
+from bridge.process import logs
+from bridge.process.config import SECRET_FIELDS, Settings
 from bridge.errors import ConfigError
 
-log = logging.getLogger("bridge.cli")
+log = logging.getLogger("bridge.process.cli")
 
 SIM_ASSISTANT = "moveworks-bridge-dev"
 SIM_API_KEY = "sim-key"
@@ -42,8 +42,8 @@ def _setup_logs(settings: Settings | None, level: str | None = None) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     _setup_logs(settings)
-    from bridge.app import serve
-    from bridge.runtime import build_runtime
+    from bridge.process.server import serve
+    from bridge.process.runtime import build_runtime
 
     if "teams" in settings.adapters and not settings.teams_app_id:
         log.warning(
@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _poll_forever(settings: Settings) -> None:
-    from bridge.runtime import build_runtime
+    from bridge.process.runtime import build_runtime
 
     runtime = build_runtime(settings, poller=True, answers=False)
     await runtime.start(inbound=False)  # deliveries only: questions go to `serve`
@@ -106,7 +106,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 async def _chat(args: argparse.Namespace) -> int:
     from adapters.console import THREAD, ConsoleAdapter
     from bridge.models import Inbound
-    from bridge.runtime import build_runtime
+    from bridge.process.runtime import build_runtime
     from bridge.store import Store
 
     sim = None
@@ -205,7 +205,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from bridge.doctor import run_doctor
+    from bridge.process.doctor import run_doctor
 
     _setup_logs(None, "ERROR")
     return asyncio.run(run_doctor(as_email=args.as_email))

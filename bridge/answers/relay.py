@@ -16,9 +16,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any
 
-from bridge import metrics
-from bridge.budget import Budgets
-from bridge.concurrency import KeyedLock, TaskSet
+from bridge.process import metrics
+from bridge.mechanisms.ratelimit import Budgets
+from bridge.mechanisms.gate import KeyedLock, TaskSet
 from bridge.errors import DeliveryError, UserCanceled
 from bridge.models import ChatUser, FeedbackTarget, Inbound, ThreadKey, ThreadLink
 from bridge.moveworks.errors import (
@@ -28,11 +28,11 @@ from bridge.moveworks.errors import (
     NotFound,
     RateLimited,
 )
-from bridge.ports import ChatAdapter, ReplySink
+from bridge.contract import ChatAdapter, ReplySink
 from bridge.store import Store
-from bridge.streaming import AnswerFailed, StreamRenderer
+from bridge.answers.renderer import AnswerFailed, StreamRenderer
 
-log = logging.getLogger("bridge.relay")
+log = logging.getLogger("bridge.answers.relay")
 
 MAX_INPUT_CHARS = 8000
 EMAIL_RECHECK_SECONDS = 24 * 3600.0

@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from dataclasses import dataclass, field
 
-from bridge import metrics
-from bridge.budget import Sleep, WriteBudget
+from bridge.process import metrics
+from bridge.mechanisms.ratelimit import Sleep, WriteBudget
 from bridge.errors import DeliveryError, RateLimited, StreamExpired
 from bridge.models import Answer, Capabilities, CitationLink, FeedbackTarget, Frame
 from bridge.moveworks.errors import StreamFailed
@@ -34,10 +34,10 @@ from bridge.moveworks.models import (
     StreamError,
     StreamEvent,
 )
-from bridge.ports import MessageOps, ReplySink
-from bridge.textfmt import balance_fences, normalise_markdown, split_markdown, status_line
+from bridge.contract import MessageOps, ReplySink
+from bridge.answers.markdown import balance_fences, normalise_markdown, split_markdown, status_line
 
-log = logging.getLogger("bridge.streaming")
+log = logging.getLogger("bridge.answers.renderer")
 T = TypeVar("T")
 
 EMPTY_ANSWER = "I couldn't find an answer to that. Could you try rephrasing your question?"

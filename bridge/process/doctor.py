@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bridge.config import Settings
+from bridge.process.config import Settings
 from bridge.errors import ConfigError
 
 
@@ -44,7 +44,7 @@ async def run_doctor(*, as_email: str | None = None, env=None, out: TextIO | Non
         return 1
 
     from bridge.moveworks.errors import MoveworksError
-    from bridge.runtime import build_runtime
+    from bridge.process.runtime import build_runtime
 
     runtime = None
     try:

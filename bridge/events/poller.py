@@ -10,7 +10,7 @@ retried with backoff.
 A new identity "starts at now": its checkpoint row records when the bridge first knew it, and
 events created before that are marked skipped ("history") instead of flooding the chat.
 
-Scheduling (`bridge.scheduler`): active identities every `interval`, idle ones progressively less
+Scheduling (`bridge.events.schedule`): active identities every `interval`, idle ones progressively less
 often (up to `max_idle_interval`), all Moveworks requests through one `RequestBudget`
 (`rps`, default 10/s; a 429 pauses everyone for its Retry-After), at most `max_concurrency`
 identities in flight, one identity's errors only back that identity off. `trigger()` (the webhook)
@@ -26,17 +26,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bridge.concurrency import KeyedLock
-from bridge.delivery import Delivery, Outcome, event_from_payload
+from bridge.mechanisms.gate import KeyedLock
+from bridge.events.delivery import Delivery, Outcome, event_from_payload
 from bridge.moveworks.errors import InvalidRequest, MoveworksError, RateLimited
-from bridge.scheduler import IdentityState, RequestBudget, Schedule
+from bridge.events.schedule import IdentityState, RequestBudget, Schedule
 
 try:
-    from bridge import metrics as _metrics
+    from bridge.process import metrics as _metrics
 except ImportError:  # pragma: no cover
     _metrics = None
 
-log = logging.getLogger("bridge.poller")
+log = logging.getLogger("bridge.events.poller")
 
 SERVICE = "service"  # checkpoint key of the single identity (api_key / client_credentials)
 PAGE_LIMIT = 100

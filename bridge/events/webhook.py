@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-log = logging.getLogger("bridge.webhook")
+log = logging.getLogger("bridge.events.webhook")
 
 PATH = "/moveworks/webhook"
 MAX_BODY = 1024 * 1024
