@@ -16,7 +16,7 @@ import time
 
 from bench.report import Context, DrillFailed, Table
 from bench.stack import Stack, answer_words, chars_lost
-from tests.waiting import until
+from bridge.testing.waiting import until
 
 ANSWER = answer_words(1_500)
 KIND = ("Sorry", "Please try again", "please ask", "Please ask", "busy right now")

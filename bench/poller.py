@@ -2,7 +2,7 @@
 
 1. Delivery lag (event created -> its post reaches the fake Slack) for active identities at the
    default interval (5 s), polling only and with the webhook: real time, loopback simulator, the
-   real Slack adapter and slack_sdk against tests/fakes/slack_api.FakeSlack.
+   real Slack adapter and slack_sdk against bridge/testing/slack_api.FakeSlack.
 2. Backlog: N events already waiting in one conversation, delivered in order into one Slack
    thread (events/s), same stack.
 3. Moveworks request rate with 10,000 known identities (user_jwt-like, a key per employee) under
@@ -34,14 +34,14 @@ from bridge.models import ChatUser, ThreadKey
 from bridge.moveworks import MoveworksClient
 from bridge.events.poller import Poller
 from bridge.answers.relay import Relay
-from bridge.process.runtime import AdapterContext
+from bridge.process.services import Services
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 from bridge.events.webhook import webhook_routes
-from tests.fakes.slack_api import FakeSlack
-from tests.poll_load import CountingClient, fill_employees, max_in_window
-from tests.spine_fakes import FakeClock
-from tests.waiting import until
+from bridge.testing.slack_api import FakeSlack
+from bridge.testing.poll_load import CountingClient, fill_employees, max_in_window
+from bridge.testing.clock import FakeClock
+from bridge.testing.waiting import until
 
 ASSISTANT = "moveworks-bridge-dev"
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +88,8 @@ class PollerStack:
                             slack_api_url=self.fake.url, poll_interval=self.interval)
         from adapters.slack import build
 
-        self.relay.register(build(AdapterContext(settings=settings, store=self.store, relay=self.relay,
-                                                 budgets=Budgets())))
+        self.relay.register(build(Services(settings=settings, store=self.store, relay=self.relay,
+                                           budgets=Budgets())))
         self.threads: dict[str, tuple[str, str]] = {}  # email -> (conversation, thread ts)
         for i, email in enumerate(self.emails):
             self.fake.add_user(f"U{i}", f"user{i}", email)

@@ -28,8 +28,8 @@ from slack_sdk.signature import SignatureVerifier
 
 from bench.report import Context
 from bridge.simulator import Simulator, SimulatorConfig
-from tests.fakes.bf_connector import FakeConnector, TeamsUser
-from tests.fakes.slack_api import WRITE_METHODS, FakeSlack
+from bridge.testing.bot_connector import FakeConnector, TeamsUser
+from bridge.testing.slack_api import WRITE_METHODS, FakeSlack
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSWER_WORD = re.compile(r"\bw\d+\b")  # the words of `answer_words`

@@ -1,49 +1,156 @@
-"""The interfaces between the core and the platform adapters.
+"""The contract between the core and a chat platform: everything an adapter must or may provide,
+and everything the core offers it. A new platform is a package with `build(core) -> ChatAdapter`.
 
-An adapter gives the core `ReplySink`s (one per answer) and, for the generic post-then-edit
-strategy, `MessageOps` (post/edit/delete of one platform message). Everything else - throttling,
-coalescing, splitting, budgets, retries of the final text - lives in the core.
+Three parts:
+
+* `Core`: the small set of core services an adapter is handed (submit a question, record
+  feedback, dedupe an inbound delivery, ask whether someone follows a thread, a namespaced
+  key/value store, shared write budgets, metrics). Adapters never see the store or the relay.
+* `ChatAdapter`: three required methods (`open_reply`, `open_direct`, `resolve_email`) and
+  optional hooks with documented no-op defaults. The core checks `isinstance(adapter,
+  ChatAdapter)` once, when the adapter is registered, and never probes for methods.
+* `ReplySink` (one answer's visible surface, driven by the core's renderer) and `MessageOps`
+  (one platform message's post/edit/delete, for the core's post-then-edit `EditingSink`).
+  A native sink may decline before it showed anything (`StreamDeclined`): the core then
+  continues the reply by edits (`bridge.answers.sinks.WithFallback`).
+
+Identifiers (`ThreadKey` fields, `address`, message ids, checkpoints) are opaque to the core: it
+stores and hands them back, and never parses them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
+from bridge.models import (
+    Answer,
+    Capabilities,
+    ChatUser,
+    Employee,
+    FeedbackTarget,
+    Frame,
+    Inbound,
+    Rate,
+    ThreadKey,
+)
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from bridge.mechanisms.ratelimit import WriteBudget
+    from bridge.process.config import Settings
+
+Address = dict[str, Any]  # adapter-private, JSON-serialisable: where to write in a thread
+CheckLine = tuple[str, bool, str]  # one `doctor` line: (what, ok, detail)
 
 
-class ReplySink(Protocol):
-    """The visible surface of one answer in one thread, driven by `StreamRenderer`.
+# --- what the core offers an adapter --------------------------------------------------------------
 
-    The renderer guarantees: calls never overlap, `show` is throttled to the declared
-    capabilities, identical frames are skipped, and exactly one of `finish`/`fail` ends the sink.
+
+@dataclass(frozen=True)
+class FeedbackAck:
+    """What to show whoever clicked a rating; `recorded` says whether Moveworks took it
+    (platforms that confirm ratings themselves show only refusals and failures)."""
+
+    text: str
+    recorded: bool
+
+
+class KeyValue(Protocol):
+    """One namespace of the store's key/value table (installations, references, targets)."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str) -> None: ...
+
+    def delete(self, key: str | None = None) -> None:
+        """Delete `key`, or the whole namespace when None."""
+
+    def items(self, prefix: str = "") -> list[tuple[str, str]]: ...
+
+    def prune(self, older_than: float) -> int:
+        """Drop entries not written for `older_than` seconds; returns how many."""
+
+
+class Core(Protocol):
+    """The core services an adapter receives from `build(core)`."""
+
+    settings: Settings
+
+    def submit(self, inbound: Inbound) -> None:
+        """Accept a question (or button press) and return at once; the answer streams later."""
+
+    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
+        """Send a rating to Moveworks as the asker; never raises."""
+
+    def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
+        """True the first time an inbound delivery is seen, across processes and restarts (for
+        replies the adapter writes itself; `submit` dedupes questions on its own)."""
+
+    def follows(self, thread: ThreadKey, user_id: str) -> bool:
+        """Is the bot talking with this user in this thread (so they need no new mention)?"""
+
+    def end_threads(self, platform: str, channel: str, thread: str | None = None) -> None:
+        """The bot can no longer write into `channel` (or one `thread` of it): stop mapping
+        conversations there, so notifications take another route."""
+
+    def kv(self, namespace: str) -> KeyValue:
+        """A persistent key/value namespace, shared by every process on the same store."""
+
+    def budget(self, key: str, rate: Rate | None) -> WriteBudget:
+        """The write budget shared by every reply with the same key (a workspace, a tenant)."""
+
+    def count_write(self, platform: str, op: str) -> None:
+        """Count one platform API call (Prometheus `bridge_platform_writes_total`)."""
+
+    def count_rate_limited(self, platform: str) -> None:
+        """Count one 429 from the platform that the core did not see (it counts the ones
+        raised through a `ReplySink`)."""
+
+
+# --- what an adapter's replies implement ----------------------------------------------------------
+
+
+class ReplySink(ABC):
+    """The visible surface of one answer in one thread, driven by the core's `StreamRenderer`.
+
+    The renderer guarantees: calls never overlap, `show` is throttled to `capabilities`,
+    identical frames are skipped, and exactly one of `finish`/`fail` ends the sink.
+    Errors: `bridge.errors.PlatformRateLimited` (the renderer backs off), `PlatformError`
+    (`permanent` when retrying cannot help), `StreamExpired` (the sink switched strategy: show
+    the latest frame again), `StreamDeclined` (native streaming refused before anything was
+    shown: the core continues by edits), `UserCanceled` (the user pressed Stop).
     """
 
     capabilities: Capabilities
-    budget_key: str  # writes of every sink with the same key share one rate budget
+    budget_key: str  # every sink with the same key shares one write budget
 
+    @abstractmethod
     async def show(self, frame: Frame) -> bool | None:
-        """Display an intermediate frame; may raise `RateLimited` (the renderer backs off).
-        Return False when nothing was written (the frame is not worth showing on this
-        platform), so the write costs no interval and no budget token."""
+        """Display an intermediate frame. Return False when nothing was written (not worth
+        showing here), so the frame costs no interval and no budget token."""
 
+    @abstractmethod
     async def finish(self, answer: Answer) -> list[str]:
         """Display the exact final answer; retries until it is visible. Returns message ids."""
 
+    @abstractmethod
     async def fail(self, message: str) -> None:
         """End the reply with a short, kind message (keeping any text already shown)."""
 
-    # Optional: `def checkpoint(self) -> dict | None`, JSON-able state another process needs to
-    # close this reply in place if this one dies mid-answer (an open native stream's ids). The
-    # renderer stores it whenever it changes; see `ChatAdapter.close_reply`.
+    def checkpoint(self) -> dict[str, Any] | None:
+        """JSON-able state another process needs to close this reply in place if this one dies
+        mid-answer (an open native stream's ids); stored whenever it changes. Default: none."""
+        return None
 
 
 class MessageOps(Protocol):
     """One platform's message primitives, used by the core `EditingSink`.
 
-    `text` is Markdown; the adapter converts it. `answer` is passed with the last part of a final
+    `text` is Markdown; the adapter converts it. `answer` comes with the last part of a final
     answer so the adapter can attach citations, action and feedback buttons.
-    Errors: raise `bridge.errors.RateLimited` (with retry_after), `DeliveryFailed`.
     """
 
     async def post(self, text: str, *, answer: Answer | None = None) -> str: ...
@@ -53,23 +160,65 @@ class MessageOps(Protocol):
     async def delete(self, message_id: str) -> None: ...
 
 
-@runtime_checkable
-class ChatAdapter(Protocol):
+# --- the adapter ----------------------------------------------------------------------------------
+
+
+class ChatAdapter(ABC):
     """A chat platform plugged into the bridge."""
 
-    platform: str
+    platform: ClassVar[str]  # "slack", "teams", …: the `ThreadKey.platform` of its threads
+    # Threads its SDK needs in the default executor (botbuilder sends from a thread pool); the
+    # `serve` process sizes the pool for the largest need.
+    worker_threads: ClassVar[int] = 0
 
+    # --- required ---------------------------------------------------------------------------
+
+    @abstractmethod
     async def open_reply(
-        self, thread: ThreadKey, address: dict[str, Any], *, user: ChatUser | None, proactive: bool
+        self, thread: ThreadKey, address: Address, *, user: ChatUser | None, proactive: bool
     ) -> ReplySink:
         """A sink writing into `thread`. `proactive` is True for poller deliveries (no live turn)."""
 
-    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
+    @abstractmethod
+    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, Address] | None:
         """Open (or find) the employee's direct chat with the bot; None if impossible."""
 
+    @abstractmethod
     async def resolve_email(self, user: ChatUser) -> str | None:
-        """The employee's email from the platform directory (cached by the caller)."""
+        """The employee's email from the platform directory (the core caches it)."""
 
-    # Optional: `async def close_reply(self, thread, address, checkpoint, message) -> bool`: after
-    # a crash, end the reply a sink's `checkpoint()` describes with `message`, in place (stop the
-    # stream that would otherwise keep spinning). False when it cannot; the relay then posts it.
+    # --- optional, with no-op defaults ------------------------------------------------------
+
+    def mount(self, app: web.Application) -> None:
+        """Add the adapter's HTTP routes to the `serve` application. Default: none."""
+
+    async def start(self, *, inbound: bool) -> None:
+        """Connect. `inbound=False` (the `poll` worker) sends only and must not receive
+        questions (no Socket Mode connection). Default: nothing to start."""
+
+    async def stop_inbound(self) -> None:
+        """First step of a graceful shutdown: receive no new questions while answers finish.
+        Safe to call more than once. Default: nothing (HTTP routes stop with the server)."""
+
+    async def stop(self) -> None:
+        """Release connections and background tasks. Default: nothing."""
+
+    async def check(self) -> list[CheckLine]:
+        """`moveworks-bridge doctor` lines (never secrets). Default: none."""
+        return []
+
+    async def close_reply(
+        self, thread: ThreadKey, address: Address, checkpoint: dict[str, Any], message: str
+    ) -> bool:
+        """After a crash: end the reply a sink's `checkpoint()` describes with `message`, in
+        place (stop a stream that would otherwise keep spinning). False when it cannot; the
+        core then posts `message` in the thread. Default: cannot."""
+        return False
+
+    def reply_thread(
+        self, thread: ThreadKey, address: Address, message_ids: tuple[str, ...]
+    ) -> tuple[ThreadKey, Address] | None:
+        """Where a reply to messages just posted into a flat chat continues, when that is a
+        thread of its own (Slack answers each top-level DM message in its thread), so it can be
+        mapped to the same conversation. Default: replies stay in `thread`."""
+        return None

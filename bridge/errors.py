@@ -1,4 +1,4 @@
-"""Errors shared by the core and the adapters (platform side). Moveworks errors live in
+"""Errors shared by the core and the adapters (the chat platform side). Moveworks errors live in
 `bridge.moveworks.errors`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ class ConfigError(Exception):
     """A missing or malformed setting. The message names the variable, never its value."""
 
 
-class DeliveryError(Exception):
+class PlatformError(Exception):
     """Writing to a chat platform failed.
 
     `permanent` means retrying cannot help (bot removed, channel archived, writes blocked): the
@@ -20,7 +20,7 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
-class RateLimited(DeliveryError):
+class PlatformRateLimited(PlatformError):
     """The platform said 429 (or equivalent); `retry_after` seconds when it said."""
 
     def __init__(self, message: str = "rate limited", *, retry_after: float | None = None) -> None:
@@ -28,10 +28,20 @@ class RateLimited(DeliveryError):
         self.retry_after = retry_after
 
 
-class StreamExpired(DeliveryError):
+class StreamExpired(PlatformError):
     """A native stream ended on the platform side (Slack message_not_in_streaming_state,
-    Teams streaming time exceeded); the sink should finish with a plain edit."""
+    Teams streaming time exceeded); the sink switched to plain edits: show the latest again."""
+
+
+class StreamDeclined(PlatformError):
+    """Native streaming is not available for this reply and nothing was shown yet (Slack
+    `missing_recipient_user_id`, Teams ContentStreamNotAllowed): continue by edits."""
 
 
 class UserCanceled(Exception):
     """The user stopped the answer (Teams stop button); the relay stops the Moveworks request."""
+
+
+# Transitional names, removed once every caller uses the names above.
+DeliveryError = PlatformError
+RateLimited = PlatformRateLimited

@@ -40,7 +40,7 @@ class ChatUser:
 class Inbound:
     """One question (or button press) from an employee, already normalised by an adapter."""
 
-    delivery_id: str  # platform delivery id for dedupe (Slack event_id, Teams activity id)
+    dedupe_id: str  # the same for every redelivery of one message (Slack retries, Teams re-sends)
     thread: ThreadKey
     user: ChatUser
     text: str = ""

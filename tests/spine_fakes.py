@@ -1,17 +1,17 @@
-"""Test doubles at the platform edge for the spine tests: a discrete-event clock, a recording
+"""Test doubles at the platform edge for the spine tests: a recording
 platform (MessageOps + ChatAdapter) whose message state a test can read back, and scripted
-Moveworks stream events for renderer tests that need exact timing."""
+Moveworks stream events for renderer tests that need exact timing (on the discrete-event clock
+of bridge.testing.clock)."""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.mechanisms.ratelimit import Budgets
-from bridge.errors import RateLimited
+from bridge.errors import PlatformRateLimited
 from bridge.models import Answer, Capabilities, ChatUser, Employee, Rate, ThreadKey
 from bridge.moveworks.models import (
     Citation,
@@ -24,51 +24,9 @@ from bridge.moveworks.models import (
     ResponseCompleted,
     ResponseCreated,
 )
-from bridge.answers.renderer import EditingSink
-
-
-class FakeClock:
-    """Virtual time: `sleep` parks the caller until `run` advances time to its wake-up.
-
-    Time only moves when every task is blocked on the clock, so interleavings are exact and
-    the tests never wait for real."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._sleepers: list[tuple[float, int, asyncio.Future]] = []
-        self._seq = itertools.count()
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self.now + max(0.0, seconds), next(self._seq), future))
-        await future
-
-    async def _settle(self) -> None:
-        for _ in range(30):
-            await asyncio.sleep(0)
-
-    async def run(self, *aws, limit: float = 3600.0):
-        """Run awaitables to completion in virtual time; returns their results."""
-        tasks = [asyncio.ensure_future(a) for a in aws]
-        deadline = self.now + limit
-        while not all(t.done() for t in tasks):
-            await self._settle()
-            if all(t.done() for t in tasks):
-                break
-            while self._sleepers and self._sleepers[0][2].done():
-                heapq.heappop(self._sleepers)
-            if not self._sleepers:
-                await asyncio.sleep(0.001)  # real I/O in flight (loopback); let it progress
-                continue
-            wake, _, future = heapq.heappop(self._sleepers)
-            if wake > deadline:
-                raise AssertionError("virtual time limit exceeded")
-            self.now = max(self.now, wake)
-            future.set_result(None)
-        return [t.result() for t in tasks]
+from bridge.answers.sinks import EditingSink
+from bridge.contract import ChatAdapter
+from bridge.testing.clock import FakeClock
 
 
 @dataclass
@@ -97,7 +55,7 @@ class RecordingPlatform:
         if self.rate_limit_next > 0:
             self.rate_limit_next -= 1
             self.calls.append((self._t(), "429", "", ""))
-            raise RateLimited(retry_after=self.retry_after)
+            raise PlatformRateLimited(retry_after=self.retry_after)
 
     def visible(self) -> str:
         """Everything the user sees, message after message."""
@@ -128,7 +86,7 @@ class RecordingOps:
         self.platform.calls.append((self.platform._t(), "delete", message_id, ""))
 
 
-class RecordingAdapter:
+class RecordingAdapter(ChatAdapter):
     """A ChatAdapter over RecordingPlatform, one ops object per thread."""
 
     platform = "rec"

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bridge.events.delivery import event_from_payload, event_to_json
-from bridge.errors import RateLimited as PlatformRateLimited
+from bridge.events.codec import event_from_payload, event_to_json
+from bridge.errors import PlatformRateLimited
 from bridge.models import ThreadKey
 from bridge.moveworks.errors import InvalidRequest
 from bridge.moveworks.models import Event, Page

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bridge.errors import DeliveryError
+from bridge.contract import ChatAdapter, ReplySink
+from bridge.errors import PlatformError
 from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
 from bridge.moveworks import ApiKeyAuth, MoveworksClient
 from bridge.answers.relay import Relay
@@ -28,7 +29,7 @@ class Post:
     message_id: str
 
 
-class RecSink:
+class RecSink(ReplySink):
     capabilities = Capabilities(max_text_len=4000)
 
     def __init__(self, adapter: RecAdapter, thread: ThreadKey, proactive: bool) -> None:
@@ -56,9 +57,10 @@ class RecSink:
         self.adapter.failed.append((self.thread, message))
 
 
-class RecAdapter:
+class RecAdapter(ChatAdapter):
     """A ChatAdapter recording every final answer; `failures` is a queue of exceptions (or None
-    for success) consumed by successive posts."""
+    for success) consumed by successive posts. As "slack", replies to a DM continue in the
+    thread of the posted message, as Slack's do."""
 
     def __init__(self, platform: str = "slack") -> None:
         self.platform = platform
@@ -85,6 +87,12 @@ class RecAdapter:
 
     async def resolve_email(self, user: ChatUser) -> str | None:
         return user.email
+
+    def reply_thread(self, thread: ThreadKey, address: dict[str, Any],
+                     message_ids: tuple[str, ...]) -> tuple[ThreadKey, dict[str, Any]] | None:
+        if self.platform != "slack":
+            return None
+        return replace(thread, thread=message_ids[0]), {**address, "thread_ts": message_ids[0]}
 
     def texts(self) -> list[str]:
         return [p.answer.text for p in self.posts]
@@ -161,9 +169,9 @@ async def close_env(env: Env) -> None:
     env.store.close()
 
 
-def permanent(msg: str = "channel_not_found") -> DeliveryError:
-    return DeliveryError(msg, permanent=True)
+def permanent(msg: str = "channel_not_found") -> PlatformError:
+    return PlatformError(msg, permanent=True)
 
 
-def transient(msg: str = "service unavailable") -> DeliveryError:
-    return DeliveryError(msg, permanent=False)
+def transient(msg: str = "service unavailable") -> PlatformError:
+    return PlatformError(msg, permanent=False)

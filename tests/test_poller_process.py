@@ -19,8 +19,8 @@ from aiohttp import web
 from bridge.models import ChatUser, ThreadKey
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
-from tests.fakes.slack_api import FakeSlack
-from tests.waiting import until
+from bridge.testing.slack_api import FakeSlack
+from bridge.testing.waiting import until
 
 ASSISTANT = "moveworks-bridge-dev"
 IDENTITY = "employee@example.com"

@@ -1,4 +1,4 @@
-"""Scheduling and the global request budget, in virtual time (tests/spine_fakes.FakeClock)."""
+"""Scheduling and the global request budget, in virtual time (bridge/testing/clock.FakeClock)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from bridge.events.poller import Poller
 from bridge.answers.relay import Relay
 from bridge.events.schedule import RequestBudget, Schedule
 from bridge.store import Store
-from tests.poll_load import CountingClient, fill_employees, max_in_window
-from tests.spine_fakes import FakeClock
+from bridge.testing.poll_load import CountingClient, fill_employees, max_in_window
+from bridge.testing.clock import FakeClock
 
 
 async def test_budget_is_a_sliding_window():

@@ -21,7 +21,7 @@ from bridge.process.config import Settings
 from bridge.models import ThreadKey
 from bridge.process.runtime import build_runtime
 from bridge.store import Store
-from tests.fakes.bf_connector import TENANT, streaminfo_of
+from bridge.testing.bot_connector import TENANT, streaminfo_of
 from tests.test_teams_e2e import Harness
 
 SIM_IDENTITY = "employee@example.com"  # the simulator's api key "sim-key" acts as this employee
@@ -188,7 +188,7 @@ async def test_proactive_dm_uses_the_stored_personal_chat_and_maps_the_conversat
 
 async def test_proactive_dm_creates_a_personal_chat_when_none_is_stored(h: PollingHarness) -> None:
     first = await h.ask(h.alice.channel("hello from a channel"))  # alice never opened a personal chat
-    assert h.store.personal_reference("teams", "aad-alice") is None
+    assert h.store.kv.get("teams.personal", "aad-alice") is None
     event = h.sim.inject_event(SIM_IDENTITY, "Your laptop **shipped** today.")
     calls_before = len(h.fake.calls)
 
@@ -238,7 +238,7 @@ async def test_writes_blocked_deactivates_the_chain_and_the_event_goes_by_dm(h: 
     assert blocked.path == f"/v3/conversations/{chain}/activities"
     assert len(h.fake.in_conversation(chain)) == 1, "only the earlier live answer"
     assert not h.store.get_link(chain_thread(first), "aad-alice").active
-    assert h.store.get_reference("teams", chain) is None
+    assert h.store.kv.get("teams.references", chain) is None
     [created] = h.fake.created
     chat = created["response"]["id"]
     assert [m.text for m in h.fake.in_conversation(chat)] == ["Your access request was **approved**."]

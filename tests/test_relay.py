@@ -6,7 +6,11 @@ import asyncio
 
 from bridge.mechanisms.ratelimit import Budgets
 from bridge.models import Capabilities, ChatUser, Inbound, ThreadKey
-from bridge.answers.relay import MSG_EMPTY, MSG_NO_IDENTITY, MSG_NOT_OWNER, MSG_TOO_LONG, Relay
+from bridge.answers.relay import Relay
+from bridge.texts import EMPTY_QUESTION as MSG_EMPTY
+from bridge.texts import NO_IDENTITY as MSG_NO_IDENTITY
+from bridge.texts import NOT_OWNER as MSG_NOT_OWNER
+from bridge.texts import TOO_LONG as MSG_TOO_LONG
 from bridge.store import Store
 from tests.spine_fakes import RecordingAdapter
 
@@ -19,7 +23,7 @@ _ids = iter(range(1, 10_000))
 
 
 def ask(text: str, user: ChatUser = ANN, thread: ThreadKey = THREAD, delivery: str | None = None, **kw) -> Inbound:
-    return Inbound(delivery_id=delivery or f"d{next(_ids)}", thread=thread, user=user, text=text, **kw)
+    return Inbound(dedupe_id=delivery or f"d{next(_ids)}", thread=thread, user=user, text=text, **kw)
 
 
 def build(store: Store, mw, *, per_employee: bool = False, emails=None) -> tuple[Relay, RecordingAdapter]:
@@ -137,10 +141,10 @@ async def test_feedback_reaches_moveworks_as_the_asker_only(sim, mw):
     relay, adapter = build(Store(":memory:"), mw)
     await relay.handle(ask("How do I reset my password?"))
     target = list(adapter.thread(THREAD).messages.values())[-1].answer.feedback
-    assert await relay.feedback(BOB, target, True) == "Only the person who asked can rate this answer."
+    assert (await relay.feedback(BOB, target, True)).text == "Only the person who asked can rate this answer."
     assert sim.state.feedback == []
     ack = await relay.feedback(ANN, target, False)
-    assert ack == "Thanks, that helps the assistant improve." and ack.recorded
+    assert ack.text == "Thanks, that helps the assistant improve." and ack.recorded
     assert [f["callback_id"] for f in sim.state.feedback] == [target.unhelpful]
 
 

@@ -9,8 +9,10 @@ import pytest
 
 from bridge.mechanisms.ratelimit import Budgets, WriteBudget
 from bridge.models import Capabilities, Rate
-from bridge.answers.renderer import EditingSink, StreamRenderer
-from tests.spine_fakes import FakeClock, RecordingOps, RecordingPlatform, scripted_stream
+from bridge.answers.renderer import StreamRenderer
+from bridge.answers.sinks import EditingSink
+from bridge.testing.clock import FakeClock
+from tests.spine_fakes import RecordingOps, RecordingPlatform, scripted_stream
 
 FENCE = re.compile(r"^ {0,3}```", re.M)
 

@@ -25,9 +25,9 @@ from bridge.models import Answer, Employee, ThreadKey
 from bridge.process.runtime import build_runtime
 from bridge.simulator import Simulator
 from bridge.store import Store
-from tests.fakes.slack_api import FakeSlack
+from bridge.testing.slack_api import FakeSlack
 from tests.harness import ServedBridge
-from tests.waiting import until
+from bridge.testing.waiting import until
 
 SECRET = "test-signing-secret"
 ASSISTANT = "moveworks-bridge-dev"
@@ -669,7 +669,7 @@ async def test_oauth_install_outside_the_allow_list_is_refused(harness_factory, 
     from slack_sdk.oauth.installation_store.models.installation import Installation
 
     h.fake.add_team("T3", token="xoxb-fake-T3")
-    await KvInstallationStore(h.runtime.store).async_save(Installation(
+    await KvInstallationStore(h.runtime.store.kv.namespace).async_save(Installation(
         app_id="A1", team_id="T3", bot_token="xoxb-fake-T3", bot_id="BBOT", bot_user_id="UBOT", user_id="UADMIN"))
     h.sim.script_answer(text="Answered.", match="", times=5)
     await h.send(dm("from T3", channel="D3"), team="T3")
@@ -776,7 +776,7 @@ class VirtualClock:
 
 async def test_proactive_backlog_to_one_thread_is_not_held_by_the_edit_budget(tmp_path):
     from adapters.slack.app import EDIT_RATE, SlackAdapter
-    from bridge.process.runtime import AdapterContext
+    from bridge.process.services import Services
 
     clock = VirtualClock()
     fake = FakeSlack(clock=clock, enforce_post_rate=True)  # ~1 chat.postMessage/s per channel, then 429
@@ -786,7 +786,7 @@ async def test_proactive_backlog_to_one_thread_is_not_held_by_the_edit_budget(tm
         settings = Settings(db=str(tmp_path / "b.db"), adapters=("slack",), slack_bot_token=fake.token,
                             slack_signing_secret=SECRET, slack_api_url=fake.url, slack_streaming="auto")
         budgets = Budgets(clock=clock, sleep=clock.sleep)
-        adapter = SlackAdapter(AdapterContext(settings=settings, store=store, relay=None, budgets=budgets),
+        adapter = SlackAdapter(Services(settings=settings, store=store, relay=None, budgets=budgets),  # type: ignore[arg-type]
                                clock=clock, sleep=clock.sleep)
         thread = ThreadKey("slack", "T1", "C1", "1600000000.000100")
         address = {"channel": "C1", "thread_ts": thread.thread}

@@ -11,7 +11,7 @@ from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import blocks as bk
-from adapters.slack.events import Ignore, Inbound, KindReply, Where, normalise
+from adapters.slack.events import Ignore, Inbound, Notice, Where, normalise
 from adapters.slack.install import KvInstallationStore, KvOAuthStateStore
 from adapters.slack.mrkdwn import mentions, to_mrkdwn, to_plain
 from adapters.slack.native import APPEND_LIMIT, NativeStreamSink, open_fence
@@ -20,7 +20,7 @@ from bridge.mechanisms.ratelimit import Budgets
 from bridge.models import Answer, CitationLink, FeedbackTarget, Frame
 from bridge.moveworks.models import Action
 from bridge.store import Store
-from tests.fakes.slack_api import FakeSlack
+from bridge.testing.slack_api import FakeSlack
 
 WHERE = Where("T1", None, False, "UBOT")
 
@@ -97,13 +97,13 @@ def test_normalise_rules():
     men = normalise({"type": "app_mention", "channel": "C1", "user": "U1", "ts": "1.1", "text": "<@UBOT> q"},
                     WHERE, mention=True, followed=never)
     assert isinstance(men, Inbound) and men.text == "q" and men.thread.thread == "1.1"
-    assert men.delivery_id == normalise(_msg(thread_ts="1.0", text="x"), WHERE, mention=False,
-                                        followed=always).delivery_id  # same message, same id
+    assert men.dedupe_id == normalise(_msg(thread_ts="1.0", text="x"), WHERE, mention=False,
+                                        followed=always).dedupe_id  # same message, same id
     im = normalise(_msg(channel="D1", channel_type="im"), WHERE, mention=False, followed=never)
     assert isinstance(im, Inbound) and im.direct
     files = normalise(_msg(channel="D1", channel_type="im", text="", subtype="file_share", files=[{"id": "F"}]),
                       WHERE, mention=False, followed=never)
-    assert isinstance(files, KindReply)
+    assert isinstance(files, Notice)
     assert isinstance(normalise("garbage", WHERE, mention=False, followed=never), Ignore)  # type: ignore[arg-type]
 
 
@@ -152,18 +152,19 @@ def test_team_allow_list():
 
 async def test_installation_and_state_stores_live_in_the_bridge_db(tmp_path):
     store = Store(tmp_path / "b.db")
-    installations = KvInstallationStore(store)
+    installations = KvInstallationStore(store.kv.namespace)
     await installations.async_save(Installation(
         app_id="A1", team_id="T9", bot_token="xoxb-t9", bot_id="B9", bot_user_id="U9", user_id="UADMIN",
         bot_scopes=["chat:write"],
     ))
     store.close()
-    reopened = KvInstallationStore(Store(tmp_path / "b.db"))
+    reopened_store = Store(tmp_path / "b.db")
+    reopened = KvInstallationStore(reopened_store.kv.namespace)
     bot = await reopened.async_find_bot(enterprise_id=None, team_id="T9")
     assert bot is not None and bot.bot_token == "xoxb-t9" and bot.bot_scopes == ["chat:write"]
     assert (await reopened.async_find_installation(enterprise_id=None, team_id="T9")).user_id == "UADMIN"
     assert await reopened.async_find_bot(enterprise_id=None, team_id="T0") is None
-    states = KvOAuthStateStore(reopened.store)
+    states = KvOAuthStateStore(reopened_store.kv.namespace)
     state = await states.async_issue()
     assert await states.async_consume(state) and not await states.async_consume(state)
 
@@ -172,7 +173,7 @@ async def test_installation_store_refuses_teams_outside_the_allow_list(tmp_path)
     from adapters.slack.install import InstallationRefused
 
     store = Store(tmp_path / "b.db")
-    installations = KvInstallationStore(store, allowed=frozenset({"T1", "E1"}))
+    installations = KvInstallationStore(store.kv.namespace, allowed=frozenset({"T1", "E1"}))
     with pytest.raises(InstallationRefused) as refused:
         await installations.async_save(Installation(app_id="A1", team_id="T9", bot_token="xoxb-t9",
                                                     bot_id="B9", bot_user_id="U9", user_id="UADMIN"))
@@ -209,13 +210,9 @@ async def fake():
 def _sink(fake: FakeSlack, clock: Clock, channel: str = "C1", **kw: Any) -> NativeStreamSink:
     client = AsyncWebClient(token=fake.token, base_url=fake.url)
     budgets = Budgets()
-
-    def no_fallback():
-        raise AssertionError("unexpected fallback")
-
-    return NativeStreamSink(
+    return NativeStreamSink(  # a decline (StreamDeclined) would fail the test
         client, channel, "1.0", budget_key="k", stream_budget=budgets.get("k", None),
-        edit_budget=budgets.get("e", None), make_fallback=kw.pop("make_fallback", no_fallback),
+        edit_budget=budgets.get("e", None),
         recipient_team_id="T1", recipient_user_id="U1", clock=clock, **kw,
     )
 
@@ -282,9 +279,9 @@ async def test_rate_limit_during_show_is_reported_and_final_still_lands(fake):
     sink = _sink(fake, Clock())
     await sink.show(Frame("one"))
     fake.fail_next("chat.appendStream", "ratelimited", retry_after=0)
-    from bridge.errors import RateLimited
+    from bridge.errors import PlatformRateLimited
 
-    with pytest.raises(RateLimited):
+    with pytest.raises(PlatformRateLimited):
         await sink.show(Frame("one two"))
     fake.fail_next("chat.stopStream", "ratelimited", retry_after=0)
     await sink.finish(Answer(text="one two three"))

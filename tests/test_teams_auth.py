@@ -38,6 +38,7 @@ from adapters.teams.connector import (
 )
 from bridge.mechanisms.ratelimit import Budgets
 from bridge.process.config import Settings
+from bridge.process.services import Services
 from bridge.store import Store
 from tests.test_teams_e2e import Harness, until
 
@@ -211,8 +212,8 @@ async def test_startup_with_credentials_and_no_network_neither_hangs_nor_fails(t
 def _adapter(tmp_path: Path, app_id: str | None) -> TeamsAdapter:
     settings = Settings(db=str(tmp_path / "bridge.db"), adapters=("teams",), teams_app_id=app_id,
                         teams_app_password="not-a-real-secret" if app_id else None)
-    ctx = SimpleNamespace(settings=settings, store=Store(settings.db), relay=None, budgets=Budgets())
-    return TeamsAdapter(ctx)
+    core = Services(settings=settings, store=Store(settings.db), relay=None, budgets=Budgets())  # type: ignore[arg-type]
+    return TeamsAdapter(core)
 
 
 async def test_poll_worker_start_keeps_tokens_fresh_and_loads_no_signing_keys(tmp_path: Path) -> None:
@@ -225,7 +226,7 @@ async def test_poll_worker_start_keeps_tokens_fresh_and_loads_no_signing_keys(tm
         assert refresher.running
     finally:
         await adapter.stop()
-        adapter.store.close()
+        adapter.core.store.close()  # type: ignore[attr-defined]
     assert not refresher.running
     await adapter.stop()  # twice is harmless
 
@@ -236,4 +237,4 @@ async def test_without_an_app_id_nothing_runs_in_the_background(tmp_path: Path) 
     await adapter.stop_inbound()
     assert adapter.auth_refresher is None
     await adapter.stop()
-    adapter.store.close()
+    adapter.core.store.close()  # type: ignore[attr-defined]

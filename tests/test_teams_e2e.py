@@ -17,9 +17,9 @@ import pytest_asyncio
 from bridge.process.config import Settings
 from bridge.models import Employee
 from bridge.simulator import Simulator
-from tests.fakes.bf_connector import TENANT, FakeConnector, TeamsUser, streaminfo_of
+from bridge.testing.bot_connector import TENANT, FakeConnector, TeamsUser, streaminfo_of
 from tests.harness import ServedBridge
-from tests.waiting import until
+from bridge.testing.waiting import until
 
 ASSISTANT = "moveworks-bridge-dev"
 
@@ -485,7 +485,7 @@ async def test_open_direct_creates_a_personal_chat_for_a_channel_only_user(h: Ha
 
 
 async def test_writes_blocked_drops_the_reference(h: Harness) -> None:
-    from bridge.errors import DeliveryError
+    from bridge.errors import PlatformError
     from bridge.models import Answer, ThreadKey
 
     first = h.alice.channel("soon blocked")
@@ -495,10 +495,10 @@ async def test_writes_blocked_drops_the_reference(h: Harness) -> None:
     thread = ThreadKey("teams", TENANT, "19:general@thread.tacv2", first["id"])
     h.fake.fail_next("writes_blocked")
     sink = await h.adapter.open_reply(thread, {"ref_key": chain}, user=None, proactive=True)
-    with pytest.raises(DeliveryError) as caught:
+    with pytest.raises(PlatformError) as caught:
         await sink.finish(Answer(text="nobody will see this"))
     assert caught.value.permanent
-    assert h.runtime.store.get_reference("teams", chain) is None
+    assert h.runtime.store.kv.get("teams.references", chain) is None
     assert not h.runtime.store.get_link(thread, "aad-alice").active
 
 
@@ -510,7 +510,7 @@ def channel_install(user: TeamsUser, channel_id: str = "19:general@thread.tacv2"
 
 
 async def test_404_on_one_reply_chain_drops_only_that_chain(h: Harness) -> None:
-    from bridge.errors import DeliveryError
+    from bridge.errors import PlatformError
     from bridge.models import Answer, ThreadKey
 
     channel = "19:general@thread.tacv2"
@@ -529,16 +529,16 @@ async def test_404_on_one_reply_chain_drops_only_that_chain(h: Harness) -> None:
     other_thread = ThreadKey("teams", TENANT, channel, other["id"])
     h.fake.fail_next("not_found", when=lambda method, path, body: method == "POST" and gone_chain in path)
     sink = await h.adapter.open_reply(gone_thread, {"ref_key": gone_chain}, user=None, proactive=True)
-    with pytest.raises(DeliveryError) as caught:
+    with pytest.raises(PlatformError) as caught:
         await sink.finish(Answer(text="the root message was deleted"))
     assert caught.value.permanent
     # that chain is gone, for everyone who asked in it
-    assert store.get_reference("teams", gone_chain) is None
+    assert store.kv.get("teams.references", gone_chain) is None
     assert not store.get_link(gone_thread, "aad-alice").active
     assert not store.get_link(gone_thread, "aad-bob").active
     # the channel and its other chains stay
-    assert store.get_reference("teams", channel) is not None
-    assert store.get_reference("teams", other_chain) is not None
+    assert store.kv.get("teams.references", channel) is not None
+    assert store.kv.get("teams.references", other_chain) is not None
     assert store.get_link(other_thread, "aad-alice").active
     sink = await h.adapter.open_reply(other_thread, {"ref_key": other_chain}, user=None, proactive=True)
     await sink.finish(Answer(text="still reachable"))
@@ -546,7 +546,7 @@ async def test_404_on_one_reply_chain_drops_only_that_chain(h: Harness) -> None:
 
 
 async def test_bot_removed_403_on_a_chain_drops_the_whole_channel(h: Harness) -> None:
-    from bridge.errors import DeliveryError
+    from bridge.errors import PlatformError
     from bridge.models import Answer, ThreadKey
 
     channel = "19:general@thread.tacv2"
@@ -561,10 +561,10 @@ async def test_bot_removed_403_on_a_chain_drops_the_whole_channel(h: Harness) ->
     thread = ThreadKey("teams", TENANT, channel, first["id"])
     h.fake.fail_next("bot_removed")
     sink = await h.adapter.open_reply(thread, {"ref_key": first["conversation"]["id"]}, user=None, proactive=True)
-    with pytest.raises(DeliveryError) as caught:
+    with pytest.raises(PlatformError) as caught:
         await sink.finish(Answer(text="nobody will see this"))
     assert caught.value.permanent
-    assert store.get_reference("teams", channel) is None
+    assert store.kv.get("teams.references", channel) is None
     assert not store.get_link(thread, "aad-alice").active
     assert not store.get_link(ThreadKey("teams", TENANT, channel, second["id"]), "aad-alice").active
 

@@ -16,12 +16,12 @@ from adapters.teams.connector import (
     StreamCanceled,
     StreamNotAllowed,
     StreamTimedOut,
-    to_delivery_error,
+    to_platform_error,
 )
 from adapters.teams.entities import AIMessageEntity, StreamInfoEntity, claim
 from adapters.teams.package import build_package, manifest
 from adapters.teams.render import answer_extras, to_teams_markdown
-from bridge.errors import DeliveryError, RateLimited
+from bridge.errors import PlatformError, PlatformRateLimited
 from bridge.models import Answer, CitationLink, FeedbackTarget
 from bridge.moveworks.models import Action
 
@@ -151,21 +151,21 @@ def _http_error(status: int, code: str, message: str, headers: dict | None = Non
 
 
 def test_connector_errors_map_onto_core_errors() -> None:
-    limited = to_delivery_error(_http_error(429, "Throttled", "quota", {"Retry-After": "3"}), "update")
-    assert isinstance(limited, RateLimited) and limited.retry_after == 3.0
-    assert isinstance(to_delivery_error(_http_error(403, "ContentStreamNotAllowed",
+    limited = to_platform_error(_http_error(429, "Throttled", "quota", {"Retry-After": "3"}), "update")
+    assert isinstance(limited, PlatformRateLimited) and limited.retry_after == 3.0
+    assert isinstance(to_platform_error(_http_error(403, "ContentStreamNotAllowed",
                       "Content stream finished due to exceeded streaming time."), "stream"), StreamTimedOut)
-    assert isinstance(to_delivery_error(_http_error(403, "ContentStreamNotAllowed",
+    assert isinstance(to_platform_error(_http_error(403, "ContentStreamNotAllowed",
                       "Content stream was canceled by user."), "stream"), StreamCanceled)
-    assert isinstance(to_delivery_error(_http_error(403, "ContentStreamNotAllowed",
+    assert isinstance(to_platform_error(_http_error(403, "ContentStreamNotAllowed",
                       "Content stream is not allowed."), "stream"), StreamNotAllowed)
-    blocked = to_delivery_error(_http_error(403, "Forbidden", "blocked", subCode="MessageWritesBlocked"), "post")
-    assert type(blocked) is DeliveryError and blocked.permanent
+    blocked = to_platform_error(_http_error(403, "Forbidden", "blocked", subCode="MessageWritesBlocked"), "post")
+    assert type(blocked) is PlatformError and blocked.permanent
     for status in (412, 502, 503, 504):
-        err = to_delivery_error(_http_error(status, "x", "y"), "update")
-        assert type(err) is DeliveryError and not err.permanent
-    assert not to_delivery_error(_http_error(404, "ActivityNotFound", "gone"), "update").permanent
-    assert to_delivery_error(_http_error(404, "ConversationNotFound", "gone"), "post").permanent
+        err = to_platform_error(_http_error(status, "x", "y"), "update")
+        assert type(err) is PlatformError and not err.permanent
+    assert not to_platform_error(_http_error(404, "ActivityNotFound", "gone"), "update").permanent
+    assert to_platform_error(_http_error(404, "ConversationNotFound", "gone"), "post").permanent
 
 
 def test_app_package(tmp_path: Path) -> None:

@@ -13,8 +13,10 @@ import shutil
 import sys
 from typing import Any, TextIO
 
-from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
+from bridge import texts
 from bridge.answers.markdown import balance_fences
+from bridge.contract import ChatAdapter, CheckLine, Core, ReplySink
+from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
 
 PLATFORM = "console"
 CAPABILITIES = Capabilities(max_text_len=1_000_000, edit=True, native_stream=True, min_edit_interval=0.05)
@@ -25,19 +27,19 @@ def render_answer(answer: Answer) -> str:
     """The final answer as plain terminal text: body, numbered sources, buttons, rating hint."""
     lines = [answer.text.rstrip()]
     if answer.citations:
-        lines += ["", "Sources:"]
+        lines += ["", f"{texts.SOURCES}:"]
         lines += [f"  [{c.number}] {c.title}" + (f" <{c.url}>" if c.url else "") for c in answer.citations]
     if answer.actions:
-        lines += ["", "Actions:"]
+        lines += ["", f"{texts.ACTIONS}:"]
         for i, action in enumerate(answer.actions, 1):
-            target = f"<{action.url}>" if action.url else f"type /action {i}"
+            target = f"<{action.url}>" if action.url else texts.CONSOLE_ACTION_HINT.format(n=i)
             lines.append(f"  {i}. {action.label} ({target})")
     if answer.feedback is not None:
-        lines += ["", "Was this helpful? Type /good or /bad."]
+        lines += ["", texts.CONSOLE_RATE_HINT]
     return "\n".join(lines)
 
 
-class ConsoleSink:
+class ConsoleSink(ReplySink):
     budget_key = "console"
     capabilities = CAPABILITIES
 
@@ -63,20 +65,21 @@ class ConsoleSink:
         self.adapter.out.flush()
         self._drawn_lines = sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
 
-    async def show(self, frame: Frame) -> None:
+    async def show(self, frame: Frame) -> bool | None:
         if self._tty:
             if frame.text:
-                self._draw(balance_fences(frame.text) + " ▍")
+                self._draw(balance_fences(frame.text) + texts.CURSOR)
             else:
-                self._draw(f"⏳ {frame.status or 'Thinking'}…")
+                self._draw(texts.CONSOLE_STATUS.format(status=frame.status or texts.THINKING))
         elif not frame.text and frame.status and frame.status != self._status:
             self._status = frame.status
-            print(f"⏳ {frame.status}…", file=self.adapter.err, flush=True)
+            print(texts.CONSOLE_STATUS.format(status=frame.status), file=self.adapter.err, flush=True)
+        return None
 
     async def finish(self, answer: Answer) -> list[str]:
         text = render_answer(answer)
         if self.proactive:
-            text = "📣 New message from the assistant:\n" + text
+            text = texts.CONSOLE_NEW_MESSAGE + "\n" + text
         if self._tty:
             self._draw(text)
             self._drawn_lines = 0
@@ -87,13 +90,13 @@ class ConsoleSink:
 
     async def fail(self, message: str) -> None:
         if self._tty:
-            self._draw(f"⚠️  {message}")
+            self._draw(texts.CONSOLE_FAILURE.format(message=message))
             self._drawn_lines = 0
         else:
-            print(f"⚠️  {message}", file=self.adapter.out, flush=True)
+            print(texts.CONSOLE_FAILURE.format(message=message), file=self.adapter.out, flush=True)
 
 
-class ConsoleAdapter:
+class ConsoleAdapter(ChatAdapter):
     platform = PLATFORM
 
     def __init__(
@@ -121,9 +124,9 @@ class ConsoleAdapter:
     async def resolve_email(self, user: ChatUser) -> str | None:
         return self.user.email
 
-    async def check(self) -> list[tuple[str, bool, str]]:
+    async def check(self) -> list[CheckLine]:
         return [("console", True, "terminal available")]
 
 
-def build(ctx: Any) -> ConsoleAdapter:
+def build(core: Core) -> ConsoleAdapter:
     return ConsoleAdapter(email=os.environ.get("MOVEWORKS_CHAT_EMAIL"))

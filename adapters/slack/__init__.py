@@ -1,15 +1,15 @@
 """Slack adapter (slack-bolt `AsyncApp`): DMs, mentions and thread follow-ups answered by
-Moveworks, streamed natively or by edits. `build(ctx)` is the entry point the registry calls."""
+Moveworks, streamed natively or by edits. `build(core)` is the entry point the registry calls."""
 
 from __future__ import annotations
 
-from typing import Any
+from bridge.contract import ChatAdapter, Core
 
 
-def build(ctx: Any) -> Any:
+def build(core: Core) -> ChatAdapter:
     from .app import SlackAdapter
 
-    return SlackAdapter(ctx)
+    return SlackAdapter(core)
 
 
 __all__ = ["build"]

@@ -14,9 +14,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from bridge import texts
+from bridge.answers.sinks import EditingSink
+from bridge.contract import ReplySink
 from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.models import Answer, Capabilities, Frame, Rate
-from bridge.answers.renderer import EditingSink
 
 from .status import StatusKeeper
 
@@ -56,7 +58,7 @@ class Seats:
         return release
 
 
-class StatusThenPostSink:
+class StatusThenPostSink(ReplySink):
     """Progress in the thread status; the answer posted once, complete (see module docstring)."""
 
     def __init__(self, post: EditingSink, status: StatusKeeper) -> None:
@@ -71,7 +73,7 @@ class StatusThenPostSink:
         self.budget_key = post.budget_key
 
     async def show(self, frame: Frame) -> bool:
-        await self._status.set(frame.status if not frame.text else "Writing the answer")
+        await self._status.set(frame.status if not frame.text else texts.WRITING)
         return False
 
     async def finish(self, answer: Answer) -> list[str]:

@@ -2,8 +2,9 @@
 Socket Mode), and the `ChatAdapter` surface the relay writes through.
 
 Thin by design: bolt verifies signatures, answers url_verification and acks; listeners normalise
-the event (`events.py`) and hand it to `relay.submit`; replies go out through a native stream sink
-(`native.py`) or the core's `EditingSink` over `SlackMessageOps` (`ops.py`).
+the event (`events.py`) and hand it to `core.submit`; replies go out through a native stream sink
+(`native.py`, which the core falls back from to edits) or the core's `EditingSink` over
+`SlackMessageOps` (`ops.py`).
 """
 
 from __future__ import annotations
@@ -28,16 +29,17 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.errors import DeliveryError
+from bridge import texts
+from bridge.answers.sinks import EditingSink, WithFallback
+from bridge.contract import Address, ChatAdapter, CheckLine, Core, ReplySink
+from bridge.errors import PlatformError
 from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
-from bridge.contract import ReplySink
-from bridge.answers.renderer import EditingSink
 
 from . import blocks as bk
 from . import directory
 from .admission import EDGE_RATE, Seats, StatusThenPostSink
-from .calls import TRANSIENT, call, error_code, to_delivery_error
-from .events import Ignore, KindReply, PLATFORM, ids, normalise, normalise_action, register
+from .calls import TRANSIENT, call, error_code, to_platform_error
+from .events import Ignore, Notice, PLATFORM, ids, normalise, normalise_action, register
 from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
 from .native import STREAM_RATE, NativeStreamSink
 from .ops import SlackMessageOps
@@ -70,39 +72,23 @@ SCOPES = [
     "users:read",
     "users:read.email",
 ]
-MSG_POINTER = "📬 I've sent my answer to you in a direct message."
-MSG_NO_FEEDBACK = "Feedback isn't available for this answer."
-MSG_FEEDBACK_ERROR = "Sorry, I couldn't record your feedback right now. Please try again later."
 SIGNATURE_MAX_AGE = 5 * 60  # seconds; Slack's replay window for signed requests
-REFUSED_PAGE = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Installation not allowed</title></head>
-<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
-<h2>This Slack workspace can't install this app</h2>
-<p>This Moveworks bridge only serves the Slack workspaces its administrator approved, and
-{who} is not one of them. The installation was not kept.</p>
-<p>If this workspace should be served, ask the bridge's administrator to add <code>{team}</code>
-to <code>SLACK_ALLOWED_TEAMS</code>, then install again.</p>
-</body></html>
-"""
 
 
-class SlackAdapter:
+class SlackAdapter(ChatAdapter):
     platform = PLATFORM
 
     def __init__(
         self,
-        ctx: Any,
+        core: Core,
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         status_refresh: float | None = None,
     ) -> None:
-        settings = ctx.settings
+        settings = core.settings
         self.settings = settings
-        self.store = ctx.store
-        self.relay = ctx.relay
-        self.budgets = ctx.budgets
-        self.metrics = getattr(ctx, "metrics", None)
+        self.core = core
         self._clock = clock
         self._sleep = sleep
         self._status_refresh = status_refresh
@@ -113,7 +99,7 @@ class SlackAdapter:
         self.oauth = bool(settings.slack_client_id and settings.slack_client_secret)
         # SLACK_ALLOWED_TEAMS: team or enterprise ids served; empty = every workspace.
         self.allowed_teams: frozenset[str] = frozenset(settings.slack_allowed_teams or ())
-        self.installations = KvInstallationStore(self.store, allowed=self.allowed_teams) if self.oauth else None
+        self.installations = KvInstallationStore(core.kv, allowed=self.allowed_teams) if self.oauth else None
         self._clients: dict[str, AsyncWebClient] = {}
         self._native_off: set[str] = set()  # teams where native streaming is unavailable
         self._edit_seats = Seats()  # live edited answers per workspace (admission.py)
@@ -143,7 +129,7 @@ class SlackAdapter:
                     client_secret=s.slack_client_secret,
                     scopes=SCOPES,
                     installation_store=self.installations,
-                    state_store=KvOAuthStateStore(self.store),
+                    state_store=KvOAuthStateStore(self.core.kv),
                     install_path="/slack/install",
                     redirect_uri_path="/slack/oauth_redirect",
                     callback_options=AsyncCallbackOptions(success=_install_succeeded, failure=self._install_failed),
@@ -230,10 +216,10 @@ class SlackAdapter:
                             error_code(exc) or type(exc).__name__)
         who = f"workspace {refused.team_id}" if refused.team_id else f"organisation {refused.enterprise_id}"
         team = refused.team_id or refused.enterprise_id or ""
-        page = REFUSED_PAGE.format(who=html.escape(who), team=html.escape(team))
+        page = texts.SLACK_INSTALL_REFUSED_PAGE.format(who=html.escape(who), team=html.escape(team))
         return BoltResponse(status=403, body=page, headers={"Content-Type": "text/html; charset=utf-8"})
 
-    async def start(self, inbound: bool = True) -> None:
+    async def start(self, *, inbound: bool = True) -> None:
         """`inbound=False` (the separate `poll` worker): Web API only, no Socket Mode connection,
         so events are never delivered to a process that does not answer them."""
         if not inbound:
@@ -264,7 +250,7 @@ class SlackAdapter:
     async def stop(self) -> None:
         await self.stop_inbound()
 
-    async def check(self) -> list[tuple[str, bool, str]]:
+    async def check(self) -> list[CheckLine]:
         """`doctor` lines; never prints tokens."""
         lines: list[tuple[str, bool, str]] = []
         if self.oauth:
@@ -295,21 +281,20 @@ class SlackAdapter:
     async def client_for(self, team_id: str, enterprise_id: str | None = None) -> AsyncWebClient:
         """A Web API client with the bot token of this workspace (OAuth) or the one bot token."""
         if self.allowed_teams and team_id not in self.allowed_teams and enterprise_id not in self.allowed_teams:
-            raise DeliveryError(f"slack: {team_id} is not in SLACK_ALLOWED_TEAMS", permanent=True)
+            raise PlatformError(f"slack: {team_id} is not in SLACK_ALLOWED_TEAMS", permanent=True)
         if not self.oauth:
             return self.bolt.client
         assert self.installations is not None
         bot = await self.installations.async_find_bot(enterprise_id=enterprise_id, team_id=team_id)
         if bot is None:
-            raise DeliveryError(f"slack: the app is not installed in {team_id}", permanent=True)
+            raise PlatformError(f"slack: the app is not installed in {team_id}", permanent=True)
         client = self._clients.get(bot.bot_token)
         if client is None:
             client = self._clients[bot.bot_token] = AsyncWebClient(token=bot.bot_token, base_url=self.api_url)
         return client
 
     def _count(self, op: str) -> None:
-        if self.metrics is not None:
-            self.metrics.PLATFORM_WRITES.labels(PLATFORM, op).inc()
+        self.core.count_write(PLATFORM, op)
 
     # --- inbound --------------------------------------------------------------------------------
 
@@ -319,23 +304,22 @@ class SlackAdapter:
         if isinstance(decision, Ignore):
             log.debug("slack event ignored: %s", decision.reason)
             return
-        if isinstance(decision, KindReply):
-            await self._kind_reply(context, decision)
+        if isinstance(decision, Notice):
+            await self._post_notice(context, decision)
             return
         inbound = decision
         if self.channel_mode == "dm" and not inbound.direct:
             address = dict(inbound.address)
             address.update({"dm_user": inbound.user.user_id, "pointer": True})
             inbound = _replace_address(inbound, address)
-        self.relay.submit(inbound)
+        self.core.submit(inbound)
 
     def _follows(self, thread: ThreadKey, user_id: str) -> bool:
         """Is the bot talking with this user in this thread (so they need no new mention)?"""
-        link = self.store.get_link(thread, user_id)
-        return link is not None and link.active
+        return self.core.follows(thread, user_id)
 
-    async def _kind_reply(self, context: Any, reply: KindReply) -> None:
-        if not self.store.claim_inbound(PLATFORM, reply.delivery_id):
+    async def _post_notice(self, context: Any, reply: Notice) -> None:
+        if not self.core.claim_inbound(PLATFORM, reply.dedupe_id):
             return
         try:
             self._count("post")
@@ -354,7 +338,7 @@ class SlackAdapter:
             text = await self._feedback_text(body, action, context, user_id)
         except Exception:  # noqa: BLE001 - a click must never go unanswered or crash the listener
             log.exception("slack feedback failed unexpectedly")
-            text = MSG_FEEDBACK_ERROR
+            text = texts.FEEDBACK_FAILED
         if not user_id or not channel:
             log.info("slack feedback click without a user or channel; nobody to answer")
             return
@@ -374,21 +358,21 @@ class SlackAdapter:
         decoded = bk.feedback_target(bk.decode(value if isinstance(value, str) else None))
         if decoded is None or not user_id:
             log.info("slack feedback button without its ids")
-            return MSG_NO_FEEDBACK
+            return texts.FEEDBACK_UNAVAILABLE
         target, helpful = decoded
         user = ChatUser(PLATFORM, ids(body, context).team_id, user_id)
-        return await self.relay.feedback(user, target, helpful)
+        return (await self.core.feedback(user, target, helpful)).text
 
     async def on_callback(self, body: dict, action: dict, context: Any) -> None:
         where = ids(body, context)
         inbound = normalise_action(body, action, where, bk.decode(action.get("value")))
         if inbound is not None:
-            self.relay.submit(inbound)
+            self.core.submit(inbound)
 
     # --- ChatAdapter ------------------------------------------------------------------------------
 
     async def open_reply(
-        self, thread: ThreadKey, address: dict[str, Any], *, user: ChatUser | None, proactive: bool
+        self, thread: ThreadKey, address: Address, *, user: ChatUser | None, proactive: bool
     ) -> ReplySink:
         team = thread.workspace
         client = await self.client_for(team, address.get("enterprise_id"))
@@ -399,11 +383,12 @@ class SlackAdapter:
             if address.get("pointer") and not proactive:
                 await self._post_pointer(client, address)
         formats = self._formats.setdefault(team, {})
-        edit_budget = self.budgets.get(f"slack:{team}", EDIT_RATE)
+        edit_budget = self.core.budget(f"slack:{team}", EDIT_RATE)
         ops = SlackMessageOps(client, channel, thread_ts, on_write=self._count, formats=formats)
 
         def editing() -> EditingSink:
-            return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", sleep=self._sleep)
+            return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", platform=PLATFORM,
+                               sleep=self._sleep)
 
         def status_keeper() -> StatusKeeper:
             keeper = StatusKeeper(client, channel, thread_ts, on_write=self._count, sleep=self._sleep)
@@ -416,25 +401,24 @@ class SlackAdapter:
         native = self.streaming in ("native", "auto") and not (self.streaming == "auto" and team in self._native_off)
         # Admission (see admission.py): native while Tier 2 has room, else edits while seats are
         # free, else the thread status and one post of the whole answer.
-        if not (native and thread_ts and self.budgets.get(f"slack:{team}:edges", EDGE_RATE).try_take(2)):
+        if not (native and thread_ts and self.core.budget(f"slack:{team}:edges", EDGE_RATE).try_take(2)):
             release = self._edit_seats.take(team, edit_budget)
             if release is not None:
-                return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", sleep=self._sleep,
-                                   on_end=release)
+                return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", platform=PLATFORM,
+                                   sleep=self._sleep, on_end=release)
             if thread_ts:
                 return StatusThenPostSink(editing(), status_keeper())
             return editing()
         stream_key = f"slack:{team}:stream"
         status = status_keeper()
         recipient_user = (user.user_id if user else None) or address.get("user")
-        return NativeStreamSink(
+        native_sink = NativeStreamSink(
             client,
             channel,
             thread_ts,
             budget_key=stream_key,
-            stream_budget=self.budgets.get(stream_key, STREAM_RATE),
+            stream_budget=self.core.budget(stream_key, STREAM_RATE),
             edit_budget=edit_budget,
-            make_fallback=editing,
             recipient_team_id=address.get("recipient_team_id") or team,
             recipient_user_id=recipient_user,
             status=status,
@@ -443,48 +427,50 @@ class SlackAdapter:
             clock=self._clock,
             sleep=self._sleep,
         )
+        return WithFallback(native_sink, editing, fallback_budget=edit_budget)
 
     async def _open_dm(self, client: AsyncWebClient, user_id: str) -> str:
         try:
             response = await call(client.conversations_open, users=user_id)
         except SlackApiError as exc:
-            raise to_delivery_error(exc, "conversations.open") from None
+            raise to_platform_error(exc, "conversations.open") from None
         except TRANSIENT as exc:
-            raise DeliveryError(f"conversations.open: {type(exc).__name__}") from None
+            raise PlatformError(f"conversations.open: {type(exc).__name__}") from None
         return str(response["channel"]["id"])
 
     async def _post_pointer(self, client: AsyncWebClient, address: dict[str, Any]) -> None:
         try:
             self._count("post")
             await call(
-                client.chat_postMessage, channel=address["channel"], thread_ts=address.get("thread_ts"), text=MSG_POINTER
+                client.chat_postMessage, channel=address["channel"], thread_ts=address.get("thread_ts"),
+                text=texts.DM_POINTER
             )
         except (SlackApiError, *TRANSIENT) as exc:
             log.warning("could not post the DM pointer: %s", error_code(exc) or type(exc).__name__)
 
     async def close_reply(
-        self, thread: ThreadKey, address: dict[str, Any], checkpoint: dict[str, Any], message: str
+        self, thread: ThreadKey, address: Address, checkpoint: dict[str, Any], message: str
     ) -> bool:
         """Stop a native stream a crashed process left open, ending it with `message`."""
         channel, ts = checkpoint.get("channel"), checkpoint.get("ts")
         if not channel or not ts:
             return False
         fence = checkpoint.get("fence")
-        text = ("\n" + fence if fence else "") + f"\n\n⚠️ {message}"
+        text = ("\n" + fence if fence else "") + "\n\n" + texts.failure_note(message)
         try:
             client = await self.client_for(thread.workspace, address.get("enterprise_id"))
             await call(client.chat_stopStream, channel=channel, ts=ts, markdown_text=text, sleep=self._sleep)
-        except (SlackApiError, *TRANSIENT, DeliveryError) as exc:
+        except (SlackApiError, *TRANSIENT, PlatformError) as exc:
             log.info("could not stop the interrupted stream (%s); posting the note instead", error_code(exc))
             return False
         return True
 
-    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
+    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, Address] | None:
         """The employee's DM with the bot, for proactive messages from the poller."""
         try:
             client = await self.client_for(employee.workspace)
             channel = await self._open_dm(client, employee.user_id)
-        except DeliveryError as exc:
+        except PlatformError as exc:
             log.info("cannot open a Slack DM: %s", exc)
             return None
         return ThreadKey(PLATFORM, employee.workspace, channel, ""), {"channel": channel, "thread_ts": None}
@@ -493,6 +479,14 @@ class SlackAdapter:
         client = await self.client_for(user.workspace)
         profile = await directory.lookup(client, user.user_id)
         return profile.email if profile else None
+
+    def reply_thread(
+        self, thread: ThreadKey, address: Address, message_ids: tuple[str, ...]
+    ) -> tuple[ThreadKey, Address] | None:
+        """Slack answers each top-level DM message in its own thread, so a reply to a posted
+        notification comes in the thread rooted at it: map that thread to the same conversation."""
+        root = message_ids[0]
+        return replace(thread, thread=root), {**address, "thread_ts": root}
 
 
 def _replace_address(inbound: Any, address: dict[str, Any]) -> Any:

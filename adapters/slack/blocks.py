@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bridge import texts
 from bridge.models import Answer, CitationLink, FeedbackTarget
 from bridge.moveworks.models import Action
 
@@ -128,14 +129,14 @@ def feedback_blocks(target: FeedbackTarget | None) -> list[dict[str, Any]]:
                     "type": "feedback_buttons",
                     "action_id": FEEDBACK_ACTION,
                     "positive_button": {
-                        "text": {"type": "plain_text", "text": "Helpful"},
+                        "text": {"type": "plain_text", "text": texts.HELPFUL},
                         "value": values[0],
-                        "accessibility_label": "This answer was helpful",
+                        "accessibility_label": texts.HELPFUL_LABEL,
                     },
                     "negative_button": {
-                        "text": {"type": "plain_text", "text": "Not helpful"},
+                        "text": {"type": "plain_text", "text": texts.NOT_HELPFUL},
                         "value": values[1],
-                        "accessibility_label": "This answer was not helpful",
+                        "accessibility_label": texts.NOT_HELPFUL_LABEL,
                     },
                 }
             ],

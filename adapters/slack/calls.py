@@ -1,6 +1,6 @@
 """Slack Web API errors mapped to the core's delivery errors, and a 429-aware call helper.
 
-Writes that the core throttles (chat.update and friends inside sinks) raise `RateLimited` so the
+Writes that the core throttles (chat.update and friends inside sinks) raise `PlatformRateLimited` so the
 shared workspace budget learns about the 429; every other call (users.info, setStatus, ephemeral
 acks, conversations.open) goes through `call()`, which waits `Retry-After` and retries.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bridge.errors import DeliveryError, RateLimited, StreamExpired
+from bridge.errors import PlatformError, PlatformRateLimited, StreamExpired
 
 log = logging.getLogger("adapters.slack")
 
@@ -77,16 +77,16 @@ def is_rate_limited(exc: BaseException) -> bool:
     )
 
 
-def to_delivery_error(exc: BaseException, what: str) -> DeliveryError:
+def to_platform_error(exc: BaseException, what: str) -> PlatformError:
     """The core's view of a failed Slack write (never includes tokens or message text)."""
     if is_rate_limited(exc):
-        return RateLimited(f"{what}: rate limited", retry_after=retry_after(exc))  # type: ignore[arg-type]
+        return PlatformRateLimited(f"{what}: rate limited", retry_after=retry_after(exc))  # type: ignore[arg-type]
     code = error_code(exc)
     if code in STREAM_GONE:
         return StreamExpired(f"{what}: {code}")
     if code:
-        return DeliveryError(f"{what}: {code}", permanent=code in PERMANENT)
-    return DeliveryError(f"{what}: {type(exc).__name__}")
+        return PlatformError(f"{what}: {code}", permanent=code in PERMANENT)
+    return PlatformError(f"{what}: {type(exc).__name__}")
 
 
 TRANSIENT = (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError, OSError)

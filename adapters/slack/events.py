@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bridge import texts
 from bridge.models import ChatUser, Inbound, ThreadKey
 
 from .blocks import CALLBACK_ACTION_PREFIX, FEEDBACK_ACTION
@@ -35,10 +36,6 @@ log = logging.getLogger("adapters.slack")
 PLATFORM = "slack"
 # Subtypes that are still a person writing to us; every other subtype is an edit, join, etc.
 USER_SUBTYPES = frozenset({"file_share", "thread_broadcast"})
-MSG_FILES_ONLY = (
-    "I can only read text for now, so I couldn't look at that file. "
-    "Could you type your question instead?"
-)
 
 
 @dataclass(frozen=True)
@@ -47,10 +44,10 @@ class Ignore:
 
 
 @dataclass(frozen=True)
-class KindReply:
+class Notice:
     """A real person wrote something we cannot send to Moveworks: tell them, once."""
 
-    delivery_id: str
+    dedupe_id: str
     channel: str
     thread_ts: str
     text: str
@@ -105,7 +102,7 @@ def team_allowed(body: dict[str, Any], context: Any, allowed: frozenset[str]) ->
     return True
 
 
-def delivery_id(team_id: str, channel: str, ts: str) -> str:
+def message_key(team_id: str, channel: str, ts: str) -> str:
     """Same for every delivery of one Slack message: retries and the app_mention/message pair."""
     return f"{team_id}:{channel}:{ts}"
 
@@ -116,7 +113,7 @@ def normalise(
     *,
     mention: bool,
     followed: Callable[[ThreadKey, str], bool],
-) -> Inbound | KindReply | Ignore:
+) -> Inbound | Notice | Ignore:
     """One Slack event -> what to do with it. Pure apart from `followed(thread, user_id)` (a store
     lookup: does this user have an active conversation in this thread?)."""
     if not isinstance(event, dict):
@@ -144,10 +141,10 @@ def normalise(
             return Ignore("channel message not for the bot")
         if not followed(thread, user):
             return Ignore("thread where the bot is not talking with this user")
-    did = delivery_id(where.team_id, channel, ts)
+    did = message_key(where.team_id, channel, ts)
     text = to_plain(raw, bot_user_id=where.bot_user_id)
     if not text and event.get("files"):
-        return KindReply(did, channel, root, MSG_FILES_ONLY)
+        return Notice(did, channel, root, texts.FILES_ONLY)
     profile = event.get("user_profile") if isinstance(event.get("user_profile"), dict) else {}
     name = profile.get("display_name") or profile.get("real_name") or None
     recipient_team = where.enterprise_id if where.is_enterprise_install and where.enterprise_id else where.team_id
@@ -160,7 +157,7 @@ def normalise(
     if where.enterprise_id:
         address["enterprise_id"] = where.enterprise_id
     return Inbound(
-        delivery_id=did,
+        dedupe_id=did,
         thread=thread,
         user=ChatUser(PLATFORM, where.team_id, user, name=name),
         text=text,
@@ -182,7 +179,7 @@ def normalise_action(body: dict[str, Any], action: dict[str, Any], where: Where,
     thread = ThreadKey(PLATFORM, where.team_id, channel, root)
     label = str(data.get("l") or "")
     return Inbound(
-        delivery_id=f"action:{where.team_id}:{channel}:{action.get('action_ts') or body.get('trigger_id')}",
+        dedupe_id=f"action:{where.team_id}:{channel}:{action.get('action_ts') or body.get('trigger_id')}",
         thread=thread,
         user=ChatUser(PLATFORM, where.team_id, user, name=(body.get("user") or {}).get("name")),
         text=label,

@@ -1,4 +1,4 @@
-"""Multi-workspace OAuth state in the bridge database (store.kv_*), so installations survive
+"""Multi-workspace OAuth state in the bridge's key/value store (`Core.kv`), so installations survive
 restarts and are shared by every process using the same `BRIDGE_DB`.
 
 slack_sdk's stores serialise the same way (`__dict__` as JSON); this one only swaps the file or
@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from logging import Logger
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.error import BoltError
@@ -20,7 +21,7 @@ from slack_sdk.oauth.installation_store.models.bot import Bot
 from slack_sdk.oauth.installation_store.models.installation import Installation
 from slack_sdk.oauth.state_store.async_state_store import AsyncOAuthStateStore
 
-from bridge.store import Store
+from bridge.contract import KeyValue
 
 log = logging.getLogger("adapters.slack")
 
@@ -55,8 +56,8 @@ class InstallationRefused(BoltError):
 class KvInstallationStore(AsyncInstallationStore):
     """`allowed`: team or enterprise ids that may be saved (SLACK_ALLOWED_TEAMS); empty = any."""
 
-    def __init__(self, store: Store, *, allowed: frozenset[str] = frozenset()) -> None:
-        self.store = store
+    def __init__(self, kv: Callable[[str], KeyValue], *, allowed: frozenset[str] = frozenset()) -> None:
+        self.kv = kv
         self.allowed = frozenset(allowed)
 
     def _check(self, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None,
@@ -78,22 +79,22 @@ class KvInstallationStore(AsyncInstallationStore):
                     installation.bot_token)
         key = _key(installation.enterprise_id, installation.team_id, installation.is_enterprise_install)
         data = _dump(installation)
-        self.store.kv_set(NS_INSTALLATION, f"{key}:latest", data)
+        self.kv(NS_INSTALLATION).set(f"{key}:latest", data)
         if installation.user_id:
-            self.store.kv_set(NS_INSTALLATION, f"{key}:{installation.user_id}", data)
+            self.kv(NS_INSTALLATION).set(f"{key}:{installation.user_id}", data)
         if installation.bot_token:
             await self.async_save_bot(installation.to_bot())
 
     async def async_save_bot(self, bot: Bot) -> None:
         self._check(bot.enterprise_id, bot.team_id, bot.is_enterprise_install, bot.bot_token)
-        self.store.kv_set(NS_BOT, _key(bot.enterprise_id, bot.team_id, bot.is_enterprise_install), _dump(bot))
+        self.kv(NS_BOT).set(_key(bot.enterprise_id, bot.team_id, bot.is_enterprise_install), _dump(bot))
 
     async def async_find_bot(
         self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
     ) -> Bot | None:
-        raw = self.store.kv_get(NS_BOT, _key(enterprise_id, team_id, is_enterprise_install))
+        raw = self.kv(NS_BOT).get(_key(enterprise_id, team_id, is_enterprise_install))
         if raw is None and enterprise_id and not is_enterprise_install:  # org-wide install
-            raw = self.store.kv_get(NS_BOT, _key(enterprise_id, None, True))
+            raw = self.kv(NS_BOT).get(_key(enterprise_id, None, True))
         return Bot(**json.loads(raw)) if raw else None
 
     async def async_find_installation(
@@ -105,31 +106,31 @@ class KvInstallationStore(AsyncInstallationStore):
         is_enterprise_install: bool | None = False,
     ) -> Installation | None:
         key = _key(enterprise_id, team_id, is_enterprise_install)
-        raw = self.store.kv_get(NS_INSTALLATION, f"{key}:{user_id or 'latest'}")
+        raw = self.kv(NS_INSTALLATION).get(f"{key}:{user_id or 'latest'}")
         return Installation(**json.loads(raw)) if raw else None
 
     async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
-        self.store.kv_delete(NS_BOT, _key(enterprise_id, team_id))
+        self.kv(NS_BOT).delete(_key(enterprise_id, team_id))
 
     async def async_delete_installation(
         self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
     ) -> None:
         key = _key(enterprise_id, team_id)
         if user_id:
-            self.store.kv_delete(NS_INSTALLATION, f"{key}:{user_id}")
+            self.kv(NS_INSTALLATION).delete(f"{key}:{user_id}")
             return
-        for item_key, _ in self.store.kv_items(NS_INSTALLATION, prefix=f"{key}:"):
-            self.store.kv_delete(NS_INSTALLATION, item_key)
+        for item_key, _ in self.kv(NS_INSTALLATION).items(prefix=f"{key}:"):
+            self.kv(NS_INSTALLATION).delete(item_key)
 
     def installed_teams(self) -> list[str]:
-        return [key for key, _ in self.store.kv_items(NS_BOT)]
+        return [key for key, _ in self.kv(NS_BOT).items()]
 
 
 class KvOAuthStateStore(AsyncOAuthStateStore):
     """One-time OAuth `state` values, valid for 10 minutes, shared across processes."""
 
-    def __init__(self, store: Store, *, expiration_seconds: int = 600) -> None:
-        self.store = store
+    def __init__(self, kv: Callable[[str], KeyValue], *, expiration_seconds: int = 600) -> None:
+        self.kv = kv
         self.expiration_seconds = expiration_seconds
 
     @property
@@ -138,12 +139,12 @@ class KvOAuthStateStore(AsyncOAuthStateStore):
 
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
         state = secrets.token_urlsafe(24)
-        self.store.kv_set(NS_STATE, state, str(time.time()))
+        self.kv(NS_STATE).set(state, str(time.time()))
         return state
 
     async def async_consume(self, state: str) -> bool:
-        raw = self.store.kv_get(NS_STATE, state)
+        raw = self.kv(NS_STATE).get(state)
         if raw is None:
             return False
-        self.store.kv_delete(NS_STATE, state)
+        self.kv(NS_STATE).delete(state)
         return time.time() - float(raw) <= self.expiration_seconds

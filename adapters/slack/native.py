@@ -9,8 +9,8 @@ rotation and recovery, which is where streams fail in practice. This sink:
   35,000 characters, closing and reopening a code fence that spans the cut;
 * recovers from `message_not_in_streaming_state`: text that did not get through is carried into
   a new stream (while streaming) or finished with `chat.update` on the dead stream's ts;
-* falls back to the post-then-edit `EditingSink` when native streaming is refused (missing
-  recipient, method unavailable) before any text was shown, so an answer is never lost;
+* declines (`StreamDeclined`) when native streaming is refused (missing recipient, method
+  unavailable) before any text was shown: the core continues the reply by edits;
 * finishes with the exact final text: when the final text is not an extension of what was
   streamed (citation markers inserted), the streamed messages are rewritten with `chat.update`.
 """
@@ -28,12 +28,13 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.mechanisms.ratelimit import WriteBudget
-from bridge.errors import DeliveryError, RateLimited
-from bridge.models import Answer, Capabilities, Frame, Rate
-from bridge.contract import ReplySink
-from bridge.answers.renderer import write_final
+from bridge import texts
 from bridge.answers.markdown import open_fence, split_markdown
+from bridge.answers.sinks import write_final
+from bridge.contract import ReplySink
+from bridge.errors import PlatformError, PlatformRateLimited, StreamDeclined
+from bridge.mechanisms.ratelimit import WriteBudget
+from bridge.models import Answer, Capabilities, Frame, Rate
 
 from . import blocks as bk
 from .calls import PERMANENT, STREAM_GONE, TOO_LONG, TRANSIENT, error_code, is_rate_limited, retry_after
@@ -57,7 +58,7 @@ NATIVE_CAPABILITIES = Capabilities(
     budget_posts=False,  # the first write is a post/startStream, not a budgeted edit
 )
 
-# Native streaming is unavailable for this reply: use edits instead.
+# Native streaming is unavailable for this reply: decline, the core continues by edits.
 FALLBACK_ERRORS = frozenset(
     {
         "missing_recipient_team_id",
@@ -92,7 +93,7 @@ class _Fallback(Exception):
         self.code = code
 
 
-class NativeStreamSink:
+class NativeStreamSink(ReplySink):
     def __init__(
         self,
         client: AsyncWebClient,
@@ -102,7 +103,6 @@ class NativeStreamSink:
         budget_key: str,
         stream_budget: WriteBudget,
         edit_budget: WriteBudget,
-        make_fallback: Callable[[], ReplySink],
         recipient_team_id: str | None = None,
         recipient_user_id: str | None = None,
         status: StatusKeeper | None = None,
@@ -119,7 +119,6 @@ class NativeStreamSink:
         self.thread_ts = thread_ts
         self.stream_budget = stream_budget
         self.edit_budget = edit_budget
-        self._make_fallback = make_fallback
         self.recipient_team_id = recipient_team_id
         self.recipient_user_id = recipient_user_id
         self.status = status
@@ -130,16 +129,12 @@ class NativeStreamSink:
         self._final_attempts = final_attempts
         self.segments: list[Segment] = []
         self.sent = ""  # answer text delivered so far (without fence lines added at rotations)
-        self.fallback: ReplySink | None = None
         self.broken = False  # native failed after text was shown: finish() rewrites by edits
         self._reopen = ""  # fence line to start the next stream with
 
     # --- ReplySink --------------------------------------------------------------------------------
 
     async def show(self, frame: Frame) -> bool | None:
-        if self.fallback is not None:
-            await self.edit_budget.acquire()
-            return await self.fallback.show(frame)
         if self.broken:
             return False
         if not frame.text:
@@ -148,29 +143,26 @@ class NativeStreamSink:
             # The thread status is not the streamed message: it must not hold back its first text.
             return False
         if not frame.text.startswith(self.sent):
-            return  # an earlier part was rewritten; finish() reconciles the messages
+            return None  # an earlier part was rewritten; finish() reconciles the messages
         delta = frame.text[len(self.sent):]
         if not delta:
-            return
+            return None
         try:
             await self._deliver(delta, charge=False)
         except _Fallback as exc:
             await self._switch(exc.code)
-            if self.fallback is not None:
-                await self.fallback.show(frame)
+        return None
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The open stream (and any open code fence) a restarted process must stop after a crash."""
         seg = self._live()
-        if seg is None or self.fallback is not None or self.broken:
+        if seg is None or self.broken:
             return None
         fence = open_fence(seg.text)
         return {"channel": self.channel, "ts": seg.ts, "fence": fence[0] if fence else None}
 
     async def finish(self, answer: Answer) -> list[str]:
         await self._stop_status()
-        if self.fallback is not None:
-            return await self.fallback.finish(answer)
         extras = bk.answer_extras(answer)
         final = answer.text
         if not self.broken and final.strip() and final.startswith(self.sent):
@@ -179,17 +171,12 @@ class NativeStreamSink:
             except _Fallback as exc:
                 if not self.segments:
                     await self._switch(exc.code)
-                    assert self.fallback is not None
-                    return await self.fallback.finish(answer)
                 log.warning("native stream unavailable at the end (%s); finishing by edits", exc.code)
         return await self._rewrite(final, extras)
 
     async def fail(self, message: str) -> None:
         await self._stop_status()
-        if self.fallback is not None:
-            await self.fallback.fail(message)
-            return
-        note = f"⚠️ {message}"
+        note = texts.failure_note(message)
         seg = self._live()
         if seg is not None:
             fence = open_fence(seg.text)
@@ -197,7 +184,7 @@ class NativeStreamSink:
             try:
                 await self._final(lambda: self._stop_call(seg, text, None), budget=self.stream_budget)
                 return
-            except (DeliveryError, _Fallback, _Gone):
+            except (PlatformError, _Fallback, _Gone):
                 log.info("could not end the stream with the failure note; posting it")
         await self._final(lambda: self._post(note, []), budget=self.edit_budget)
 
@@ -238,7 +225,7 @@ class NativeStreamSink:
             except _Gone:
                 restarts += 1
                 if restarts > 3:
-                    raise DeliveryError("slack: streams keep ending") from None
+                    raise PlatformError("slack: streams keep ending") from None
                 continue  # the text is carried into a fresh stream
             self.sent += piece
             delta = delta[len(piece):]
@@ -256,14 +243,14 @@ class NativeStreamSink:
     def _raise(self, exc: SlackApiError, what: str, *, fresh: bool) -> None:
         code = error_code(exc)
         if is_rate_limited(exc):
-            raise RateLimited(f"{what}: rate limited", retry_after=retry_after(exc)) from None
+            raise PlatformRateLimited(f"{what}: rate limited", retry_after=retry_after(exc)) from None
         if code in STREAM_GONE:
             raise _Gone(code) from None
         if code in FALLBACK_ERRORS or (fresh and code in TOO_LONG):
             raise _Fallback(code) from None
         if code in TOO_LONG:
             raise _Gone(code) from None  # this message is full: continue in a new stream
-        raise DeliveryError(f"{what}: {code or 'error'}", permanent=code in PERMANENT) from None
+        raise PlatformError(f"{what}: {code or 'error'}", permanent=code in PERMANENT) from None
 
     async def _start(self, piece: str) -> None:
         text = self._reopen + piece
@@ -278,7 +265,7 @@ class NativeStreamSink:
         except SlackApiError as exc:
             self._raise(exc, "chat.startStream", fresh=True)
         except TRANSIENT as exc:
-            raise DeliveryError(f"chat.startStream: {type(exc).__name__}") from None
+            raise PlatformError(f"chat.startStream: {type(exc).__name__}") from None
         self.segments.append(Segment(str(response["ts"]), text, self._clock()))
         self._reopen = ""
         await self._stop_status()  # the post replaces the status
@@ -295,11 +282,11 @@ class NativeStreamSink:
                 log.warning("slack stream %s ended early (%s); continuing in a new one", seg.ts, code)
                 seg.live = False
                 if code in TOO_LONG:  # full, but still open: close it so it does not spin forever
-                    with contextlib.suppress(DeliveryError, _Gone, _Fallback, RateLimited):
+                    with contextlib.suppress(PlatformError, _Gone, _Fallback):
                         await self._stop_call(seg, "", None)
                 raise
         except TRANSIENT as exc:
-            raise DeliveryError(f"chat.appendStream: {type(exc).__name__}") from None
+            raise PlatformError(f"chat.appendStream: {type(exc).__name__}") from None
         seg.text += piece
 
     async def _stop_call(self, seg: Segment, text: str, extras: list[dict[str, Any]] | None) -> None:
@@ -318,7 +305,7 @@ class NativeStreamSink:
                 seg.live = False
                 raise
         except TRANSIENT as exc:
-            raise DeliveryError(f"chat.stopStream: {type(exc).__name__}") from None
+            raise PlatformError(f"chat.stopStream: {type(exc).__name__}") from None
         seg.text += text
         seg.live = False
 
@@ -326,8 +313,7 @@ class NativeStreamSink:
 
     async def _final(self, action: Callable[[], Awaitable[Any]], *, budget: WriteBudget) -> Any:
         """Run a final write until it succeeds (the final text is never dropped for a 429)."""
-        return await write_final(action, budget, self.budget_key, sleep=self._sleep,
-                                 attempts=self._final_attempts)
+        return await write_final(action, budget, "slack", sleep=self._sleep, attempts=self._final_attempts)
 
     async def _finish_stream(self, final: str, extras: list[dict[str, Any]]) -> list[str]:
         remaining = final[len(self.sent):]
@@ -365,7 +351,7 @@ class NativeStreamSink:
         if seg is not None:
             try:
                 await self._final(lambda: self._stop_call(seg, "", None), budget=self.stream_budget)
-            except (DeliveryError, _Gone, _Fallback):
+            except (PlatformError, _Gone, _Fallback):
                 seg.live = False
         parts = split_markdown(final, FINAL_PART_LIMIT) if final.strip() else [""]
         existing = [s.ts for s in self.segments]
@@ -392,7 +378,7 @@ class NativeStreamSink:
 
     def _content(self, text: str, extras: list[dict[str, Any]]) -> dict[str, Any]:
         body = bk.markdown_body(text) if text.strip() else []
-        return {"text": preview(text) if text.strip() else "Answer", "blocks": body + extras}
+        return {"text": preview(text) if text.strip() else texts.ANSWER_PREVIEW, "blocks": body + extras}
 
     async def _update(self, ts: str, text: str, extras: list[dict[str, Any]]) -> None:
         try:
@@ -401,7 +387,7 @@ class NativeStreamSink:
         except SlackApiError as exc:
             self._raise_edit(exc, "chat.update")
         except TRANSIENT as exc:
-            raise DeliveryError(f"chat.update: {type(exc).__name__}") from None
+            raise PlatformError(f"chat.update: {type(exc).__name__}") from None
 
     async def _post(self, text: str, extras: list[dict[str, Any]]) -> str:
         try:
@@ -413,19 +399,21 @@ class NativeStreamSink:
         except SlackApiError as exc:
             self._raise_edit(exc, "chat.postMessage")
         except TRANSIENT as exc:
-            raise DeliveryError(f"chat.postMessage: {type(exc).__name__}") from None
+            raise PlatformError(f"chat.postMessage: {type(exc).__name__}") from None
         return str(response["ts"])
 
     @staticmethod
     def _raise_edit(exc: SlackApiError, what: str) -> None:
         if is_rate_limited(exc):
-            raise RateLimited(f"{what}: rate limited", retry_after=retry_after(exc)) from None
+            raise PlatformRateLimited(f"{what}: rate limited", retry_after=retry_after(exc)) from None
         code = error_code(exc)
-        raise DeliveryError(f"{what}: {code or 'error'}", permanent=code in PERMANENT) from None
+        raise PlatformError(f"{what}: {code or 'error'}", permanent=code in PERMANENT) from None
 
     # --- fallback ---------------------------------------------------------------------------------
 
     async def _switch(self, code: str) -> None:
+        """Native streaming is refused: before any text, decline (the core continues by edits);
+        mid-answer, finish the streamed messages by edits here."""
         await self._stop_status()  # edits show their own status line
         if code in WORKSPACE_ERRORS:
             self._on_unavailable(code)
@@ -433,8 +421,7 @@ class NativeStreamSink:
             log.warning("native streaming failed mid-answer (%s); the final text will be edited in", code)
             self.broken = True
             return
-        log.warning("native streaming unavailable (%s); using message edits", code)
-        self.fallback = self._make_fallback()
+        raise StreamDeclined(f"slack native streaming unavailable: {code}")
 
     async def _stop_status(self) -> None:
         if self.status is not None:

@@ -13,11 +13,11 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.errors import DeliveryError
+from bridge.errors import PlatformError
 from bridge.models import Answer
 
 from . import blocks as bk
-from .calls import TOO_LONG, TRANSIENT, error_code, to_delivery_error
+from .calls import TOO_LONG, TRANSIENT, error_code, to_platform_error
 from .mrkdwn import preview
 
 log = logging.getLogger("adapters.slack")
@@ -58,14 +58,14 @@ class SlackMessageOps:
                     self._on_write(op)
                     result = await method(**kwargs, **self._payload(text, answer, markdown=False))
                 except SlackApiError as again:
-                    raise to_delivery_error(again, op) from None
+                    raise to_platform_error(again, op) from None
                 except TRANSIENT as again:
-                    raise DeliveryError(f"{op}: {type(again).__name__}") from None
+                    raise PlatformError(f"{op}: {type(again).__name__}") from None
                 self._formats["markdown"] = False
                 return result
-            raise to_delivery_error(exc, op) from None
+            raise to_platform_error(exc, op) from None
         except TRANSIENT as exc:
-            raise DeliveryError(f"{op}: {type(exc).__name__}") from None
+            raise PlatformError(f"{op}: {type(exc).__name__}") from None
 
     async def post(self, text: str, *, answer: Answer | None = None) -> str:
         kwargs: dict[str, Any] = {"channel": self.channel, "unfurl_links": False, "unfurl_media": False}
@@ -84,6 +84,6 @@ class SlackMessageOps:
         except SlackApiError as exc:
             if error_code(exc) == "message_not_found":
                 return
-            raise to_delivery_error(exc, "delete") from None
+            raise to_platform_error(exc, "delete") from None
         except TRANSIENT as exc:
-            raise DeliveryError(f"delete: {type(exc).__name__}") from None
+            raise PlatformError(f"delete: {type(exc).__name__}") from None

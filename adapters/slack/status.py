@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bridge import texts
+
 from .calls import TRANSIENT, call
 
 log = logging.getLogger("adapters.slack")
@@ -62,7 +64,7 @@ class StatusKeeper:
                 attempts=2,
                 channel_id=self.channel,
                 thread_ts=self.thread_ts,
-                status="is thinking…",
+                status=texts.SLACK_THINKING_STATUS,
                 loading_messages=[self._step or "Thinking"],
             )
             self.sent += 1

@@ -11,11 +11,11 @@ subclasses that really serialize), `references` (ConversationReference persisten
 
 from __future__ import annotations
 
-from typing import Any
+from bridge.contract import ChatAdapter, Core
 
 
-def build(ctx: Any):
-    """`TeamsAdapter` from an `AdapterContext` (imported lazily by `adapters.registry`)."""
+def build(core: Core) -> ChatAdapter:
+    """`TeamsAdapter` (imported lazily by `adapters.registry`)."""
     from .app import TeamsAdapter
 
-    return TeamsAdapter(ctx)
+    return TeamsAdapter(core)

@@ -26,11 +26,11 @@ from botbuilder.schema import (
 )
 from msrest.exceptions import DeserializationError
 
+from bridge.answers.sinks import EditingSink, WithFallback
+from bridge.contract import Address, ChatAdapter, CheckLine, Core, ReplySink
+from bridge.errors import PlatformError
 from bridge.mechanisms.ratelimit import WriteBudget
-from bridge.errors import DeliveryError
 from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
-from bridge.contract import ReplySink
-from bridge.answers.renderer import EditingSink
 
 from .bot import TeamsBot, TenantRefused
 from .connector import (
@@ -39,7 +39,7 @@ from .connector import (
     channel_openid_url,
     outbound_credentials_key,
     run_in_conversation,
-    to_delivery_error,
+    to_platform_error,
 )
 from .ops import TeamsMessageOps, TeamsTarget
 from .references import NS_FEEDBACK, PLATFORM, ReferenceBook, StoredReference, bare_conversation
@@ -62,20 +62,19 @@ NATIVE_CAPABILITIES = Capabilities(max_text_len=MAX_TEXT_LEN, edit=True, native_
 EDIT_CAPABILITIES = Capabilities(max_text_len=MAX_TEXT_LEN, edit=True, native_stream=False,
                                  min_edit_interval=1.5, write_budget=TENANT_RATE)
 MAX_CONVERSATION_BUDGETS = 10_000
+FEEDBACK_TTL = 30 * 24 * 3600.0  # feedback buttons of month-old answers are not worth keeping
 
 
-class TeamsAdapter:
+class TeamsAdapter(ChatAdapter):
     platform = PLATFORM
+    worker_threads = 64  # botbuilder's connector sends from the default thread pool
 
-    def __init__(self, ctx: Any, *, native_streaming: bool = True) -> None:
-        self.settings = ctx.settings
-        self.store = ctx.store
-        self.relay = ctx.relay
-        self.budgets = ctx.budgets
-        self.metrics = getattr(ctx, "metrics", None)
+    def __init__(self, core: Core, *, native_streaming: bool = True) -> None:
+        self.settings = core.settings
+        self.core = core
         self.app_id = self.settings.teams_app_id or ""
         self.native_streaming = native_streaming
-        self.references = ReferenceBook(self.store)
+        self.references = ReferenceBook(core.kv, core.end_threads)
         self.cloud, self.credentials = build_cloud_adapter(self.settings)
         self.bot = TeamsBot(self)
         self._conversation_budgets: OrderedDict[str, WriteBudget] = OrderedDict()
@@ -86,13 +85,13 @@ class TeamsAdapter:
     def mount(self, app: web.Application) -> None:
         app.router.add_post("/api/messages", self.handle)
 
-    async def start(self, inbound: bool = True) -> None:
+    async def start(self, *, inbound: bool = True) -> None:
         """Teams receives over HTTP only (the route is mounted by `serve`), so `inbound=False`
         (the `poll` worker) changes one thing: the inbound signing keys are not pre-loaded.
         With an app id, tokens are fetched and kept fresh in the background from here on; this
         returns at once and never fails for want of a network (see `AuthRefresher`)."""
         # Feedback buttons of month-old answers are not worth keeping (they grow per answer).
-        self.store.kv_prune(NS_FEEDBACK)
+        self.core.kv(NS_FEEDBACK).prune(FEEDBACK_TTL)
         if not self.app_id:
             log.warning(
                 "!!! TEAMS RUNS UNAUTHENTICATED: TEAMS_APP_ID is not set, so /api/messages accepts "
@@ -118,7 +117,7 @@ class TeamsAdapter:
         if refresher is not None:
             await refresher.stop()
 
-    async def check(self) -> list[tuple[str, bool, str]]:
+    async def check(self) -> list[CheckLine]:
         if not self.app_id:
             return [("teams", True, "no TEAMS_APP_ID: unauthenticated local development mode")]
         try:
@@ -171,53 +170,58 @@ class TeamsAdapter:
 
     def tenant_budget(self, tenant: str) -> WriteBudget:
         """Every bot API call of a tenant counts against Teams' per-app, per-tenant limit."""
-        return self.budgets.get(f"teams:{tenant}", TENANT_RATE)
+        return self.core.budget(f"teams:{tenant}", TENANT_RATE)
 
     def target(self, ref_key: str) -> TeamsTarget:
         stored = self.references.load(ref_key)
         if stored is None:
-            raise DeliveryError("no stored Teams conversation reference", permanent=True)
+            raise PlatformError("no stored Teams conversation reference", permanent=True)
         return self.target_of(stored)
 
     def target_of(self, stored: StoredReference) -> TeamsTarget:
         return TeamsTarget(
             self.cloud, self.app_id, stored, self.references,
             self._conversation_budget(bare_conversation(stored.ref_key)),
-            text_format=self.settings.teams_text_format, metrics=self.metrics,
+            text_format=self.settings.teams_text_format, count_write=self.core.count_write,
+            count_rate_limited=self.core.count_rate_limited,
         )
 
     async def open_reply(
-        self, thread: ThreadKey, address: dict[str, Any], *, user: ChatUser | None, proactive: bool
+        self, thread: ThreadKey, address: Address, *, user: ChatUser | None, proactive: bool
     ) -> ReplySink:
-        ref_key = str(address.get("ref_key") or "")
-        target = self.target(ref_key)
+        target = self.target(str(address.get("ref_key") or ""))
         tenant = target.stored.tenant or thread.workspace
         budget_key = f"teams:{tenant}"
         budget = self.tenant_budget(tenant)
+
+        def editing() -> ReplySink:
+            return EditingSink(TeamsMessageOps(target), EDIT_CAPABILITIES, budget, budget_key, platform=PLATFORM)
+
         if target.stored.scope == "personal" and not proactive and self.native_streaming:
-            return TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key,
-                                   edit_capabilities=EDIT_CAPABILITIES)
-        return EditingSink(TeamsMessageOps(target), EDIT_CAPABILITIES, budget, budget_key)
+            return WithFallback(TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key), editing)
+        return editing()
 
     async def close_reply(
-        self, thread: ThreadKey, address: dict[str, Any], checkpoint: dict[str, Any], message: str
+        self, thread: ThreadKey, address: Address, checkpoint: dict[str, Any], message: str
     ) -> bool:
         """End a native stream a crashed process left open with `message`, in place."""
         stream_id = checkpoint.get("stream_id")
         if not stream_id:
             return False
         try:
-            sink = await self.open_reply(thread, address, user=None, proactive=False)
-            if not isinstance(sink, TeamsStreamSink):
+            target = self.target(str(address.get("ref_key") or ""))
+            if target.stored.scope != "personal":
                 return False
+            tenant = target.stored.tenant or thread.workspace
+            sink = TeamsStreamSink(target, NATIVE_CAPABILITIES, self.tenant_budget(tenant), f"teams:{tenant}")
             sink.adopt(str(stream_id))
             await sink.fail(message)
-        except DeliveryError as exc:
+        except PlatformError as exc:
             log.info("could not end the interrupted stream (%s); posting the note instead", exc)
             return False
         return True
 
-    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, dict[str, Any]] | None:
+    async def open_direct(self, employee: Employee) -> tuple[ThreadKey, Address] | None:
         stored = self.references.personal(employee.user_id)
         if stored is None:
             stored = await self._create_personal_chat(employee)
@@ -245,13 +249,12 @@ class TeamsAdapter:
             created.append(context.activity.conversation.id)
 
         await self.tenant_budget(tenant).acquire(final=True)
-        if self.metrics is not None:
-            self.metrics.PLATFORM_WRITES.labels(PLATFORM, "create").inc()
+        self.core.count_write(PLATFORM, "create")
         try:
             await self.cloud.create_conversation(self.app_id, callback, parameters, "msteams",
                                                  member["service_url"])
         except Exception as exc:  # noqa: BLE001
-            raise to_delivery_error(exc, "create") from None
+            raise to_platform_error(exc, "create") from None
         if not created or not created[0]:
             return None
         reference = ConversationReference(
@@ -277,12 +280,11 @@ class TeamsAdapter:
             return await TeamsInfo.get_member(context, member["member_id"])
 
         await self.tenant_budget(stored.tenant or user.workspace).acquire(final=True)
-        if self.metrics is not None:
-            self.metrics.PLATFORM_WRITES.labels(PLATFORM, "roster").inc()
+        self.core.count_write(PLATFORM, "roster")
         try:
             account = await run_in_conversation(self.cloud, self.app_id, stored.to_reference(), lookup)
         except Exception as exc:  # noqa: BLE001 - the relay treats None as "unknown"
-            log.info("teams roster lookup failed: %s", to_delivery_error(exc, "roster"))
+            log.info("teams roster lookup failed: %s", to_platform_error(exc, "roster"))
             return None
         email = getattr(account, "email", None) or getattr(account, "user_principal_name", None)
         return str(email) if email else None

@@ -1,7 +1,7 @@
 """The botbuilder `ActivityHandler`: Teams activities in, `Inbound` to the relay out.
 
 The turn stays short: remember the conversation reference, send a typing indicator, hand the
-question to `relay.submit` and return, so the HTTP POST is answered long before Teams' ~15 s
+question to `core.submit` and return, so the HTTP POST is answered long before Teams' ~15 s
 timeout and redelivery. The answer is written later through the stored reference.
 
 Where answers go: personal chats always; channels and group chats only when the bot is
@@ -22,7 +22,9 @@ from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
-from bridge.errors import DeliveryError
+from bridge import texts
+from bridge.contract import FeedbackAck
+from bridge.errors import PlatformError
 from bridge.models import ChatUser, Inbound, ThreadKey
 
 from .references import (
@@ -41,7 +43,6 @@ log = logging.getLogger("adapters.teams")
 
 FEEDBACK_TIMEOUT = 8.0  # Teams waits ~15 s for an invoke response
 FEEDBACK_NOTE_TIMEOUT = 4.0  # the refusal/failure note, sent before the invoke is answered
-FEEDBACK_FAILED = "Sorry, I couldn't record your feedback right now. Please try again later."
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?(?:p|div|span|br|b|i|strong|em)\b[^>]*>", re.IGNORECASE)
 
@@ -138,7 +139,7 @@ class TeamsBot(TeamsActivityHandler):
                 service_url=activity.service_url or "", bot=stored.bot,
             )
         inbound = Inbound(
-            delivery_id=f"{thread.channel}|{activity.id or ''}",
+            dedupe_id=f"{thread.channel}|{activity.id or ''}",
             thread=thread,
             user=user,
             text=str(value.get("label") or "") if callback else question_text(activity),
@@ -149,13 +150,12 @@ class TeamsBot(TeamsActivityHandler):
             direct=scope == "personal",
         )
         budget = self.adapter.tenant_budget(tenant)
-        if budget.tokens >= 1:  # a courtesy: skipped when the tenant's budget is busy
-            budget.charge()
+        if budget.try_take():  # a courtesy: skipped when the tenant's budget is busy
             try:
                 await turn_context.send_activity(Activity(type=ActivityTypes.typing))
             except Exception as exc:  # noqa: BLE001 - the answer matters, not the indicator
                 log.info("teams typing indicator failed: %s", exc)
-        self.adapter.relay.submit(inbound)
+        self.adapter.core.submit(inbound)
 
     # --- install events: remember where to reach people proactively ----------------------------
 
@@ -212,17 +212,17 @@ class TeamsBot(TeamsActivityHandler):
             return
         user = user_of(activity, tenant_of(activity))
         try:
-            ack = await asyncio.wait_for(self.adapter.relay.feedback(user, target, reaction == "like"),
+            ack = await asyncio.wait_for(self.adapter.core.feedback(user, target, reaction == "like"),
                                          FEEDBACK_TIMEOUT)
         except Exception:
             log.warning("teams feedback could not be recorded", exc_info=True)
-            ack = FEEDBACK_FAILED
-        log.info("teams feedback: %s", ack)
+            ack = FeedbackAck(texts.FEEDBACK_FAILED, False)
+        log.info("teams feedback: %s", ack.text)
         # Teams confirms a recorded rating itself: only refusals and failures are worth a message.
-        if ack and not getattr(ack, "recorded", False):
+        if not ack.recorded:
             try:
-                await asyncio.wait_for(self._feedback_note(activity, ack), FEEDBACK_NOTE_TIMEOUT)
-            except (DeliveryError, TimeoutError) as exc:
+                await asyncio.wait_for(self._feedback_note(activity, ack.text), FEEDBACK_NOTE_TIMEOUT)
+            except (PlatformError, TimeoutError) as exc:
                 log.warning("teams feedback note could not be sent: %s", str(exc) or "timed out")
 
     async def _feedback_note(self, activity: Activity, text: str) -> None:

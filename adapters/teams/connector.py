@@ -20,8 +20,8 @@ one expires, and the credentials botbuilder uses answer from that prefetched tok
 the OpenID signing keys loaded. botbuilder's own blocking path remains only as the fallback before
 the first fetch succeeds (or after fetches kept failing until the token is about to expire).
 
-`to_delivery_error` maps connector failures onto the core's errors: 429 → `RateLimited` (with
-Retry-After), 412/5xx/network → transient `DeliveryError`, 403 writes blocked / bot removed and
+`to_platform_error` maps connector failures onto the core's errors: 429 → `PlatformRateLimited` (with
+Retry-After), 412/5xx/network → transient `PlatformError`, 403 writes blocked / bot removed and
 404 conversation → permanent; the streaming 403s get their own subclasses.
 """
 
@@ -60,7 +60,7 @@ from msal import ConfidentialClientApplication
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from bridge.process.config import Settings
-from bridge.errors import DeliveryError, RateLimited, StreamExpired
+from bridge.errors import PlatformError, PlatformRateLimited, StreamExpired
 from bridge.moveworks.auth import parse_retry_after
 
 log = logging.getLogger("adapters.teams")
@@ -73,11 +73,11 @@ class StreamTimedOut(StreamExpired):
     """403 "Content stream finished due to exceeded streaming time" (the 2-minute limit)."""
 
 
-class StreamCanceled(DeliveryError):
+class StreamCanceled(PlatformError):
     """403 "Content stream was canceled by user" (the Stop button)."""
 
 
-class StreamNotAllowed(DeliveryError):
+class StreamNotAllowed(PlatformError):
     """Native streaming refused here (403 ContentStreamNotAllowed, 405): use edits instead."""
 
 
@@ -394,18 +394,18 @@ def _body_text(response: Any) -> str:
     return str(text or "")
 
 
-def to_delivery_error(exc: BaseException, op: str) -> DeliveryError:
+def to_platform_error(exc: BaseException, op: str) -> PlatformError:
     error = _classify(exc, op)
     error.status = error_details(exc)[0]  # type: ignore[attr-defined]
     return error
 
 
-def _classify(exc: BaseException, op: str) -> DeliveryError:
+def _classify(exc: BaseException, op: str) -> PlatformError:
     status, code, message, headers = error_details(exc)
     detail = f"teams {op}: {status or ''} {code} {message}".strip()
     lowered = message.lower()
     if status == 429:
-        return RateLimited(detail, retry_after=parse_retry_after(headers.get("Retry-After")))
+        return PlatformRateLimited(detail, retry_after=parse_retry_after(headers.get("Retry-After")))
     if status == 403 and ("streaming time" in lowered or "exceeded" in lowered and "stream" in lowered):
         return StreamTimedOut(detail)
     if status == 403 and "cancel" in lowered:
@@ -413,14 +413,14 @@ def _classify(exc: BaseException, op: str) -> DeliveryError:
     if status == 405 or (status == 403 and code == "ContentStreamNotAllowed"):
         return StreamNotAllowed(detail)
     if status == 401:  # our credentials, not the conversation: keep every reference
-        return DeliveryError(detail)
+        return PlatformError(detail)
     if status == 403:
-        return DeliveryError(detail, permanent=True)
+        return PlatformError(detail, permanent=True)
     if status == 404:
         # A missing conversation is permanent; a missing message (deleted by a user) is not.
-        return DeliveryError(detail, permanent=op in ("post", "create"))
+        return PlatformError(detail, permanent=op in ("post", "create"))
     if status is None and isinstance(exc, (ClientRequestError, OSError, TimeoutError)):
-        return DeliveryError(detail)
+        return PlatformError(detail)
     if status in TRANSIENT_STATUSES or status is None:
-        return DeliveryError(detail)
-    return DeliveryError(detail)  # 400/413: the caller may retry without extras
+        return PlatformError(detail)
+    return PlatformError(detail)  # 400/413: the caller may retry without extras

@@ -12,17 +12,18 @@ reply chain (its root message deleted) drops only that chain, not the channel an
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes, Attachment, Entity
 
 from bridge.mechanisms.ratelimit import WriteBudget
-from bridge.errors import DeliveryError, RateLimited
+from bridge.errors import PlatformError, PlatformRateLimited
 from bridge.models import Answer
 
-from .connector import run_in_conversation, to_delivery_error
-from .references import MESSAGE_ID_MARK, ReferenceBook, StoredReference
+from .connector import run_in_conversation, to_platform_error
+from .references import MESSAGE_ID_MARK, PLATFORM, ReferenceBook, StoredReference
 from .render import answer_extras, render_text
 
 log = logging.getLogger("adapters.teams")
@@ -40,7 +41,8 @@ class TeamsTarget:
         conversation_budget: WriteBudget,
         *,
         text_format: str = "markdown",
-        metrics: Any = None,
+        count_write: Callable[[str, str], None] = lambda platform, op: None,
+        count_rate_limited: Callable[[str], None] = lambda platform: None,
     ) -> None:
         self.cloud = cloud
         self.app_id = app_id
@@ -48,7 +50,8 @@ class TeamsTarget:
         self.references = references
         self.budget = conversation_budget
         self.text_format = text_format
-        self.metrics = metrics
+        self.count_write = count_write
+        self.count_rate_limited = count_rate_limited
         self.calls = 0
 
     @property
@@ -57,13 +60,12 @@ class TeamsTarget:
 
     def _count(self, op: str) -> None:
         self.calls += 1
-        if self.metrics is not None:
-            self.metrics.PLATFORM_WRITES.labels("teams", op).inc()
+        self.count_write(PLATFORM, op)
 
-    def _failed(self, exc: BaseException, op: str) -> DeliveryError:
-        error = to_delivery_error(exc, op)
-        if isinstance(error, RateLimited) and self.metrics is not None:
-            self.metrics.PLATFORM_RATE_LIMITED.labels("teams").inc()
+    def _failed(self, exc: BaseException, op: str) -> PlatformError:
+        error = to_platform_error(exc, op)
+        if isinstance(error, PlatformRateLimited):
+            self.count_rate_limited(PLATFORM)
         if not error.permanent:
             return error
         if getattr(error, "status", None) == 404 and MESSAGE_ID_MARK in self.stored.ref_key:
@@ -139,7 +141,7 @@ class TeamsMessageOps:
     async def _with_fallback(self, write, text: str, answer: Answer | None) -> Any:
         try:
             return await write(self.target.final_message(text, answer))
-        except DeliveryError as exc:
+        except PlatformError as exc:
             # A 400 on a message with extras (entity or card Teams refused): the text matters
             # more than the decorations, so send it plainly rather than lose it.
             if answer is None or getattr(exc, "status", None) not in (400, 413):

@@ -1,5 +1,5 @@
 """Persisted `ConversationReference`s (proactive sends after a restart), member ids and feedback
-targets, kept in the bridge's store.
+targets, kept in key/value namespaces of the bridge's store that this adapter owns.
 
 A reference is stored as botbuilder's camelCase JSON plus the tenant id read from
 `channelData.tenant.id`, because botbuilder-python maps `conversation.tenantId` to `tenantID` and
@@ -7,21 +7,28 @@ loses it on the way in (teams.md §0.3). The key (`ref_key`) is the conversation
 to: the chat id for personal and group chats, `19:…;messageid=<root>` for a channel reply chain.
 Per user we also keep the Teams member id (`29:…`) and where we saw them, for roster lookups
 and for opening a personal chat with `create_conversation`.
+
+Namespaces: `teams.references` (ref_key -> `{"reference", "tenant", "scope"}` JSON),
+`teams.personal` (user id -> ref_key of their personal chat), `teams.members`
+(`tenant|user id` -> member JSON), `teams.feedback` (`conversation|message` -> target JSON).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 
-from bridge.models import FeedbackTarget, ThreadKey
-from bridge.store import Store
+from bridge.contract import KeyValue
+from bridge.models import FeedbackTarget
 
 PLATFORM = "teams"
+NS_REFERENCES = "teams.references"
+NS_PERSONAL = "teams.personal"
 NS_MEMBERS = "teams.members"
 NS_FEEDBACK = "teams.feedback"
 MESSAGE_ID_MARK = ";messageid="
@@ -60,8 +67,15 @@ class StoredReference:
 
 
 class ReferenceBook:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    """Storage-agnostic: `kv(namespace)` gives a key/value namespace, `end_threads(platform,
+    channel, thread)` deactivates the thread links of a channel (thread None) or of one thread."""
+
+    def __init__(self, kv: Callable[[str], KeyValue], end_threads: Callable[[str, str, str | None], None]) -> None:
+        self.references = kv(NS_REFERENCES)
+        self.personals = kv(NS_PERSONAL)
+        self.members = kv(NS_MEMBERS)
+        self.feedbacks = kv(NS_FEEDBACK)
+        self.end_threads = end_threads
 
     # --- conversation references ---------------------------------------------------------------
 
@@ -71,52 +85,45 @@ class ReferenceBook:
         reference.activity_id = None  # we post into the conversation, never as a reply to a turn
         data = reference.serialize()
         data.setdefault("conversation", {})["id"] = ref_key
-        tenant = tenant_of(activity)
-        personal = scope == "personal"
-        self.store.save_reference(
-            PLATFORM,
-            ref_key,
-            {"reference": data, "tenant": tenant, "scope": scope},
-            tenant=tenant or None,
-            service_url=activity.service_url,
-            user_id=user_id if personal else None,
-            personal=personal,
-        )
-        return StoredReference(ref_key, data, tenant, scope)
+        return self._store(ref_key, data, tenant=tenant_of(activity), scope=scope, user_id=user_id)
 
     def save(self, ref_key: str, reference: ConversationReference, *, tenant: str, scope: str,
              user_id: str | None = None) -> StoredReference:
-        data = reference.serialize()
-        personal = scope == "personal"
-        self.store.save_reference(
-            PLATFORM, ref_key, {"reference": data, "tenant": tenant, "scope": scope},
-            tenant=tenant or None, service_url=reference.service_url,
-            user_id=user_id if personal else None, personal=personal,
-        )
+        return self._store(ref_key, reference.serialize(), tenant=tenant, scope=scope, user_id=user_id)
+
+    def _store(self, ref_key: str, data: dict[str, Any], *, tenant: str, scope: str,
+               user_id: str | None) -> StoredReference:
+        self.references.set(ref_key, json.dumps({"reference": data, "tenant": tenant, "scope": scope}))
+        if scope == "personal" and user_id:
+            self.personals.set(user_id, ref_key)
         return StoredReference(ref_key, data, tenant, scope)
 
     def load(self, ref_key: str) -> StoredReference | None:
-        record = self.store.get_reference(PLATFORM, ref_key)
+        raw = self.references.get(ref_key)
+        record = json.loads(raw) if raw else None
         if not record or "reference" not in record:
             return None
         return StoredReference(ref_key, record["reference"], record.get("tenant") or "",
                                record.get("scope") or "personal")
 
     def personal(self, user_id: str) -> StoredReference | None:
-        found = self.store.personal_reference(PLATFORM, user_id)
-        if found is None:
+        """The user's personal chat with the bot, if we have its reference."""
+        ref_key = self.personals.get(user_id)
+        stored = self.load(ref_key) if ref_key else None
+        if stored is None:
             return None
-        ref_key, record = found
-        return StoredReference(ref_key, record["reference"], record.get("tenant") or "", "personal")
+        return StoredReference(stored.ref_key, stored.reference, stored.tenant, "personal")
 
     def forget(self, ref_key: str) -> None:
         """The bot can no longer write to the conversation at all (403 MessageWritesBlocked, bot
         removed or uninstalled): drop the reference and deactivate every thread link of the
         conversation (all reply chains of a channel)."""
-        self.store.delete_reference(PLATFORM, ref_key)
+        self.references.delete(ref_key)
+        self.end_threads(PLATFORM, ref_key, None)
         channel = bare_conversation(ref_key)
         if channel != ref_key:
-            self.store.delete_reference(PLATFORM, channel)
+            self.references.delete(channel)
+            self.end_threads(PLATFORM, channel, None)
 
     def forget_chain(self, ref_key: str) -> None:
         """One channel reply chain is gone (404, e.g. its root message was deleted): drop that
@@ -126,17 +133,8 @@ class ReferenceBook:
         if not root:
             self.forget(ref_key)
             return
-        stored = self.load(ref_key)
-        # Deletes the row; the links it deactivates are keyed by the bare channel, so none here.
-        self.store.delete_reference(PLATFORM, ref_key)
-        # Every link of a chain was made for someone who wrote in it, and `remember_member` saw
-        # them all: look each one's link in this chain up (indexed) and deactivate it.
-        prefix = f"{stored.tenant}|" if stored is not None else ""
-        for key, _ in self.store.kv_items(NS_MEMBERS, prefix):
-            tenant, _, user_id = key.partition("|")
-            link = self.store.get_link(ThreadKey(PLATFORM, tenant, channel, root), user_id)
-            if link is not None and link.active:
-                self.store.deactivate_link(link.id)
+        self.references.delete(ref_key)
+        self.end_threads(PLATFORM, channel, root)
 
     # --- members ---------------------------------------------------------------------------
 
@@ -145,11 +143,11 @@ class ReferenceBook:
         key = f"{tenant}|{user_id}"
         value = {"member_id": member_id, "ref_key": ref_key, "service_url": service_url, "bot": bot}
         encoded = json.dumps(value, sort_keys=True)
-        if self.store.kv_get(NS_MEMBERS, key) != encoded:
-            self.store.kv_set(NS_MEMBERS, key, encoded)
+        if self.members.get(key) != encoded:
+            self.members.set(key, encoded)
 
     def member(self, tenant: str, user_id: str) -> dict[str, Any] | None:
-        raw = self.store.kv_get(NS_MEMBERS, f"{tenant}|{user_id}")
+        raw = self.members.get(f"{tenant}|{user_id}")
         return json.loads(raw) if raw else None
 
     # --- feedback targets ----------------------------------------------------------------------
@@ -162,10 +160,10 @@ class ReferenceBook:
             "helpful": target.helpful,
             "unhelpful": target.unhelpful,
         }
-        self.store.kv_set(NS_FEEDBACK, f"{bare_conversation(conversation_id)}|{message_id}", json.dumps(value))
+        self.feedbacks.set(f"{bare_conversation(conversation_id)}|{message_id}", json.dumps(value))
 
     def feedback(self, conversation_id: str, message_id: str) -> FeedbackTarget | None:
-        raw = self.store.kv_get(NS_FEEDBACK, f"{bare_conversation(conversation_id)}|{message_id}")
+        raw = self.feedbacks.get(f"{bare_conversation(conversation_id)}|{message_id}")
         if not raw:
             return None
         data = json.loads(raw)

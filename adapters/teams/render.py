@@ -16,6 +16,7 @@ from typing import Any
 
 from botbuilder.schema import Attachment, Entity
 
+from bridge import texts
 from bridge.models import Answer
 
 from .entities import MAX_CITATIONS, AIMessageEntity, claim
@@ -109,7 +110,7 @@ def render_text(text: str, text_format: str) -> str:
 
 def status_text(status: str | None) -> str:
     """The informative line while the assistant reasons (plain text, ≤ 1000 characters)."""
-    text = f"{status}…" if status else "Thinking…"
+    text = f"{status or texts.THINKING}…"
     return text[:INFORMATIVE_LIMIT]
 
 
@@ -149,7 +150,7 @@ def actions_card(answer: Answer, sources: list[Any] = ()) -> dict[str, Any] | No
     """An Adaptive Card with the Moveworks actions (and the sources when there are > 10)."""
     body: list[dict[str, Any]] = []
     if sources:
-        body.append({"type": "TextBlock", "text": "Sources", "weight": "Bolder", "wrap": True})
+        body.append({"type": "TextBlock", "text": texts.SOURCES, "weight": "Bolder", "wrap": True})
         for c in sources:
             label = f"[{c.number}] [{c.title}]({c.url})" if c.url else f"[{c.number}] {c.title}"
             body.append({"type": "TextBlock", "text": label, "wrap": True, "spacing": "Small"})

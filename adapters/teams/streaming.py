@@ -11,8 +11,8 @@ Recovery paths, so an answer is never lost:
 * 403 "exceeded streaming time" (2 minutes): the streamed message is finished with a plain
   `update_activity` of the full text (and intermediate frames keep updating it that way);
 * 403 "canceled by user": `UserCanceled`, so the relay stops the Moveworks request;
-* streaming refused before anything was shown (ContentStreamNotAllowed, 405): the reply becomes
-  a post-then-edit `EditingSink`;
+* streaming refused before anything was shown (ContentStreamNotAllowed, 405): the sink declines
+  (`StreamDeclined`) and the core continues the reply by edits;
 * an answer longer than one message: when the streamed message is full it is ended with its part
   and the answer streams on in a new message, so the text never stands still until the end.
 """
@@ -27,21 +27,22 @@ from typing import Any
 
 from botbuilder.schema import ActivityTypes
 
-from bridge.mechanisms.ratelimit import Sleep, WriteBudget
-from bridge.errors import DeliveryError, RateLimited, StreamExpired, UserCanceled
-from bridge.models import Answer, Capabilities, Frame
-from bridge.answers.renderer import CURSOR, EditingSink
+from bridge import texts
 from bridge.answers.markdown import balance_fences, split_markdown
+from bridge.contract import ReplySink
+from bridge.errors import PlatformError, PlatformRateLimited, StreamDeclined, StreamExpired, UserCanceled
+from bridge.mechanisms.ratelimit import Sleep, WriteBudget
+from bridge.models import Answer, Capabilities, Frame
 
 from .connector import StreamCanceled, StreamNotAllowed, StreamTimedOut
 from .entities import StreamInfoEntity
-from .ops import TeamsMessageOps, TeamsTarget
+from .ops import TeamsTarget
 from .render import render_text, status_text
 
 log = logging.getLogger("adapters.teams")
 
 
-class TeamsStreamSink:
+class TeamsStreamSink(ReplySink):
     def __init__(
         self,
         target: TeamsTarget,
@@ -49,7 +50,6 @@ class TeamsStreamSink:
         budget: WriteBudget,
         budget_key: str,
         *,
-        edit_capabilities: Capabilities,
         sleep: Sleep = asyncio.sleep,
         final_attempts: int = 8,
     ) -> None:
@@ -57,7 +57,6 @@ class TeamsStreamSink:
         self.capabilities = capabilities
         self.budget = budget
         self.budget_key = budget_key
-        self._edit_caps = edit_capabilities
         self._sleep = sleep
         self._final_attempts = final_attempts
         self._limit = capabilities.max_text_len
@@ -66,14 +65,13 @@ class TeamsStreamSink:
         self._streamed = ""  # wire text of the last `streaming` update
         self._shown_answer = ""  # answer Markdown visible so far
         self._state = "new"  # new | streaming | expired | canceled | done
-        self._fallback: EditingSink | None = None
         self.message_ids: list[str] = []
         self._full: list[str] = []  # parts of a long answer already ended as their own messages
         self._full_ids: list[str] = []
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The open stream a restarted process must end after a crash (Teams keeps it spinning)."""
-        if self._fallback is not None or self._state != "streaming" or self.stream_id is None:
+        if self._state != "streaming" or self.stream_id is None:
             return None
         return {"stream_id": self.stream_id}
 
@@ -84,18 +82,16 @@ class TeamsStreamSink:
     # --- intermediate frames -------------------------------------------------------------------
 
     async def show(self, frame: Frame) -> bool | None:
-        if self._fallback is not None:
-            return await self._fallback.show(frame)
         if self._state == "canceled":
             raise UserCanceled()
         if self._state == "expired":
             await self._show_by_update(frame)
-            return
+            return None
         if not frame.text:
             if self._streamed or self._full:
                 return False  # informative updates only before the first text
             await self._stream(status_text(frame.status), "informative")
-            return
+            return None
         text = frame.text
         if self._full or len(text) > self._limit:
             parts = split_markdown(text, self._limit)
@@ -110,6 +106,7 @@ class TeamsStreamSink:
         await self._stream(wire, "streaming")
         self._streamed = wire
         self._shown_answer = text
+        return None
 
     async def _rotate(self, part: str) -> None:
         """The streamed message is full: end it with its part; the next frame opens a new stream."""
@@ -136,11 +133,8 @@ class TeamsStreamSink:
             raise
         except StreamNotAllowed as exc:
             if self.stream_id is None:
-                log.info("teams refused native streaming here (%s); using edits", exc)
-                self._fallback = EditingSink(TeamsMessageOps(self.target), self._edit_caps, self.budget,
-                                             self.budget_key, sleep=self._sleep)
-            else:
-                self._state = "expired"
+                raise StreamDeclined(f"teams refused native streaming here: {exc}") from None
+            self._state = "expired"
             raise StreamExpired(str(exc)) from None
         self._sequence = sequence
         if self.stream_id is None:
@@ -150,7 +144,7 @@ class TeamsStreamSink:
     async def _show_by_update(self, frame: Frame) -> None:
         if not frame.text or not self.stream_id or len(frame.text) > self._limit:
             return
-        body = balance_fences(frame.text) + CURSOR
+        body = balance_fences(frame.text) + texts.CURSOR
         await self.target.update(self.stream_id, self.target.message(body))
         self._shown_answer = frame.text
 
@@ -163,7 +157,7 @@ class TeamsStreamSink:
             await self.budget.acquire(final=True)
             try:
                 return await write()
-            except RateLimited as exc:
+            except PlatformRateLimited as exc:
                 wait = exc.retry_after if exc.retry_after is not None else delay * random.uniform(0.5, 1.5)
                 self.budget.penalize(wait)
                 if attempt == self._final_attempts:
@@ -171,7 +165,7 @@ class TeamsStreamSink:
                 await self._sleep(wait)
             except (StreamTimedOut, StreamCanceled, StreamNotAllowed):
                 raise
-            except DeliveryError as exc:
+            except PlatformError as exc:
                 if exc.permanent or attempt == self._final_attempts:
                     raise
                 await self._sleep(delay * random.uniform(0.5, 1.5))
@@ -203,8 +197,6 @@ class TeamsStreamSink:
         return stream_id
 
     async def finish(self, answer: Answer) -> list[str]:
-        if self._fallback is not None:
-            return await self._fallback.finish(answer)
         if self._state == "canceled":
             raise UserCanceled()
         parts = split_markdown(answer.text, self._limit)
@@ -227,7 +219,7 @@ class TeamsStreamSink:
         for message_id in self._full_ids[len(parts):]:  # the final answer is shorter than streamed
             try:
                 await self.target.delete(message_id)
-            except DeliveryError:
+            except PlatformError:
                 log.info("could not delete a surplus part")
         self.target.remember_answer(ids[-1], answer)
         self._state = "done"
@@ -236,12 +228,9 @@ class TeamsStreamSink:
         return ids
 
     async def fail(self, message: str) -> None:
-        if self._fallback is not None:
-            await self._fallback.fail(message)
-            return
         if self._state in ("canceled", "done"):
             return
-        note = f"⚠️ {message}"
+        note = texts.failure_note(message)
         if self.stream_id is None:
             await self._final(lambda: self.target.send(self.target.message(note), op="post", final=True))
             return

@@ -1,9 +1,9 @@
 """The relay: one inbound question from any adapter → one streamed Moveworks answer in chat.
 
 Order of work for a question: dedupe the delivery (store, so it holds across processes),
-resolve the employee's Moveworks identity, then, under the thread's lock, get or create the
-conversation of this (thread, employee) pair and stream the answer into the adapter's sink.
-Every way this can fail ends with a short, kind message in the thread.
+resolve the employee's Moveworks identity (`identity.py`), then, through the thread gate, get or
+create the conversation of this (thread, employee) pair and stream the answer into the adapter's
+sink (`renderer.py`). Every way this can fail ends with a short, kind message in the thread.
 """
 
 from __future__ import annotations
@@ -11,16 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 from typing import Any
 
-from bridge.process import metrics
-from bridge.mechanisms.ratelimit import Budgets
-from bridge.mechanisms.gate import KeyedLock, TaskSet
-from bridge.errors import DeliveryError, UserCanceled
+from bridge import texts
+from bridge.answers.feedback import submit_feedback
+from bridge.answers.identity import Identities, NoIdentity
+from bridge.answers.recovery import Interrupted, announce_interrupted
+from bridge.answers.renderer import AnswerFailed, StreamRenderer
+from bridge.contract import ChatAdapter, FeedbackAck, ReplySink
+from bridge.errors import PlatformError, UserCanceled
+from bridge.mechanisms.gate import ThreadGate
+from bridge.mechanisms.ratelimit import Budgets, Sleep
+from bridge.mechanisms.tasks import TaskSet
 from bridge.models import ChatUser, FeedbackTarget, Inbound, ThreadKey, ThreadLink
+from bridge.moveworks.client import MoveworksClient
 from bridge.moveworks.errors import (
     AuthError,
     InvalidRequest,
@@ -28,62 +34,23 @@ from bridge.moveworks.errors import (
     NotFound,
     RateLimited,
 )
-from bridge.contract import ChatAdapter, ReplySink
+from bridge.process import metrics
 from bridge.store import Store
-from bridge.answers.renderer import AnswerFailed, StreamRenderer
 
-log = logging.getLogger("bridge.answers.relay")
-
-MAX_INPUT_CHARS = 8000
-EMAIL_RECHECK_SECONDS = 24 * 3600.0
-
-MSG_EMPTY = "It looks like your message was empty. What can I help you with?"
-MSG_TOO_LONG = (
-    f"That message is too long for me to send to the assistant (the limit is {MAX_INPUT_CHARS:,} "
-    "characters). Could you shorten it, or ask about one part at a time?"
-)
-MSG_NO_IDENTITY = (
-    "I couldn't match your chat account to an employee email, so I can't ask the assistant on "
-    "your behalf. Please contact your IT team."
-)
-MSG_BUSY = "The assistant is very busy right now. Please try again in a minute."
-MSG_AUTH = "I couldn't sign in to the assistant for you just now. Please try again later."
-MSG_FAILED = "Sorry, the assistant ran into a problem answering that. Please try again."
-MSG_UNAVAILABLE = "Sorry, I can't reach the assistant right now. Please try again in a few minutes."
-MSG_BUG = "Sorry, something went wrong on my side. Please try again."
-MSG_RESTART = "I was restarted before I could finish this answer. Please ask again."
-MSG_NOT_OWNER = "That button belongs to someone else's conversation, so only they can use it."
-MSG_CALLBACK_GONE = "That button has expired. Please ask your question again."
-MSG_FEEDBACK_FAILED = "Sorry, I couldn't record your feedback right now. Please try again later."
+log = logging.getLogger(__name__)
 
 
-def kind_message(exc: BaseException) -> str:
+def apology_for(exc: BaseException) -> str:
     """The short, kind text a user sees for a failure (never the exception itself)."""
     if isinstance(exc, RateLimited):
-        return MSG_BUSY
+        return texts.BUSY
     if isinstance(exc, AuthError):
-        return MSG_AUTH
+        return texts.SIGN_IN_FAILED
     if isinstance(exc, AnswerFailed):
-        return MSG_FAILED
+        return texts.ANSWER_FAILED
     if isinstance(exc, MoveworksError):
-        return MSG_UNAVAILABLE
-    return MSG_BUG
-
-
-class FeedbackAck(str):
-    """The text to show whoever clicked a rating; `recorded` says whether Moveworks took it
-    (platforms that confirm ratings themselves show only the refusals and failures)."""
-
-    recorded: bool
-
-    def __new__(cls, text: str, recorded: bool) -> FeedbackAck:
-        ack = super().__new__(cls, text)
-        ack.recorded = recorded
-        return ack
-
-
-class NoIdentity(Exception):
-    pass
+        return texts.UNAVAILABLE
+    return texts.BUG
 
 
 class Relay:
@@ -91,20 +58,22 @@ class Relay:
         self,
         *,
         store: Store,
-        client,  # bridge.moveworks.client.MoveworksClient (typed loosely to keep imports light)
+        client: MoveworksClient,
         per_employee: bool,
         budgets: Budgets | None = None,
+        gate: ThreadGate | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep=asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.store = store
         self.client = client
         self.per_employee = per_employee
         self.budgets = budgets or Budgets(clock=clock, sleep=sleep)
+        self.gate = gate or ThreadGate()
         self.adapters: dict[str, ChatAdapter] = {}
+        self.identities = Identities(store, per_employee=per_employee, lookup=self._lookup_email)
         self._clock = clock
         self._sleep = sleep
-        self._locks = KeyedLock()
         self._tasks = TaskSet()
         self._first_text_observers: list[Callable[[str, float], None]] = []
         self._activity_observers: list[Callable[[str | None], object]] = []
@@ -112,11 +81,14 @@ class Relay:
     # --- wiring ------------------------------------------------------------------------------
 
     def register(self, adapter: ChatAdapter) -> None:
+        """Checked once, here: an adapter implements the contract or is refused."""
+        if not isinstance(adapter, ChatAdapter):
+            raise TypeError(f"{type(adapter).__name__} does not implement bridge.contract.ChatAdapter")
         self.adapters[adapter.platform] = adapter
 
     def thread_lock(self, thread: ThreadKey) -> AbstractAsyncContextManager[None]:
         """Held while anything is written into `thread`: answers and events never interleave."""
-        return self._locks(thread.lock_key)
+        return self.gate.hold(thread)
 
     def observe_first_text(self, callback: Callable[[str, float], None]) -> None:
         """Benchmarks: called with (platform, seconds from first delta to first visible text)."""
@@ -135,7 +107,7 @@ class Relay:
         """Accept a question and return at once; the answer streams in a background task."""
         self._tasks.spawn(self.handle(inbound), name=f"answer:{inbound.thread.platform}")
 
-    def background(self, coro, name: str) -> None:
+    def background(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run bookkeeping work (e.g. restart notes) without holding up the caller; drained
         like answers at shutdown."""
         self._tasks.spawn(coro, name=name)
@@ -144,56 +116,28 @@ class Relay:
         """Graceful shutdown: let answers finish for `timeout` s; the rest end with a note."""
         return await self._tasks.drain(timeout)
 
-    # --- identity ----------------------------------------------------------------------------
-
     async def identity_for(self, user: ChatUser) -> str | None:
-        """The Moveworks identity of a chat user: their email in user_jwt mode, else None
-        (the one service identity). Raises NoIdentity when an email is needed but unknown.
-
-        The email is also worth knowing in single-identity modes (proactive DMs), so it is
-        looked up there too, but at most once a day per user."""
-        email = user.email
-        looked_up = False
-        checked = self.store.email_checked_at(user.platform, user.workspace, user.user_id)
-        stale = checked is None or time.time() - checked > EMAIL_RECHECK_SECONDS
-        if not email:
-            known = self.store.get_employee(user.platform, user.workspace, user.user_id)
-            email = known.email if known else None
-            if email and self.per_employee and stale and checked is not None:
-                # Directory emails change (renames, re-used accounts): in user_jwt mode the email
-                # decides whom we act as, so re-check it daily; keep the cached one on failure.
-                email = await self._lookup_email(user) or email
-                looked_up = True
-        if not email:
-            due = self.per_employee or stale
-            if due:
-                looked_up = True
-                email = await self._lookup_email(user)
-        if email or looked_up:
-            self.store.save_employee(replace(user, email=email or None), email_checked=looked_up)
-        if not self.per_employee:
-            return None
-        if not email:
-            raise NoIdentity()
-        return email.lower()
+        return await self.identities.identity_for(user)
 
     async def _lookup_email(self, user: ChatUser) -> str | None:
         adapter = self.adapters.get(user.platform)
-        if adapter is None:
-            return None
-        try:
-            return await adapter.resolve_email(user)
-        except Exception:  # noqa: BLE001 - a directory outage must not lose the question
-            log.warning("email lookup failed for a %s user", user.platform, exc_info=True)
-            return None
+        return await adapter.resolve_email(user) if adapter is not None else None
+
+    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
+        """Send a 👍/👎 to Moveworks as the asker; returns the acknowledgement for the user."""
+        return await submit_feedback(self.store, self.client, user, target, helpful)
+
+    async def announce_interrupted(self, interrupted: Interrupted) -> None:
+        """After a crash: tell each thread whose answer was cut off (see `recovery.py`)."""
+        await announce_interrupted(interrupted, store=self.store, adapters=self.adapters, gate=self.gate)
 
     # --- questions ---------------------------------------------------------------------------
 
     async def handle(self, inbound: Inbound) -> None:
         platform = inbound.thread.platform
-        if not self.store.claim_inbound(platform, inbound.delivery_id):
+        if not self.store.claim_inbound(platform, inbound.dedupe_id):
             metrics.INBOUND_DUPLICATES.labels(platform).inc()
-            log.info("duplicate delivery %s dropped", inbound.delivery_id)
+            log.info("duplicate delivery %s dropped", inbound.dedupe_id)
             return
         metrics.INBOUND.labels(platform).inc()
         adapter = self.adapters.get(platform)
@@ -210,7 +154,7 @@ class Relay:
             return
         outcome = "failed"
         try:
-            async with self.thread_lock(inbound.thread):
+            async with self.gate.hold(inbound.thread):
                 metrics.ACTIVE_ANSWERS.inc()
                 try:
                     outcome = await self._answer(inbound, sink)
@@ -233,7 +177,7 @@ class Relay:
     @staticmethod
     async def _note_restart(sink: ReplySink) -> None:
         try:
-            await asyncio.wait_for(asyncio.shield(sink.fail(MSG_RESTART)), 5.0)
+            await asyncio.wait_for(asyncio.shield(sink.fail(texts.RESTARTED)), 5.0)
         except Exception:  # noqa: BLE001 - best effort while shutting down
             log.info("could not mark an interrupted answer")
 
@@ -241,15 +185,15 @@ class Relay:
         text = inbound.text.strip()
         if inbound.callback_id is None:
             if not text:
-                await sink.fail(MSG_EMPTY)
+                await sink.fail(texts.EMPTY_QUESTION)
                 return "rejected"
-            if len(text) > MAX_INPUT_CHARS:
-                await sink.fail(MSG_TOO_LONG)
+            if len(text) > texts.MAX_INPUT_CHARS:
+                await sink.fail(texts.TOO_LONG)
                 return "rejected"
         try:
-            identity = await self.identity_for(inbound.user)
+            identity = await self.identities.identity_for(inbound.user)
         except NoIdentity:
-            await sink.fail(MSG_NO_IDENTITY)
+            await sink.fail(texts.NO_IDENTITY)
             return "rejected"
         self.store.save_employee(inbound.user, active=True)
         for observer in self._activity_observers:
@@ -264,7 +208,7 @@ class Relay:
             return "rejected"
         except MoveworksError as exc:
             log.warning("could not create a conversation: %s", exc)
-            await sink.fail(kind_message(exc))
+            await sink.fail(apology_for(exc))
             return "failed"
         return await self._stream(inbound, link, sink, retry_lost=True)
 
@@ -272,10 +216,10 @@ class Relay:
         if inbound.callback_id is not None:
             links = self.store.links_for_conversation(inbound.callback_conversation_id or "")
             if not links:
-                raise _Refused(MSG_CALLBACK_GONE)
+                raise _Refused(texts.CALLBACK_GONE)
             owner = links[0]
             if owner.user_id != inbound.user.user_id or owner.thread.platform != inbound.thread.platform:
-                raise _Refused(MSG_NOT_OWNER)
+                raise _Refused(texts.NOT_OWNER)
             return owner
         link = self.store.get_link(inbound.thread, inbound.user.user_id)
         if link is not None and link.active:
@@ -304,6 +248,7 @@ class Relay:
         renderer = StreamRenderer(
             sink,
             budget,
+            platform=platform,
             clock=self._clock,
             sleep=self._sleep,
             on_response_id=lambda rid: self.store.finish_reply(reply_id, "streaming", response_id=rid),
@@ -321,7 +266,7 @@ class Relay:
         except asyncio.CancelledError:
             self.store.finish_reply(reply_id, "interrupted")
             try:
-                await asyncio.wait_for(asyncio.shield(renderer.fail(MSG_RESTART)), 5.0)
+                await asyncio.wait_for(asyncio.shield(renderer.fail(texts.RESTARTED)), 5.0)
             except Exception:  # noqa: BLE001 - best effort while shutting down
                 log.info("could not mark an interrupted answer")
             raise _Interrupted() from None
@@ -338,17 +283,17 @@ class Relay:
                 try:
                     fresh = await self._link_for(inbound, identity)
                 except MoveworksError as err:
-                    await renderer.fail(kind_message(err))
+                    await renderer.fail(apology_for(err))
                     return "failed"
                 return await self._stream(inbound, fresh, sink, retry_lost=False)
-            await renderer.fail(kind_message(exc))
+            await renderer.fail(apology_for(exc))
             return "failed"
         except InvalidRequest as exc:
             self.store.finish_reply(reply_id, "failed")
             log.warning("Moveworks refused the request: %s", exc)
-            await renderer.fail(MSG_CALLBACK_GONE if inbound.callback_id else MSG_FAILED)
+            await renderer.fail(texts.CALLBACK_GONE if inbound.callback_id else texts.ANSWER_FAILED)
             return "failed"
-        except DeliveryError as exc:
+        except PlatformError as exc:
             self.store.finish_reply(reply_id, "failed")
             if exc.permanent:
                 log.warning("cannot write into the thread any more: %s", exc)
@@ -360,12 +305,12 @@ class Relay:
         except (MoveworksError, AnswerFailed) as exc:
             self.store.finish_reply(reply_id, "failed")
             log.warning("answer failed: %s", exc)
-            await self._fail_quietly(renderer, kind_message(exc))
+            await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
         except Exception:
             self.store.finish_reply(reply_id, "failed")
             log.exception("unexpected error while answering")
-            await self._fail_quietly(renderer, MSG_BUG)
+            await self._fail_quietly(renderer, texts.BUG)
             return "failed"
         self.store.finish_reply(
             reply_id, "final", response_id=result.response_id, platform_message_ids=result.platform_ids
@@ -374,56 +319,12 @@ class Relay:
             self.store.mark_shown(message_id, link.id, "stream")
         return "answered"
 
-    async def announce_interrupted(self, interrupted: list[tuple[int, dict[str, Any] | None]]) -> None:
-        """After a crash: tell each thread whose answer was cut off to ask again, closing the cut-off
-        reply in place when its checkpoint allows (no stream left spinning), else in a new message."""
-        for link_id, checkpoint in interrupted:
-            link = self.store.get_link_by_id(link_id)
-            adapter = self.adapters.get(link.thread.platform) if link and link.active else None
-            if link is None or adapter is None:
-                continue
-            try:
-                async with self.thread_lock(link.thread):
-                    close = getattr(adapter, "close_reply", None)
-                    if checkpoint and close is not None and await close(
-                        link.thread, link.address, checkpoint, MSG_RESTART
-                    ):
-                        continue
-                    sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
-                    await sink.fail(MSG_RESTART)
-            except Exception:  # noqa: BLE001 - best effort; the thread may be gone
-                log.info("could not tell a thread about its interrupted answer", exc_info=True)
-
     @staticmethod
-    async def _fail_quietly(renderer: StreamRenderer, message: str = MSG_FAILED) -> None:
+    async def _fail_quietly(renderer: StreamRenderer, message: str = texts.ANSWER_FAILED) -> None:
         try:
             await renderer.fail(message)
         except Exception:  # noqa: BLE001 - the platform itself is failing; nothing more to do
             log.warning("could not post the failure message", exc_info=True)
-
-    # --- feedback ----------------------------------------------------------------------------
-
-    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
-        """Send a 👍/👎 to Moveworks as the asker; returns the acknowledgement for the user."""
-        links = self.store.links_for_conversation(target.conversation_id)
-        if links and links[0].user_id != user.user_id:
-            return FeedbackAck("Only the person who asked can rate this answer.", False)
-        callback = target.helpful if helpful else target.unhelpful
-        if not callback:
-            return FeedbackAck("Feedback isn't available for this answer.", False)
-        identity = (links[0].identity or None) if links else None
-        try:
-            await self.client.submit_feedback(
-                identity, target.conversation_id, target.response_id, target.message_id, callback
-            )
-        except MoveworksError as exc:
-            log.warning("feedback failed: %s", exc)
-            return FeedbackAck(MSG_FEEDBACK_FAILED, False)
-        except Exception:  # noqa: BLE001 - a bad button value must still get an answer
-            log.exception("feedback failed unexpectedly")
-            return FeedbackAck(MSG_FEEDBACK_FAILED, False)
-        text = "Thanks for the feedback!" if helpful else "Thanks, that helps the assistant improve."
-        return FeedbackAck(text, True)
 
 
 class _Interrupted(asyncio.CancelledError):

@@ -26,17 +26,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bridge.mechanisms.gate import KeyedLock
-from bridge.events.delivery import Delivery, Outcome, event_from_payload
-from bridge.moveworks.errors import InvalidRequest, MoveworksError, RateLimited
+from bridge.answers.relay import Relay
+from bridge.events.codec import event_from_payload
+from bridge.events.delivery import Delivery
+from bridge.events.routing import Outcome
 from bridge.events.schedule import IdentityState, RequestBudget, Schedule
+from bridge.mechanisms.gate import KeyedLock
+from bridge.moveworks.client import MoveworksClient
+from bridge.moveworks.errors import InvalidRequest, MoveworksError, RateLimited
+from bridge.process import metrics
+from bridge.process.config import Settings
+from bridge.store import Store
 
-try:
-    from bridge.process import metrics as _metrics
-except ImportError:  # pragma: no cover
-    _metrics = None
-
-log = logging.getLogger("bridge.events.poller")
+log = logging.getLogger(__name__)
 
 SERVICE = "service"  # checkpoint key of the single identity (api_key / client_credentials)
 PAGE_LIMIT = 100
@@ -44,17 +46,13 @@ MAX_PAGES = 1000  # per poll: a server returning cursors forever cannot pin a wo
 RATE_LIMIT_BACKOFF = (1.0, 60.0)  # 429 without Retry-After: exponential, for everyone
 
 
-def _metric(name: str) -> Any:
-    return getattr(_metrics, name, None) if _metrics is not None else None
-
-
 class Poller:
     def __init__(
         self,
         *,
-        store: Any,
-        client: Any,
-        relay: Any,
+        store: Store,
+        client: MoveworksClient,
+        relay: Relay,
         interval: float = 5.0,
         max_idle_interval: float = 300.0,
         rps: float = 10.0,
@@ -73,13 +71,7 @@ class Poller:
         self.store = store
         self.client = client
         self.relay = relay
-        if per_employee is None:
-            per_employee = bool(
-                getattr(relay, "per_employee", None)
-                if getattr(relay, "per_employee", None) is not None
-                else getattr(getattr(client, "auth", None), "per_employee", False)
-            )
-        self.per_employee = per_employee
+        self.per_employee = relay.per_employee if per_employee is None else per_employee
         self.page_limit = max(1, min(100, int(page_limit)))
         self.refresh_interval = refresh_interval
         # An identity is discovered up to one refresh after the employee first talked to the bot;
@@ -98,8 +90,9 @@ class Poller:
         )
         self.delivery = Delivery(
             store=store,
-            relay=relay,
-            per_employee=per_employee,
+            adapters=relay.adapters,
+            gate=relay.gate,
+            per_employee=self.per_employee,
             wall=wall,
             dm_single_identity=dm_single_identity,
             max_attempts=max_attempts,
@@ -113,17 +106,16 @@ class Poller:
         self._next_refresh = float("-inf")
         self._rate_limit_step = 0
         self.requests = 0  # Moveworks requests made (benchmarks)
-        if max_concurrency > 1 and getattr(client, "max_retries", 1) > 1:
-            log.debug("poller: the Moveworks client retries internally (max_retries=%s); those "
-                      "retries are extra requests outside the poller's budget", client.max_retries)
+
 
     @classmethod
-    def from_settings(cls, settings: Any, *, store: Any, client: Any, relay: Any, **kw: Any) -> Poller:
+    def from_settings(cls, settings: Settings, *, store: Store, client: MoveworksClient, relay: Relay,
+                      **kw: Any) -> Poller:
         params: dict[str, Any] = {
-            "interval": float(getattr(settings, "poll_interval", 5.0)),
-            "max_idle_interval": float(getattr(settings, "poll_max_interval", 300.0)),
-            "rps": float(getattr(settings, "moveworks_rps", 10.0)),
-            "dm_single_identity": getattr(settings, "unmapped_dm", "sole"),
+            "interval": float(settings.poll_interval),
+            "max_idle_interval": float(settings.poll_max_interval),
+            "rps": float(settings.moveworks_rps),
+            "dm_single_identity": settings.unmapped_dm,
         }
         params.update(kw)
         return cls(store=store, client=client, relay=relay, **params)
@@ -303,7 +295,7 @@ class Poller:
             except MoveworksError as exc:
                 self._error(type(exc).__name__)
                 log.warning("poller: events poll failed for %s: %s", self._who(key), exc)
-                return delivered, False, getattr(exc, "retry_after", None)
+                return delivered, False, None
             self._rate_limit_step = 0
             for ev in page.items:
                 if ev.event_id in seen:
@@ -328,9 +320,7 @@ class Poller:
 
     @staticmethod
     def _error(kind: str) -> None:
-        m = _metric("POLL_ERRORS")
-        if m is not None:
-            m.labels(kind).inc()
+        metrics.POLL_ERRORS.labels(kind).inc()
 
     # --- recovery -----------------------------------------------------------------------------
 
@@ -413,9 +403,7 @@ class Poller:
 
     async def _run_poll(self, state: IdentityState, slots: asyncio.Semaphore) -> None:
         klass = "webhook" if state.reason == "webhook" else self.schedule.klass(state)
-        m = _metric("POLLS")
-        if m is not None:
-            m.labels(klass).inc()
+        metrics.POLLS.labels(klass).inc()
         delivered, ok, retry_after = 0, False, None
         try:
             delivered, ok, retry_after = await self._poll_locked(state.key)

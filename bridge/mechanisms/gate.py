@@ -1,14 +1,17 @@
-"""Small concurrency helpers: per-key locks and tracked background tasks."""
+"""The thread gate: everything written into one chat thread goes through it in order.
+
+Answers and notifications in the same thread never interleave (a notification waits for the
+live answer to finish), and two questions in one thread are answered in the order they came.
+One lock per thread, kept only while someone holds or waits for it."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Coroutine
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-log = logging.getLogger("bridge.tasks")
+from bridge.models import ThreadKey
+
 
 
 class KeyedLock:
@@ -41,39 +44,16 @@ class KeyedLock:
         return len(self._locks)
 
 
-class TaskSet:
-    """Keeps strong references to background tasks and logs their crashes."""
+class ThreadGate:
+    """Per-thread ordering for answers and event deliveries in this process (the store's reply
+    rows tell other processes when an answer is streaming)."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task] = set()
+        self._locks = KeyedLock()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s crashed", task.get_name(), exc_info=task.exception())
+    def hold(self, thread: ThreadKey) -> AbstractAsyncContextManager[None]:
+        """Held while anything is written into `thread`."""
+        return self._locks(thread.lock_key)
 
     def __len__(self) -> int:
-        return len(self._tasks)
-
-    async def drain(self, timeout: float) -> int:
-        """Wait up to `timeout` s for running tasks, including ones started meanwhile, then
-        cancel the rest; returns how many had to be cancelled."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._tasks:
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            await asyncio.wait(set(self._tasks), timeout=left)
-        pending = set(self._tasks)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=10)
-        return len(pending)
+        return len(self._locks)

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -74,7 +75,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     current = now if now is not None else time.time()
     return max(0.0, when.timestamp() - current)
 
@@ -154,7 +155,7 @@ class _TokenExchangeAuth:
         if future is None:
             future = asyncio.ensure_future(self._refresh(key))
             self._inflight[key] = future
-            future.add_done_callback(lambda f, k=key: self._refresh_done(k, f))
+            future.add_done_callback(functools.partial(self._refresh_done, key))
         # shield: a cancelled caller must not cancel the refresh other callers are waiting for
         return await asyncio.shield(future)
 
@@ -223,7 +224,7 @@ class _TokenExchangeAuth:
             body = None
 
         if resp.status_code == 200:
-            data = body.get("data") if isinstance(body, dict) and isinstance(body.get("data"), dict) else body
+            data: Any = body.get("data") if isinstance(body, dict) and isinstance(body.get("data"), dict) else body
             token = data.get("access_token") if isinstance(data, dict) else None
             if not isinstance(token, str) or not token:
                 log.warning("moveworks auth: token endpoint answered 200 without access_token root_uuid=%s", root)
@@ -311,6 +312,7 @@ def load_private_key(value: str) -> rsa.RSAPrivateKey:
     if not isinstance(value, str) or not value.strip():
         raise AuthConfigError("MOVEWORKS_JWT_PRIVATE_KEY is not set")
     text = value.strip()
+    data: bytes | None
     if "-----BEGIN" in text:
         data = text.replace("\\n", "\n").encode()
     else:

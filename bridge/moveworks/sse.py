@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
@@ -29,7 +29,7 @@ from .models import (
 
 log = logging.getLogger("bridge.moveworks")
 
-_RESPONSE_EVENTS = {
+_RESPONSE_EVENTS: dict[str, Callable[[Response], StreamEvent]] = {
     "RESPONSE_CREATED": ResponseCreated,
     "RESPONSE_IN_PROGRESS": ResponseInProgress,
     "RESPONSE_COMPLETED": ResponseCompleted,
@@ -84,7 +84,7 @@ def parse_stream_event(event_name: str | None, data: str) -> StreamEvent | None:
     return None
 
 
-async def iter_stream_events(response: httpx.Response) -> AsyncIterator[StreamEvent]:
+async def iter_stream_events(response: httpx.Response) -> AsyncGenerator[StreamEvent, None]:
     """Typed events of an open `text/event-stream` response; network errors propagate."""
     source = EventSource(response)
     async for sse in source.aiter_sse():

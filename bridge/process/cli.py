@@ -45,11 +45,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.process.server import serve
     from bridge.process.runtime import build_runtime
 
-    if "teams" in settings.adapters and not settings.teams_app_id:
-        log.warning(
-            "TEAMS ADAPTER IS RUNNING WITHOUT AUTHENTICATION (no TEAMS_APP_ID): anyone who can "
-            "reach /api/messages can talk to the bot. Use this only for local development."
-        )
     if not settings.adapters:
         log.warning("no chat platform configured (set SLACK_BOT_TOKEN, TEAMS_APP_ID or BRIDGE_ADAPTERS)")
     runtime = build_runtime(settings, poller=settings.poller)
@@ -129,14 +124,13 @@ async def _chat(args: argparse.Namespace) -> int:
     email = args.as_email or os.environ.get("MOVEWORKS_CHAT_EMAIL") or (SIM_EMAIL if sim else None)
     console = ConsoleAdapter(email=email)
     runtime = build_runtime(settings, adapters=(), store=store, poller=not args.once, answers=False)
-    runtime.relay.register(console)
-    runtime.adapters.append(console)
+    runtime.add_adapter(console)
     user = console.user
     store.save_employee(user, active=True)
 
     async def ask(text: str, callback=None) -> None:
         inbound = Inbound(
-            delivery_id=f"console-{uuid.uuid4()}",
+            dedupe_id=f"console-{uuid.uuid4()}",
             thread=THREAD,
             user=user,
             text=text,

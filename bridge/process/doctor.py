@@ -67,11 +67,8 @@ async def run_doctor(*, as_email: str | None = None, env=None, out: TextIO | Non
             except MoveworksError as exc:
                 check(False, "moveworks", str(exc))
         for adapter in runtime.adapters:
-            checker = getattr(adapter, "check", None)
-            if checker is None:
-                continue
             try:
-                for name, ok, detail in await checker():
+                for name, ok, detail in await adapter.check():
                     check(ok, name, detail)
             except Exception as exc:  # noqa: BLE001 - report, never crash the doctor
                 check(False, adapter.platform, f"check failed: {type(exc).__name__}")

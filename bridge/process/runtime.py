@@ -1,40 +1,31 @@
 """Composition root: builds the store, Moveworks client, relay, adapters and poller from
-`Settings`. The only place in `bridge/` that reaches the adapter registry (lazily, by name)."""
+`Settings`. The only place in `bridge/` that reaches the adapter registry (lazily, by name);
+adapters get the core through `Services` (the contract's `Core`), nothing else."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import httpx
 
-from bridge.process import metrics
-from bridge.mechanisms.ratelimit import Budgets
-from bridge.process.config import Settings
+from bridge.answers.recovery import Interrupted
+from bridge.answers.relay import Relay
+from bridge.contract import ChatAdapter
+from bridge.events.poller import Poller
+from bridge.mechanisms.ratelimit import Budgets, Sleep
 from bridge.moveworks import ApiKeyAuth, ClientCredentialsAuth, MoveworksClient, UserJwtAuth
 from bridge.moveworks.auth import AuthProvider
-from bridge.answers.relay import Relay
+from bridge.process import metrics
+from bridge.process.config import Settings
+from bridge.process.services import Services
 from bridge.store import Store
 
-log = logging.getLogger("bridge.process.runtime")
-
-# Adapters whose start() takes `inbound` (the chat platforms; the console has no inbound side).
-_INBOUND_AWARE = frozenset({"slack", "teams"})
-
-
-@dataclass
-class AdapterContext:
-    """What an adapter's `build(ctx)` receives."""
-
-    settings: Settings
-    store: Store
-    relay: Relay
-    budgets: Budgets
-    metrics: ModuleType = metrics
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,18 +36,21 @@ class Runtime:
     client: MoveworksClient
     relay: Relay
     budgets: Budgets
-    adapters: list[Any] = field(default_factory=list)
-    poller: Any = None
+    services: Services
+    adapters: list[ChatAdapter] = field(default_factory=list)
+    poller: Poller | None = None
     poller_client: MoveworksClient | None = None
-    interrupted: list[tuple[int, dict[str, Any] | None]] = field(default_factory=list)
+    interrupted: Interrupted = field(default_factory=list)
+
+    def add_adapter(self, adapter: ChatAdapter) -> None:
+        self.relay.register(adapter)
+        self.adapters.append(adapter)
 
     async def start(self, *, inbound: bool = True) -> None:
         """Start the adapters; `inbound=False` (the `poll` worker) sends only and receives
         nothing (no Slack Socket Mode connection)."""
         for adapter in self.adapters:
-            start = getattr(adapter, "start", None)
-            if start is not None:
-                await (start(inbound=inbound) if adapter.platform in _INBOUND_AWARE else start())
+            await adapter.start(inbound=inbound)
         if self.interrupted:
             interrupted, self.interrupted = self.interrupted, []
             self.relay.background(self.relay.announce_interrupted(interrupted), name="restart-notes")
@@ -64,24 +58,19 @@ class Runtime:
     async def stop_inbound(self) -> None:
         """First step of a graceful shutdown: accept no new questions while answers finish."""
         for adapter in self.adapters:
-            stop_inbound = getattr(adapter, "stop_inbound", None)
-            if stop_inbound is not None:
-                try:
-                    await stop_inbound()
-                except Exception:  # noqa: BLE001 - keep shutting down
-                    log.warning("adapter %s did not stop receiving cleanly", adapter.platform,
-                                exc_info=True)
+            try:
+                await adapter.stop_inbound()
+            except Exception:  # noqa: BLE001 - keep shutting down
+                log.warning("adapter %s did not stop receiving cleanly", adapter.platform, exc_info=True)
 
     async def aclose(self) -> None:
         if self.poller is not None:
             await self.poller.stop()
         for adapter in self.adapters:
-            stop = getattr(adapter, "stop", None)
-            if stop is not None:
-                try:
-                    await stop()
-                except Exception:  # noqa: BLE001 - shut the rest down regardless
-                    log.warning("adapter %s did not stop cleanly", adapter.platform, exc_info=True)
+            try:
+                await adapter.stop()
+            except Exception:  # noqa: BLE001 - shut the rest down regardless
+                log.warning("adapter %s did not stop cleanly", adapter.platform, exc_info=True)
         await self.client.aclose()
         if self.poller_client is not None:
             await self.poller_client.aclose()
@@ -128,12 +117,12 @@ def build_runtime(
     adapters: tuple[str, ...] | None = None,
     poller: bool = False,
     store: Store | None = None,
-    clock=time.monotonic,
-    sleep=asyncio.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
     client_kw: dict[str, Any] | None = None,
     answers: bool = True,
 ) -> Runtime:
-    """Build everything (no network yet). `adapters` defaults to `settings.adapters`."""
+    """Build everything (no network yet). `adapters` (names) defaults to `settings.adapters`."""
     from adapters import registry  # composition root only: the core never imports adapters
 
     store = store or Store(settings.db)
@@ -150,16 +139,12 @@ def build_runtime(
     budgets = Budgets(clock=clock, sleep=sleep)
     relay = Relay(store=store, client=client, per_employee=auth.per_employee, budgets=budgets,
                   clock=clock, sleep=sleep)
+    services = Services(settings=settings, store=store, relay=relay, budgets=budgets)
     runtime = Runtime(settings=settings, store=store, auth=auth, client=client, relay=relay,
-                      budgets=budgets, interrupted=interrupted)
-    ctx = AdapterContext(settings=settings, store=store, relay=relay, budgets=budgets)
+                      budgets=budgets, services=services, interrupted=interrupted)
     for name in settings.adapters if adapters is None else adapters:
-        adapter = registry.build(name, ctx)
-        relay.register(adapter)
-        runtime.adapters.append(adapter)
+        runtime.add_adapter(registry.build(name, services))
     if poller:
-        from bridge.events.poller import Poller
-
         # Its own client with a single attempt per call: every request the poller makes must go
         # through its global budget, so the client must not retry behind its back.
         runtime.poller_client = build_client(settings, auth, max_retries=1)

@@ -19,7 +19,7 @@ from aiohttp import web
 from bridge.process import metrics
 from bridge.process.runtime import Runtime
 
-log = logging.getLogger("bridge.process.server")
+log = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
 MAX_BODY = 1024 * 1024  # Slack and Bot Framework payloads are far smaller; refuse giant bodies
@@ -62,9 +62,7 @@ def make_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
     for adapter in runtime.adapters:
-        mount = getattr(adapter, "mount", None)
-        if mount is not None:
-            mount(app)
+        adapter.mount(app)
     if runtime.poller is not None:
         from bridge.events.webhook import make_webhook_handler
 
@@ -100,8 +98,11 @@ async def _on_cleanup(app: web.Application) -> None:
 
 async def serve(runtime: Runtime, host: str = "0.0.0.0", port: int | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
-    # botbuilder's connector sends from the default thread pool: size it for concurrent answers.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(64, thread_name_prefix="io"))
+    # Some SDKs send from the default thread pool (botbuilder's connector): size it for the
+    # largest need an adapter declares.
+    threads = max((adapter.worker_threads for adapter in runtime.adapters), default=0)
+    if threads:
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(threads, thread_name_prefix="io"))
     app = make_app(runtime)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

@@ -1,5 +1,9 @@
-"""Persistence: `Store` over SQLite with append-only migrations."""
+"""Persistence: `Store` (SQLite) with append-only migrations.
 
-from bridge.store.store import Store
+`bridge.store.interfaces` is the backend-neutral contract (one protocol per aggregate plus the
+facade); `bridge.store.sqlite` implements it; `bridge.store.migrations` defines the schema.
+"""
+
+from bridge.store.sqlite import Store
 
 __all__ = ["Store"]

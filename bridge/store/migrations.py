@@ -144,3 +144,27 @@ def m002_lookup_indexes(db: Database) -> None:
 def m003_reply_checkpoints(db: Database) -> None:
     # What a restarted process needs to close a reply left open by a crash (an open native stream).
     db.execute("ALTER TABLE replies ADD COLUMN checkpoint TEXT")
+
+
+@migrations(name="m004_conversation_refs_to_kv")
+def m004_conversation_refs_to_kv(db: Database) -> None:
+    # Platform-specific references leave the core schema: each adapter keeps its own in kv, in
+    # '<platform>.references' (ref_key -> the stored JSON as is) and '<platform>.personal'
+    # (user id -> ref_key of their personal chat; the newest one wins).
+    db.execute(
+        """
+        INSERT INTO kv (namespace, key, value, updated_at)
+        SELECT platform || '.references', ref_key, reference, updated_at FROM conversation_refs WHERE true
+        ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"""
+    )
+    db.execute(
+        """
+        INSERT INTO kv (namespace, key, value, updated_at)
+        SELECT platform || '.personal', user_id, ref_key, updated_at FROM (
+            SELECT platform, user_id, ref_key, updated_at, ROW_NUMBER() OVER (
+                PARTITION BY platform, user_id ORDER BY updated_at DESC, ref_key DESC) AS newest
+            FROM conversation_refs WHERE personal = 1 AND user_id IS NOT NULL
+        ) WHERE newest = 1
+        ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"""
+    )
+    db.execute("DROP TABLE conversation_refs")

@@ -1,0 +1,41 @@
+"""Crash recovery for answers: replies a dead process left streaming are told to ask again.
+
+At start-up the answering process marks every reply still 'streaming' as interrupted (the
+process that streamed it is gone) and tells each thread, closing the cut-off reply in place when
+its checkpoint allows (the adapter's `close_reply` stops a native stream that would otherwise
+keep spinning), else with a new message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from bridge import texts
+from bridge.contract import ChatAdapter
+from bridge.mechanisms.gate import ThreadGate
+from bridge.store import Store
+
+log = logging.getLogger(__name__)
+
+Interrupted = list[tuple[int, dict[str, Any] | None]]  # (thread link id, the reply's checkpoint)
+
+
+async def announce_interrupted(
+    interrupted: Interrupted, *, store: Store, adapters: Mapping[str, ChatAdapter], gate: ThreadGate
+) -> None:
+    for link_id, checkpoint in interrupted:
+        link = store.get_link_by_id(link_id)
+        adapter = adapters.get(link.thread.platform) if link and link.active else None
+        if link is None or adapter is None:
+            continue
+        try:
+            async with gate.hold(link.thread):
+                if checkpoint and await adapter.close_reply(
+                    link.thread, link.address, checkpoint, texts.RESTARTED
+                ):
+                    continue
+                sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
+                await sink.fail(texts.RESTARTED)
+        except Exception:  # noqa: BLE001 - best effort; the thread may be gone
+            log.info("could not tell a thread about its interrupted answer", exc_info=True)

@@ -1,0 +1,50 @@
+"""`Services`: the `bridge.contract.Core` an adapter is built with, over the relay, the store and
+the shared write budgets. The only object that hands adapters anything of the core."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.answers.relay import Relay
+from bridge.contract import FeedbackAck, KeyValue
+from bridge.mechanisms.ratelimit import Budgets, WriteBudget
+from bridge.models import ChatUser, FeedbackTarget, Inbound, Rate, ThreadKey
+from bridge.process import metrics
+from bridge.process.config import Settings
+from bridge.store import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    relay: Relay
+    budgets: Budgets
+
+    def submit(self, inbound: Inbound) -> None:
+        self.relay.submit(inbound)
+
+    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
+        return await self.relay.feedback(user, target, helpful)
+
+    def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
+        return self.store.claim_inbound(platform, dedupe_id)
+
+    def follows(self, thread: ThreadKey, user_id: str) -> bool:
+        link = self.store.get_link(thread, user_id)
+        return link is not None and link.active
+
+    def end_threads(self, platform: str, channel: str, thread: str | None = None) -> None:
+        self.store.links.deactivate_where(platform, channel, thread)
+
+    def kv(self, namespace: str) -> KeyValue:
+        return self.store.kv.namespace(namespace)
+
+    def budget(self, key: str, rate: Rate | None) -> WriteBudget:
+        return self.budgets.get(key, rate)
+
+    def count_write(self, platform: str, op: str) -> None:
+        metrics.PLATFORM_WRITES.labels(platform, op).inc()
+
+    def count_rate_limited(self, platform: str) -> None:
+        metrics.PLATFORM_RATE_LIMITED.labels(platform).inc()

@@ -1,0 +1,62 @@
+"""Moveworks event deliveries in SQLite (claim -> post -> finish)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+TABLE = "event_deliveries"
+PENDING = "('claimed', 'retry', 'new')"
+
+
+@dataclass
+class EventQuery:
+    db: Database
+    clock: Callable[[], float]
+
+    def claim(self, event_id: str, identity: str, conversation_id: str, payload: str) -> bool:
+        """Claim an event for delivery. False if it was already sent or skipped.
+
+        A row left 'claimed' by a crash is claimable again (re-delivery after restart). The
+        conditional UPDATE decides, across processes, from the row's status.
+        """
+        now = self.clock()
+        self.db.table(TABLE).insert(
+            {"event_id": event_id, "identity": identity, "conversation_id": conversation_id, "status": "new",
+             "payload": payload, "claimed_at": now},
+            ignore=True,
+        )
+        cursor = self.db.execute(
+            "UPDATE event_deliveries SET status = 'claimed', attempts = attempts + 1, claimed_at = ? "
+            "WHERE event_id = ? AND status IN ('new', 'claimed', 'retry')",
+            (now, event_id),
+        )
+        return cursor.rowcount == 1
+
+    def finish(self, event_id: str, status: str, detail: str | None = None) -> None:
+        """status: 'sent', 'skipped' (explicitly not delivered, with a reason) or 'retry'."""
+        try:
+            self.db.table(TABLE).update(event_id, {"status": status, "detail": detail, "finished_at": self.clock()})
+        except NotFoundError:
+            pass  # never claimed: nothing to finish, as an UPDATE … WHERE event_id = ? would
+
+    def status(self, event_id: str) -> str | None:
+        rows = list(self.db.table(TABLE).rows_where("event_id = ?", [event_id], select="status", limit=1))
+        return rows[0]["status"] if rows else None
+
+    def pending(self, identity: str | None = None) -> list[dict[str, Any]]:
+        """Claimed-but-unfinished and retryable events, oldest first (re-delivered on start)."""
+        where = f"status IN {PENDING}"
+        params: list[Any] = []
+        if identity is not None:
+            where += " AND identity = ?"
+            params.append(identity)
+        return list(self.db.table(TABLE).rows_where(where, params, order_by="event_id"))
+
+    def counts(self) -> dict[str, int]:
+        rows = self.db.query("SELECT status, COUNT(*) AS n FROM event_deliveries GROUP BY status")
+        return {r["status"]: r["n"] for r in rows}

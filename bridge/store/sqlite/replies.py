@@ -1,0 +1,91 @@
+"""Replies (answers streamed into chat threads) and shown messages, in SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from bridge.models import ThreadKey
+from bridge.store.interfaces import STREAMING_STALE
+
+TABLE = "replies"
+SHOWN = "shown_messages"
+
+
+@dataclass
+class ReplyQuery:
+    db: Database
+    clock: Callable[[], float]
+
+    def start(self, link_id: int) -> int:
+        now = self.clock()
+        table = self.db.table(TABLE).insert(
+            {"link_id": link_id, "status": "streaming", "started_at": now, "updated_at": now}
+        )
+        assert table.last_rowid is not None
+        return int(table.last_rowid)
+
+    def _update(self, reply_id: int, values: dict[str, Any]) -> None:
+        try:
+            self.db.table(TABLE).update(reply_id, values)
+        except NotFoundError:
+            pass  # an unknown id changes nothing, as an UPDATE … WHERE id = ? would
+
+    def finish(
+        self,
+        reply_id: int,
+        status: str,
+        *,
+        response_id: str | None = None,
+        platform_message_ids: list[str] | None = None,
+    ) -> None:
+        """Set the final status; a field passed as None keeps what was stored."""
+        values: dict[str, Any] = {"status": status, "updated_at": self.clock()}
+        if response_id is not None:
+            values["response_id"] = response_id
+        if platform_message_ids is not None:
+            values["platform_message_ids"] = json.dumps(platform_message_ids)
+        self._update(reply_id, values)
+
+    def checkpoint(self, reply_id: int, checkpoint: dict[str, Any] | None) -> None:
+        self._update(
+            reply_id,
+            {"checkpoint": json.dumps(checkpoint) if checkpoint is not None else None, "updated_at": self.clock()},
+        )
+
+    def streaming_in(self, thread: ThreadKey) -> bool:
+        """Is an answer streaming into `thread` right now, in any process?"""
+        rows = self.db.query(
+            "SELECT 1 AS x FROM replies r JOIN thread_links l ON l.id = r.link_id "
+            "WHERE r.status = 'streaming' AND r.updated_at > ? AND l.platform = ? "
+            "AND l.workspace = ? AND l.channel = ? AND l.thread = ? LIMIT 1",
+            (self.clock() - STREAMING_STALE, thread.platform, thread.workspace, thread.channel, thread.thread),
+        )
+        return bool(list(rows))
+
+    def interrupt_streaming(self) -> list[tuple[int, dict[str, Any] | None]]:
+        """At start-up of the answering process: replies a crashed process left 'streaming' can
+        never finish. Marks them and returns (thread link, the reply's last checkpoint), oldest
+        first, so the users can be told in place."""
+        rows = list(self.db.table(TABLE).rows_where("status = 'streaming'", select="id, link_id, checkpoint",
+                                                    order_by="id"))
+        self.db.execute(
+            "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'",
+            (self.clock(),),
+        )
+        return [(r["link_id"], json.loads(r["checkpoint"]) if r["checkpoint"] else None) for r in rows]
+
+    def mark_shown(self, message_id: str, link_id: int | None, source: str) -> None:
+        """The first record of a message wins (the primary key decides, across processes)."""
+        self.db.table(SHOWN).insert(
+            {"message_id": message_id, "link_id": link_id, "source": source, "shown_at": self.clock()},
+            ignore=True,
+        )
+
+    def was_shown(self, message_id: str) -> bool:
+        return bool(list(self.db.table(SHOWN).rows_where("message_id = ?", [message_id], select="1", limit=1)))

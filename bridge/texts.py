@@ -1,0 +1,91 @@
+"""Every sentence a chat user can see, in one place, so the bridge speaks with one voice and a
+translation or a wording change is one edit. Platform adapters render these; they never write
+their own user-facing prose. (Log lines and operator messages are not here.)"""
+
+from __future__ import annotations
+
+MAX_INPUT_CHARS = 8000  # the longest question sent to Moveworks
+
+# --- questions that cannot be asked ----------------------------------------------------------------
+EMPTY_QUESTION = "It looks like your message was empty. What can I help you with?"
+TOO_LONG = (
+    f"That message is too long for me to send to the assistant (the limit is {MAX_INPUT_CHARS:,} "
+    "characters). Could you shorten it, or ask about one part at a time?"
+)
+NO_IDENTITY = (
+    "I couldn't match your chat account to an employee email, so I can't ask the assistant on "
+    "your behalf. Please contact your IT team."
+)
+FILES_ONLY = (
+    "I can only read text for now, so I couldn't look at that file. "
+    "Could you type your question instead?"
+)
+
+# --- answers that fail -----------------------------------------------------------------------------
+BUSY = "The assistant is very busy right now. Please try again in a minute."
+SIGN_IN_FAILED = "I couldn't sign in to the assistant for you just now. Please try again later."
+ANSWER_FAILED = "Sorry, the assistant ran into a problem answering that. Please try again."
+UNAVAILABLE = "Sorry, I can't reach the assistant right now. Please try again in a few minutes."
+BUG = "Sorry, something went wrong on my side. Please try again."
+RESTARTED = "I was restarted before I could finish this answer. Please ask again."
+NO_ANSWER = "I couldn't find an answer to that. Could you try rephrasing your question?"
+FAILURE_NOTE = "⚠️ {message}"  # how a failure message ends a reply
+
+# --- buttons ---------------------------------------------------------------------------------------
+NOT_OWNER = "That button belongs to someone else's conversation, so only they can use it."
+CALLBACK_GONE = "That button has expired. Please ask your question again."
+
+# --- feedback --------------------------------------------------------------------------------------
+FEEDBACK_THANKS_HELPFUL = "Thanks for the feedback!"
+FEEDBACK_THANKS_UNHELPFUL = "Thanks, that helps the assistant improve."
+FEEDBACK_NOT_OWNER = "Only the person who asked can rate this answer."
+FEEDBACK_UNAVAILABLE = "Feedback isn't available for this answer."
+FEEDBACK_FAILED = "Sorry, I couldn't record your feedback right now. Please try again later."
+FEEDBACK_QUESTION = "Was this helpful?"
+HELPFUL = "Helpful"
+NOT_HELPFUL = "Not helpful"
+HELPFUL_LABEL = "This answer was helpful"
+NOT_HELPFUL_LABEL = "This answer was not helpful"
+
+# --- progress --------------------------------------------------------------------------------------
+THINKING = "Thinking"
+SLACK_THINKING_STATUS = "is thinking…"  # Slack shows it after the app's name
+WRITING = "Writing the answer"
+STATUS_LINE = "_⏳ {status}…_"  # an edited reply's progress line (Markdown)
+CURSOR = " ▍"  # the end of a growing answer
+
+# --- notifications and pointers --------------------------------------------------------------------
+TRUNCATED = "\n\n_…(message truncated)_"
+DM_POINTER = "📬 I've sent my answer to you in a direct message."
+SOURCES = "Sources"
+ACTIONS = "Actions"
+ANSWER_PREVIEW = "Answer"  # notification text of an answer that has only buttons
+
+
+def failure_note(message: str) -> str:
+    return FAILURE_NOTE.format(message=message)
+
+
+def status_line(status: str | None) -> str:
+    return STATUS_LINE.format(status=status or THINKING)
+
+
+# --- the terminal (`moveworks-bridge chat`) --------------------------------------------------------
+CONSOLE_STATUS = "⏳ {status}…"
+CONSOLE_FAILURE = "⚠️  {message}"  # two spaces: terminals draw the emoji wide
+CONSOLE_NEW_MESSAGE = "📣 New message from the assistant:"
+CONSOLE_ACTION_HINT = "type /action {n}"
+CONSOLE_RATE_HINT = "Was this helpful? Type /good or /bad."
+
+
+# --- Slack's install page (a workspace outside SLACK_ALLOWED_TEAMS) -------------------------------
+SLACK_INSTALL_REFUSED_PAGE = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Installation not allowed</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 3em auto">
+<h2>This Slack workspace can't install this app</h2>
+<p>This Moveworks bridge only serves the Slack workspaces its administrator approved, and
+{who} is not one of them. The installation was not kept.</p>
+<p>If this workspace should be served, ask the bridge's administrator to add <code>{team}</code>
+to <code>SLACK_ALLOWED_TEAMS</code>, then install again.</p>
+</body></html>
+"""
