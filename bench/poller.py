@@ -93,10 +93,10 @@ class PollerStack:
         self.threads: dict[str, tuple[str, str]] = {}  # email -> (conversation, thread ts)
         for i, email in enumerate(self.emails):
             self.fake.add_user(f"U{i}", f"user{i}", email)
-            self.store.save_employee(ChatUser("slack", "T1", f"U{i}", email=email), email_checked=True, active=True)
+            self.store.employees.save(ChatUser("slack", "T1", f"U{i}", email=email), email_checked=True, active=True)
             conv = self.sim.state.new_conversation(email, None)["conversation_id"]
             ts = f"{1700000000 + i}.000100"
-            self.store.insert_link(ThreadKey("slack", "T1", "C1", ts), f"U{i}", email, conv,
+            self.store.links.insert(ThreadKey("slack", "T1", "C1", ts), f"U{i}", email, conv,
                                    {"channel": "C1", "thread_ts": ts})
             self.threads[email] = (conv, ts)
         self.poller = Poller.from_settings(settings, store=self.store, client=self.client, relay=self.relay,
@@ -297,7 +297,7 @@ class SlackProxy:
 def statuses(db: str, event_ids: list[str]) -> list[str | None]:
     store = Store(db)
     try:
-        return [store.event_status(e) for e in event_ids]
+        return [store.events.status(e) for e in event_ids]
     finally:
         store.close()
 
@@ -325,9 +325,9 @@ async def kill_drill(ctx: Context, table: Table, label: str, hold: str, *, event
         # the bridge already knows alice and her thread, as the relay would have recorded them
         conv = sim.state.new_conversation(identity, None)["conversation_id"]
         store = Store(db)
-        store.save_employee(ChatUser("slack", "T1", "U1", email=identity), email_checked=True, active=True)
-        store.insert_link(ThreadKey("slack", "T1", "C1", root), "U1", "", conv, {"channel": "C1", "thread_ts": root})
-        store.start_checkpoint("service")
+        store.employees.save(ChatUser("slack", "T1", "U1", email=identity), email_checked=True, active=True)
+        store.links.insert(ThreadKey("slack", "T1", "C1", root), "U1", "", conv, {"channel": "C1", "thread_ts": root})
+        store.checkpoints.start("service")
         store.close()
         texts = [f"{label}: event {i}" for i in range(events)]
         ids = [sim.inject_event(identity, t, conversation_id=conv)["event_id"] for t in texts]

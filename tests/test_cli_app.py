@@ -162,8 +162,8 @@ async def test_after_a_crash_the_answering_process_tells_the_thread_but_a_poll_w
 
     path = tmp_path / "bridge.db"
     crashed = Store(path)  # the process that died mid-answer
-    link = crashed.insert_link(THREAD, "u1", "", "conv_x", {})
-    crashed.start_reply(link.id)
+    link = crashed.links.insert(THREAD, "u1", "", "conv_x", {})
+    crashed.replies.start(link.id)
     crashed.close()
     settings = Settings(db=str(path), moveworks_base_url=sim.base_url,
                         moveworks_assistant_name="moveworks-bridge-dev", moveworks_api_key="sim-key")

@@ -49,9 +49,9 @@ async def test_mapped_slack_thread_gets_the_event(env):
     assert "approved" in post.answer.text and "[1]" in post.answer.text
     assert post.answer.citations[0].url == "https://kb.test/pto"
     assert post.answer.actions and post.answer.feedback is not None
-    assert env.store.event_status(ev["event_id"]) == "sent"
-    assert env.store.was_shown(ev["event_payload"]["message"]["message_id"])
-    assert env.store.get_checkpoint(SERVICE)[0] == ev["event_id"]
+    assert env.store.events.status(ev["event_id"]) == "sent"
+    assert env.store.replies.was_shown(ev["event_payload"]["message"]["message_id"])
+    assert env.store.checkpoints.get(SERVICE)[0] == ev["event_id"]
     assert await poller.poll_identity() == 0  # nothing new
     assert len(env.slack.posts) == 1
 
@@ -72,12 +72,12 @@ async def test_an_event_waits_while_another_process_streams_an_answer_in_the_thr
     conv = await env.mapped_thread(ANN, THREAD, user)
     poller = env.poller()
     await poller.poll_identity()
-    link = env.store.get_link(THREAD, user.user_id)
-    reply = env.store.start_reply(link.id)  # `serve` is streaming an answer in this thread
+    link = env.store.links.get(THREAD, user.user_id)
+    reply = env.store.replies.start(link.id)  # `serve` is streaming an answer in this thread
     ev = env.sim.inject_event(ANN, "Ticket INC-1 was updated", conversation_id=conv)
     assert await poller.poll_identity() == 0
-    assert env.slack.posts == [] and env.store.event_status(ev["event_id"]) != "sent"
-    env.store.finish_reply(reply, "final")  # the answer is done
+    assert env.slack.posts == [] and env.store.events.status(ev["event_id"]) != "sent"
+    env.store.replies.finish(reply, "final")  # the answer is done
     delivered = 0
     for _ in range(5):
         delivered += await poller.poll_identity()
@@ -96,7 +96,7 @@ async def test_single_identity_mode_never_guesses_between_two_people(env):
     ev = env.sim.inject_event(ANN, "Your PTO request was approved")
     assert await poller.poll_identity() == 0
     assert env.slack.posts == []
-    assert env.store.event_status(ev["event_id"]) == "skipped"
+    assert env.store.events.status(ev["event_id"]) == "skipped"
 
 
 async def test_history_before_start_is_skipped_not_posted(env):
@@ -105,11 +105,11 @@ async def test_history_before_start_is_skipped_not_posted(env):
     await asyncio.sleep(0.01)
     poller = env.poller(history_grace=0)
     assert await poller.poll_identity() == 0
-    assert env.store.event_status(old["event_id"]) == "skipped"
+    assert env.store.events.status(old["event_id"]) == "skipped"
     new = env.sim.inject_event(ANN, "fresh news")
     assert await poller.poll_identity() == 1
     assert env.slack.texts() == ["fresh news"]
-    assert env.store.event_status(new["event_id"]) == "sent"
+    assert env.store.events.status(new["event_id"]) == "sent"
 
 
 async def test_unmapped_conversation_goes_to_a_dm_and_is_mapped(env):
@@ -122,7 +122,7 @@ async def test_unmapped_conversation_goes_to_a_dm_and_is_mapped(env):
     assert await poller.poll_identity() == 1
     [post] = env.slack.posts
     assert post.thread.channel.startswith("D-")
-    links = env.store.links_for_conversation(ev["conversation_id"])
+    links = env.store.links.for_conversation(ev["conversation_id"])
     # the DM itself, and (Slack) the thread under the posted message, where replies continue it
     assert sorted(link.thread.thread for link in links) == ["", post.message_id]
     assert all(link.active and link.thread.channel == post.thread.channel for link in links)
@@ -150,10 +150,10 @@ async def test_message_shown_live_is_not_posted_again(env):
     poller = env.poller()
     await poller.poll_identity()
     ev = env.sim.inject_event(ANN, "same answer", conversation_id=conv)
-    env.store.mark_shown(ev["event_payload"]["message"]["message_id"], None, "stream")
+    env.store.replies.mark_shown(ev["event_payload"]["message"]["message_id"], None, "stream")
     assert await poller.poll_identity() == 0
     assert env.slack.posts == []
-    assert env.store.event_status(ev["event_id"]) == "skipped"
+    assert env.store.events.status(ev["event_id"]) == "skipped"
 
 
 async def test_backlog_of_250_in_order_across_pages(env):
@@ -178,7 +178,7 @@ async def test_permanent_error_deactivates_link_and_falls_back_to_dm(env):
     env.slack.failures = [permanent("is_archived")]
     env.sim.inject_event(ANN, "ticket update", conversation_id=conv)
     assert await poller.poll_identity() == 1
-    links = env.store.links_for_conversation(conv)
+    links = env.store.links.for_conversation(conv)
     assert [link.active for link in links if link.thread == THREAD] == [False]
     [post] = env.slack.posts
     assert post.thread.channel.startswith("D-")
@@ -193,8 +193,8 @@ async def test_transient_error_retries_in_order_without_skipping(env):
     env.sim.inject_event(ANN, "second", conversation_id=conv)
     env.slack.failures = [transient(), PlatformRateLimited(retry_after=1.0)]
     assert await poller.poll_identity() == 0
-    assert env.store.event_status(first["event_id"]) == "retry"
-    assert env.store.get_checkpoint(SERVICE)[0] is None  # not advanced past it
+    assert env.store.events.status(first["event_id"]) == "retry"
+    assert env.store.checkpoints.get(SERVICE)[0] is None  # not advanced past it
     assert await poller.poll_identity() == 0  # rate limited this time
     assert await poller.poll_identity() == 2
     assert env.slack.texts() == ["first", "second"]
@@ -209,7 +209,7 @@ async def test_gives_up_explicitly_after_max_attempts(env):
     env.sim.inject_event(ANN, "next", conversation_id=conv)
     env.slack.failures = [transient()] * 3
     assert [await poller.poll_identity() for _ in range(3)] == [0, 0, 1]
-    assert env.store.event_status(stuck["event_id"]) == "skipped"
+    assert env.store.events.status(stuck["event_id"]) == "skipped"
     assert env.slack.texts() == ["next"]  # the later event was not held back forever
 
 
@@ -246,12 +246,12 @@ async def test_claimed_but_unsent_is_redelivered_by_recover(env):
     task = asyncio.create_task(poller.poll_identity())
     for _ in range(200):
         await asyncio.sleep(0.01)
-        if env.store.event_status(ev["event_id"]) == "claimed":
+        if env.store.events.status(ev["event_id"]) == "claimed":
             break
     task.cancel()  # the process dies while posting
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert env.store.event_status(ev["event_id"]) == "claimed" and env.slack.posts == []
+    assert env.store.events.status(ev["event_id"]) == "claimed" and env.slack.posts == []
     env.slack.delay = 0
     restarted = env.poller()
     assert await restarted.recover() == 1
@@ -363,8 +363,8 @@ def scripted_env(env, pages, errors=None):
 
 async def test_bad_events_are_handled_or_skipped_explicitly(env):
     user = env.employee(ANN)
-    env.store.insert_link(THREAD, user.user_id, "", "conv_A", {})
-    env.store.start_checkpoint(SERVICE)
+    env.store.links.insert(THREAD, user.user_id, "", "conv_A", {})
+    env.store.checkpoints.start(SERVICE)
     huge = "x" * 100_000
     events = [
         make_event(1, "conv_A", payload={"type": "SOMETHING_NEW"}),
@@ -376,19 +376,19 @@ async def test_bad_events_are_handled_or_skipped_explicitly(env):
     ]
     poller, _ = scripted_env(env, {None: (events, None)})
     assert await poller.poll_identity() == 3
-    status = {f"evt_{n:05d}": env.store.event_status(f"evt_{n:05d}") for n in range(1, 7)}
+    status = {f"evt_{n:05d}": env.store.events.status(f"evt_{n:05d}") for n in range(1, 7)}
     assert status == {"evt_00001": "skipped", "evt_00002": "skipped", "evt_00003": "sent",
                       "evt_00004": "skipped", "evt_00005": "sent", "evt_00006": "sent"}
     texts = env.slack.texts()
     assert texts[0] == "<b>hi</b>"
     assert len(texts[1]) < 21_000 and texts[1].endswith("(message truncated)_")
-    assert env.store.get_checkpoint(SERVICE)[0] == "evt_00006"
+    assert env.store.checkpoints.get(SERVICE)[0] == "evt_00006"
 
 
 async def test_duplicate_event_ids_across_pages_are_delivered_once(env):
     user = env.employee(ANN)
-    env.store.insert_link(THREAD, user.user_id, "", "conv_A", {})
-    env.store.start_checkpoint(SERVICE)
+    env.store.links.insert(THREAD, user.user_id, "", "conv_A", {})
+    env.store.checkpoints.start(SERVICE)
     e1, e2, e3 = (make_event(n, "conv_A") for n in (1, 2, 3))
     poller, _ = scripted_env(env, {None: ([e1, e2], "c1"), "c1": ([e2, e3], None)})
     assert await poller.poll_identity() == 3
@@ -397,8 +397,8 @@ async def test_duplicate_event_ids_across_pages_are_delivered_once(env):
 
 async def test_invalid_page_cursor_resumes_from_checkpoint(env):
     user = env.employee(ANN)
-    env.store.insert_link(THREAD, user.user_id, "", "conv_A", {})
-    env.store.start_checkpoint(SERVICE)
+    env.store.links.insert(THREAD, user.user_id, "", "conv_A", {})
+    env.store.checkpoints.start(SERVICE)
     e = [make_event(n, "conv_A") for n in range(1, 5)]
     bad = InvalidRequest("Invalid cursor", status=400, code="INVALID_CURSOR")
     pages = {None: (e, None), "c1": ((), None)}
@@ -423,11 +423,11 @@ async def test_invalid_page_cursor_resumes_from_checkpoint(env):
 
 async def test_rejected_checkpoint_restarts_from_now_without_crash_loop(env):
     env.employee(ANN)
-    env.store.set_checkpoint(SERVICE, "evt_gone")
+    env.store.checkpoints.advance(SERVICE, "evt_gone")
     bad = InvalidRequest("Invalid cursor", status=400, code="INVALID_CURSOR")
     poller, client = scripted_env(env, {None: ((), None)}, errors={("evt_gone", None): bad})
     assert await poller.poll_identity() == 0
-    assert env.store.get_checkpoint(SERVICE)[0] is None
+    assert env.store.checkpoints.get(SERVICE)[0] is None
     assert await poller.poll_identity() == 0  # next poll works from "now"
     assert client.calls[-1] == (None, None, None)
 

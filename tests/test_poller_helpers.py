@@ -134,13 +134,13 @@ class Env:
     def employee(self, email: str, platform: str = "slack", user_id: str | None = None,
                  workspace: str = "T1") -> ChatUser:
         user = ChatUser(platform, workspace, user_id or f"U-{email.split('@')[0]}", email=email)
-        self.store.save_employee(user, email_checked=True, active=True)
+        self.store.employees.save(user, email_checked=True, active=True)
         return user
 
     async def mapped_thread(self, email: str, thread: ThreadKey, user: ChatUser) -> str:
         """A conversation of `email` mapped to `thread` (as the relay would have done)."""
         conv = await self.client.create_conversation(email if self.per_employee else None)
-        self.store.insert_link(thread, user.user_id, email if self.per_employee else "",
+        self.store.links.insert(thread, user.user_id, email if self.per_employee else "",
                                conv.conversation_id, {"thread": thread.thread})
         return conv.conversation_id
 

@@ -81,7 +81,7 @@ class HoldingProxy:
 def status_of(db: str, event_id: str) -> str | None:
     store = Store(db)
     try:
-        return store.event_status(event_id)
+        return store.events.status(event_id)
     finally:
         store.close()
 
@@ -108,10 +108,10 @@ async def test_kill_9_between_claim_and_post_then_restart(tmp_path):
         # the bridge already knows alice and her thread (as the relay would have recorded them)
         conv = sim.state.new_conversation(IDENTITY, None)["conversation_id"]
         store = Store(db)
-        store.save_employee(ChatUser("slack", "T1", "U1", email="alice@example.com"), email_checked=True,
+        store.employees.save(ChatUser("slack", "T1", "U1", email="alice@example.com"), email_checked=True,
                             active=True)
-        store.insert_link(ThreadKey("slack", "T1", "C1", ROOT), "U1", "", conv, {"channel": "C1", "thread_ts": ROOT})
-        store.start_checkpoint("service")
+        store.links.insert(ThreadKey("slack", "T1", "C1", ROOT), "U1", "", conv, {"channel": "C1", "thread_ts": ROOT})
+        store.checkpoints.start("service")
         store.close()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "SLACK_", "MOVEWORKS_", "TEAMS_"))},

@@ -116,7 +116,7 @@ async def test_run_loop_polls_new_events_at_the_interval(tmp_path):
     env = await make_env(tmp_path)
     try:
         user = ChatUser("slack", "T1", "U1", email="ann@example.com")
-        env.store.save_employee(user, email_checked=True, active=True)
+        env.store.employees.save(user, email_checked=True, active=True)
         poller = env.poller(interval=0.2)
         await poller.start()
         await asyncio.sleep(0.3)

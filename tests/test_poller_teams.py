@@ -109,7 +109,7 @@ def post_calls(h: PollingHarness, conversation_id: str) -> list[Any]:
 async def test_event_is_posted_into_the_mapped_reply_chain_rendered_like_an_answer(h: PollingHarness) -> None:
     first = await h.ask(h.alice.channel("is my payroll ticket done?"))
     chain = first["conversation"]["id"]
-    link = h.store.get_link(chain_thread(first), "aad-alice")
+    link = h.store.links.get(chain_thread(first), "aad-alice")
     assert link is not None and link.active
     event = h.sim.inject_event(
         SIM_IDENTITY, "Update: your **payroll ticket** was resolved.", conversation_id=link.conversation_id,
@@ -141,7 +141,7 @@ async def test_event_is_posted_into_the_mapped_reply_chain_rendered_like_an_answ
     assert card["content"]["actions"] == [
         {"type": "Action.OpenUrl", "title": "Open ticket", "url": "https://it.example.com/INC-7"}]
     assert body["channelData"]["feedbackLoopEnabled"] is True
-    assert h.store.event_status(event["event_id"]) == "sent"
+    assert h.store.events.status(event["event_id"]) == "sent"
     # the feedback buttons of the event's message reach Moveworks
     status, text = await h.post(h.alice.feedback(first["conversation"], posted.id, "like"))
     assert (status, text) == (200, "")
@@ -157,7 +157,7 @@ async def test_event_is_posted_into_the_mapped_reply_chain_rendered_like_an_answ
 async def test_proactive_dm_uses_the_stored_personal_chat_and_maps_the_conversation(h: PollingHarness) -> None:
     hello = await h.ask(h.alice.personal("hello bot"))  # alice is the one person the bridge knows
     assert hello["conversation"]["id"] == ALICE_DM
-    dm_link = h.store.get_link(ThreadKey("teams", TENANT, ALICE_DM, ""), "aad-alice")
+    dm_link = h.store.links.get(ThreadKey("teams", TENANT, ALICE_DM, ""), "aad-alice")
     assert dm_link is not None
     earlier_conversation = dm_link.conversation_id
     event = h.sim.inject_event(SIM_IDENTITY, "Approval needed: Bob's **expense report**")
@@ -174,7 +174,7 @@ async def test_proactive_dm_uses_the_stored_personal_chat_and_maps_the_conversat
     assert [(c.method, c.path) for c in new_calls] == [("POST", f"/v3/conversations/{ALICE_DM}/activities")]
     assert streaminfo_of(new_calls[0].json) is None, "a proactive message is posted, not streamed"
     # the personal chat now continues the event's conversation
-    links = h.store.links_for_conversation(event["conversation_id"])
+    links = h.store.links.for_conversation(event["conversation_id"])
     assert [(link.thread.channel, link.user_id, link.active) for link in links] == [(ALICE_DM, "aad-alice", True)]
     await h.ask(h.alice.personal("approve it please"))
     assert user_texts(h, SIM_IDENTITY, event["conversation_id"]) == ["approve it please"]
@@ -205,7 +205,7 @@ async def test_proactive_dm_creates_a_personal_chat_when_none_is_stored(h: Polli
     ], "create_conversation, then the message"
     assert [m.text for m in h.fake.in_conversation(chat)] == ["Your laptop **shipped** today."]
     assert len(h.fake.in_conversation(first["conversation"]["id"])) == 1, "nothing new in the channel"
-    links = h.store.links_for_conversation(event["conversation_id"])
+    links = h.store.links.for_conversation(event["conversation_id"])
     assert [(link.thread.channel, link.user_id) for link in links] == [(chat, "aad-alice")]
     # a reply in the new chat continues the event's conversation
     await h.ask(h.alice.personal("great, thanks", conversation_id=chat))
@@ -215,7 +215,7 @@ async def test_proactive_dm_creates_a_personal_chat_when_none_is_stored(h: Polli
     assert await h.poll() == 1
     assert len(h.fake.created) == 1
     assert h.fake.in_conversation(chat)[-1].text == "Your monitor shipped too."
-    assert h.store.event_status(second["event_id"]) == "sent"
+    assert h.store.events.status(second["event_id"]) == "sent"
 
 
 # --- 4. a permanent error: 403 MessageWritesBlocked ------------------------------------------------
@@ -226,7 +226,7 @@ async def test_writes_blocked_deactivates_the_chain_and_the_event_goes_by_dm(h: 
     the employee) is tried; the event ends 'sent' and is never retried."""
     first = await h.ask(h.alice.channel("soon the bot is blocked here"))
     chain = first["conversation"]["id"]
-    link = h.store.get_link(chain_thread(first), "aad-alice")
+    link = h.store.links.get(chain_thread(first), "aad-alice")
     assert link is not None
     event = h.sim.inject_event(SIM_IDENTITY, "Your access request was **approved**.",
                                conversation_id=link.conversation_id)
@@ -237,13 +237,13 @@ async def test_writes_blocked_deactivates_the_chain_and_the_event_goes_by_dm(h: 
     [blocked] = [c for c in post_calls(h, chain) if c.status == 403]
     assert blocked.path == f"/v3/conversations/{chain}/activities"
     assert len(h.fake.in_conversation(chain)) == 1, "only the earlier live answer"
-    assert not h.store.get_link(chain_thread(first), "aad-alice").active
+    assert not h.store.links.get(chain_thread(first), "aad-alice").active
     assert h.store.kv.get("teams.references", chain) is None
     [created] = h.fake.created
     chat = created["response"]["id"]
     assert [m.text for m in h.fake.in_conversation(chat)] == ["Your access request was **approved**."]
-    assert h.store.event_status(event["event_id"]) == "sent"
-    assert h.store.pending_events("service") == []
+    assert h.store.events.status(event["event_id"]) == "sent"
+    assert h.store.events.pending("service") == []
     calls_after = len(h.fake.calls)
     assert await h.poll() == 0
     assert len(h.fake.calls) == calls_after, "nothing retried"
@@ -253,7 +253,7 @@ async def test_writes_blocked_everywhere_skips_the_event_once(h: PollingHarness)
     """With the DM refused too (403 on create_conversation) there is nowhere to deliver: the event
     is skipped with a reason, not retried forever."""
     first = await h.ask(h.alice.channel("blocked everywhere"))
-    link = h.store.get_link(chain_thread(first), "aad-alice")
+    link = h.store.links.get(chain_thread(first), "aad-alice")
     assert link is not None
     event = h.sim.inject_event(SIM_IDENTITY, "Nobody can see this", conversation_id=link.conversation_id)
     h.fake.fail_next("writes_blocked", count=2)  # the chain post, then POST /v3/conversations
@@ -264,9 +264,9 @@ async def test_writes_blocked_everywhere_skips_the_event_once(h: PollingHarness)
         (f"/v3/conversations/{first['conversation']['id']}/activities", 403),
         ("/v3/conversations", 403),
     ]
-    assert h.store.event_status(event["event_id"]) == "skipped"
-    assert h.store.pending_events("service") == []
-    assert not h.store.get_link(chain_thread(first), "aad-alice").active
+    assert h.store.events.status(event["event_id"]) == "skipped"
+    assert h.store.events.pending("service") == []
+    assert not h.store.links.get(chain_thread(first), "aad-alice").active
     assert not any("Nobody can see this" in m.text for m in h.fake.messages())
     calls_after = len(h.fake.calls)
     for _ in range(3):
@@ -280,7 +280,7 @@ async def test_writes_blocked_everywhere_skips_the_event_once(h: PollingHarness)
 async def test_restart_posts_nothing_twice(h: PollingHarness) -> None:
     first = await h.ask(h.alice.channel("remember me"))
     chain = first["conversation"]["id"]
-    link = h.store.get_link(chain_thread(first), "aad-alice")
+    link = h.store.links.get(chain_thread(first), "aad-alice")
     assert link is not None
     in_chain = h.sim.inject_event(SIM_IDENTITY, "Chain update one", conversation_id=link.conversation_id)
     direct = h.sim.inject_event(SIM_IDENTITY, "A brand-new notification")  # DM via create_conversation
@@ -297,8 +297,8 @@ async def test_restart_posts_nothing_twice(h: PollingHarness) -> None:
     assert h.runtime.poller is not old_poller
     assert await h.poll() == 0
     assert len(h.fake.writes()) == writes_before, "nothing re-posted after the restart"
-    assert h.store.event_status(in_chain["event_id"]) == "sent"
-    assert h.store.event_status(direct["event_id"]) == "sent"
+    assert h.store.events.status(in_chain["event_id"]) == "sent"
+    assert h.store.events.status(direct["event_id"]) == "sent"
     # new events after the restart still land once each, through the stored references
     again = h.sim.inject_event(SIM_IDENTITY, "Chain update two", conversation_id=link.conversation_id)
     assert await h.poll() == 1
@@ -306,7 +306,7 @@ async def test_restart_posts_nothing_twice(h: PollingHarness) -> None:
     assert [m.text for m in h.fake.in_conversation(chain)][1:] == ["Chain update one", "Chain update two"]
     assert [m.text for m in h.fake.in_conversation(chat)] == ["A brand-new notification"]
     assert len(h.fake.created) == 1
-    assert h.store.event_status(again["event_id"]) == "sent"
+    assert h.store.events.status(again["event_id"]) == "sent"
 
 
 # --- user_jwt: every event has an owner ------------------------------------------------------------
@@ -327,7 +327,7 @@ async def test_user_jwt_events_go_to_their_owner_on_teams(tmp_path: Path) -> Non
         first = await h.ask(h.alice.channel("alice asks"))
         await h.ask(h.bob.channel("bob asks", root_id=first["id"]))
         chain = first["conversation"]["id"]
-        alice_link = h.store.get_link(chain_thread(first), "aad-alice")
+        alice_link = h.store.links.get(chain_thread(first), "aad-alice")
         assert alice_link is not None and alice_link.identity == "alice@example.com"
         # two people: an unmapped event still has an owner in user_jwt mode
         for_alice = h.sim.inject_event("alice@example.com", "Alice: your badge is ready",
@@ -344,8 +344,8 @@ async def test_user_jwt_events_go_to_their_owner_on_teams(tmp_path: Path) -> Non
         assert await h.poll("alice@example.com") == 1
         assert h.fake.in_conversation(chain)[-1].text == "Alice: your badge is ready"
         assert len(h.fake.created) == 1
-        assert h.store.event_status(for_alice["event_id"]) == "sent"
-        assert h.store.event_status(for_bob["event_id"]) == "sent"
+        assert h.store.events.status(for_alice["event_id"]) == "sent"
+        assert h.store.events.status(for_bob["event_id"]) == "sent"
         # bob's reply in the new chat continues his event's conversation, as bob
         await h.ask(h.bob.personal("when exactly?", conversation_id=bob_chat))
         assert user_texts(h, "bob@example.com", for_bob["conversation_id"]) == ["when exactly?"]

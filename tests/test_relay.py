@@ -67,7 +67,7 @@ async def test_two_people_in_one_thread_get_their_own_conversations(sim, mw):
     relay, _ = build(store, mw)
     await relay.handle(ask("How do I reset my password?", user=ANN))
     await relay.handle(ask("How do I reset my password?", user=BOB))
-    assert store.get_link(THREAD, ANN.user_id).conversation_id != store.get_link(THREAD, BOB.user_id).conversation_id
+    assert store.links.get(THREAD, ANN.user_id).conversation_id != store.links.get(THREAD, BOB.user_id).conversation_id
     assert len(conversations(sim)) == 2
 
 
@@ -152,10 +152,10 @@ async def test_a_lost_conversation_is_replaced_once(sim, mw):
     store = Store(":memory:")
     relay, adapter = build(store, mw)
     await relay.handle(ask("How do I reset my password?"))
-    old = store.get_link(THREAD, ANN.user_id).conversation_id
+    old = store.links.get(THREAD, ANN.user_id).conversation_id
     conversations(sim).pop(old)  # gone on the Moveworks side (expired, deleted by an admin)
     await relay.handle(ask("What about my VPN?"))
-    new = store.get_link(THREAD, ANN.user_id).conversation_id
+    new = store.links.get(THREAD, ANN.user_id).conversation_id
     assert new != old and new in conversations(sim)
     assert "VPN" in list(adapter.thread(THREAD).messages.values())[-1].text
 

@@ -209,7 +209,7 @@ async def test_dm_is_answered_in_its_thread(harness_factory):
     text = await h.answered("D1", event["ts"])
     assert text == "Reset it at **id.example.com**."
     assert h.fake.calls_to("users.info"), "the asker's email is looked up"
-    employee = h.runtime.store.get_employee("slack", "T1", "U1")
+    employee = h.runtime.store.employees.get("slack", "T1", "U1")
     assert employee is not None and employee.email == "alice@example.com"
 
 
@@ -234,7 +234,7 @@ async def test_follow_up_in_thread_reuses_conversation_even_after_restart(h):
     await h.restart()
     await h.send(channel_message("third question", thread_ts=root["ts"]))
     assert await h.answered("C1", root["ts"], 3) == "Third."
-    links = h.runtime.store._all("SELECT DISTINCT conversation_id FROM thread_links")
+    links = list(h.runtime.store.db.query("SELECT DISTINCT conversation_id FROM thread_links"))
     assert len(links) == 1, "one Moveworks conversation for the thread"
 
 
@@ -246,10 +246,10 @@ async def test_two_users_in_one_thread_get_their_own_conversations(h):
     await h.answered("C1", root["ts"])
     await h.send(mention("bob asks too", user="U2", thread_ts=root["ts"]))  # others must mention the bot
     assert await h.answered("C1", root["ts"], 2) == "For Bob."
-    a = h.runtime.store.get_link(h.runtime.store.links_for_conversation(
-        h.runtime.store._all("SELECT conversation_id FROM thread_links WHERE user_id='U1'")[0]["conversation_id"]
+    a = h.runtime.store.links.get(h.runtime.store.links.for_conversation(
+        list(h.runtime.store.db.query("SELECT conversation_id FROM thread_links WHERE user_id='U1'"))[0]["conversation_id"]
     )[0].thread, "U1")
-    b = h.runtime.store._all("SELECT conversation_id FROM thread_links WHERE user_id='U2'")[0]["conversation_id"]
+    b = list(h.runtime.store.db.query("SELECT conversation_id FROM thread_links WHERE user_id='U2'"))[0]["conversation_id"]
     assert a is not None and a.conversation_id != b
 
 
@@ -265,8 +265,8 @@ async def test_another_users_unmentioned_reply_in_the_thread_is_not_answered(h):
     assert len(h.answers("C1", root["ts"])) == 2
     assert not [q for q in questions(h.sim) if "bob" in q]
     thread = ThreadKey("slack", "T1", "C1", root["ts"])
-    assert h.runtime.store.get_link(thread, "U1") is not None and h.runtime.store.get_link(thread, "U2") is None
-    claimed = {r["delivery_id"] for r in h.runtime.store._all("SELECT delivery_id FROM inbound_deliveries")}
+    assert h.runtime.store.links.get(thread, "U1") is not None and h.runtime.store.links.get(thread, "U2") is None
+    claimed = {r["delivery_id"] for r in list(h.runtime.store.db.query("SELECT delivery_id FROM inbound_deliveries"))}
     assert f"T1:C1:{bob['ts']}" not in claimed
 
 
@@ -320,7 +320,7 @@ async def test_bad_and_stale_signatures_are_rejected_without_side_effects(h):
     tampered = sign(body)
     assert (await h.post(body.replace("unsigned", "tampered"), {"Content-Type": "application/json", **tampered}))[0] == 401
     assert not h.fake.write_calls()
-    assert h.runtime.store._all("SELECT * FROM inbound_deliveries") == []
+    assert list(h.runtime.store.db.query("SELECT * FROM inbound_deliveries")) == []
 
 
 async def test_url_verification_and_garbage(h):
@@ -437,9 +437,9 @@ async def test_a_stream_left_open_by_a_crash_is_stopped_in_place_after_restart(h
     client = AsyncWebClient(token=h.fake.token, base_url=h.fake.url)
     opened = await client.chat_startStream(channel="D1", thread_ts=event["ts"], markdown_text="```\nline0",
                                            recipient_team_id="T1", recipient_user_id="U1")
-    link = store.get_link(ThreadKey("slack", "T1", "D1", event["ts"]), "U1")
+    link = store.links.get(ThreadKey("slack", "T1", "D1", event["ts"]), "U1")
     assert link is not None
-    store.checkpoint_reply(store.start_reply(link.id), {"channel": "D1", "ts": opened["ts"], "fence": "```"})
+    store.replies.checkpoint(store.replies.start(link.id), {"channel": "D1", "ts": opened["ts"], "fence": "```"})
     before = len(h.answers("D1", event["ts"]))
     await h.restart()
 
@@ -602,7 +602,7 @@ async def test_oauth_install_then_answer_with_that_workspace_token(harness_facto
         "OAuth without an allow-list warns at start-up"
     status, page = await install(h, "T2", "xoxb-fake-T2")
     assert status == 200, page
-    assert h.runtime.store.kv_items("slack.bot")
+    assert h.runtime.store.kv.items("slack.bot")
     h.sim.script_answer(text="Hello T2.", match="t2")
     event = dm("hi from t2", channel="D9")
     body = json.dumps(event_body(event, team="T2"))
@@ -648,7 +648,7 @@ async def test_allow_list_ignores_other_workspaces_and_slack_connect_users(harne
     assert questions(h.sim) == ["sentinel from T1"]
     assert len(h.fake.bot_messages()) == 1 and not h.fake.ephemerals
     assert not [c for c in h.fake.calls if c.params.get("user") == "U9"], "no lookups for the outsiders"
-    claimed = [r["delivery_id"] for r in h.runtime.store._all("SELECT delivery_id FROM inbound_deliveries")]
+    claimed = [r["delivery_id"] for r in list(h.runtime.store.db.query("SELECT delivery_id FROM inbound_deliveries"))]
     assert claimed == [f"T1:D1:{sentinel['ts']}"]
 
 
@@ -660,7 +660,7 @@ async def test_oauth_install_outside_the_allow_list_is_refused(harness_factory, 
     assert status == 403
     assert "can't install" in page and "T2" in page and "SLACK_ALLOWED_TEAMS" in page
     assert "xoxb" not in page
-    assert h.runtime.store.kv_items("slack.bot") == [] and h.runtime.store.kv_items("slack.installation") == []
+    assert h.runtime.store.kv.items("slack.bot") == [] and h.runtime.store.kv.items("slack.installation") == []
     assert h.fake.revoked == ["xoxb-fake-T2"], "the token Slack issued is given back"
     assert (await install(h, "T1", "xoxb-fake-T1"))[0] == 200
 
@@ -733,7 +733,7 @@ async def test_non_utf8_bodies_and_bad_signature_headers_never_give_500(h):
                     {**sign(body), "X-Slack-Signature": "garbage"}):
         assert (await h.post(body, {"Content-Type": "application/json", **headers}))[0] == 401
     assert not h.fake.write_calls()
-    assert h.runtime.store._all("SELECT * FROM inbound_deliveries") == []
+    assert list(h.runtime.store.db.query("SELECT * FROM inbound_deliveries")) == []
 
 
 async def test_feedback_without_ids_or_with_an_unexpected_error_still_answers(h, caplog):

@@ -182,7 +182,7 @@ async def test_installation_store_refuses_teams_outside_the_allow_list(tmp_path)
         await installations.async_save(Installation(app_id="A1", enterprise_id="E9", team_id=None,
                                                     is_enterprise_install=True, bot_token="xoxb-e9",
                                                     bot_id="B9", bot_user_id="U9", user_id="UADMIN"))
-    assert store.kv_items("slack.bot") == [] and store.kv_items("slack.installation") == []
+    assert store.kv.items("slack.bot") == [] and store.kv.items("slack.installation") == []
     await installations.async_save(Installation(app_id="A1", enterprise_id="E1", team_id="T5", bot_token="xoxb-t5",
                                                 bot_id="B5", bot_user_id="U5", user_id="UADMIN"))
     assert await installations.async_find_bot(enterprise_id="E1", team_id="T5") is not None

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 from sqlite_utils import Database
 
-import bridge.store
 from bridge.errors import ConfigError
 from bridge.models import ChatUser, ThreadKey
 from bridge.store import Store, interfaces
@@ -315,22 +313,6 @@ def test_history_is_pruned_but_mappings_are_kept():
     assert store.links.get(THREAD, "U1") is not None
     assert not store.replies.was_shown("msg_1")
     assert [e["event_id"] for e in store.events.pending()] == ["evt_2"]
-
-
-def test_transitional_flat_names_delegate_to_the_aggregates():
-    store = Store(":memory:")
-    renames = Path(bridge.store.__file__).with_name("RENAMES.txt").read_text().splitlines()
-    for line in filter(None, renames):
-        old, new = line.split(" -> ")
-        aggregate, method = new.split(".")
-        assert callable(getattr(store, old)), old
-        assert callable(getattr(getattr(store, aggregate), method)), new
-    link = store.insert_link(THREAD, "U1", "", "conv_1", {})
-    assert store.get_link(THREAD, "U1") == store.links.get(THREAD, "U1") == link
-    store.kv_set("ns", "k", "v")
-    assert store.kv.namespace("ns").get("k") == "v"
-    for gone in ("save_reference", "get_reference", "personal_reference", "delete_reference"):
-        assert not hasattr(store, gone)
 
 
 # --- m004: the Teams-only conversation_refs table moves into kv -----------------------------------

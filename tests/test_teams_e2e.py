@@ -209,7 +209,7 @@ async def test_a_stream_left_open_by_a_crash_is_ended_in_place_after_restart(h: 
     async with h.session.post(f"{h.fake.url}v3/conversations/{conv}/activities", json=body) as resp:
         stream_id = (await resp.json())["id"]
     link_id = store.db.execute("SELECT id FROM thread_links").fetchone()[0]
-    store.checkpoint_reply(store.start_reply(link_id), {"stream_id": stream_id})
+    store.replies.checkpoint(store.replies.start(link_id), {"stream_id": stream_id})
     before = len(h.fake.in_conversation(conv))
     await h.restart()
 
@@ -249,11 +249,11 @@ async def test_two_people_in_one_chain_get_their_own_conversations(h: Harness) -
     store = h.runtime.store
     from bridge.models import ThreadKey
     thread = ThreadKey("teams", TENANT, "19:general@thread.tacv2", first["id"])
-    alice, bob = store.get_link(thread, "aad-alice"), store.get_link(thread, "aad-bob")
+    alice, bob = store.links.get(thread, "aad-alice"), store.links.get(thread, "aad-bob")
     assert alice and bob and alice.conversation_id != bob.conversation_id
     # emails came from the Teams roster
-    assert store.get_employee("teams", TENANT, "aad-alice").email == "alice@example.com"
-    assert store.get_employee("teams", TENANT, "aad-bob").email == "bob@example.com"
+    assert store.employees.get("teams", TENANT, "aad-alice").email == "alice@example.com"
+    assert store.employees.get("teams", TENANT, "aad-bob").email == "bob@example.com"
     assert any(c.method == "GET" and c.path.endswith("/members/29:bob") for c in h.fake.calls)
 
 
@@ -499,7 +499,7 @@ async def test_writes_blocked_drops_the_reference(h: Harness) -> None:
         await sink.finish(Answer(text="nobody will see this"))
     assert caught.value.permanent
     assert h.runtime.store.kv.get("teams.references", chain) is None
-    assert not h.runtime.store.get_link(thread, "aad-alice").active
+    assert not h.runtime.store.links.get(thread, "aad-alice").active
 
 
 def channel_install(user: TeamsUser, channel_id: str = "19:general@thread.tacv2") -> dict[str, Any]:
@@ -534,12 +534,12 @@ async def test_404_on_one_reply_chain_drops_only_that_chain(h: Harness) -> None:
     assert caught.value.permanent
     # that chain is gone, for everyone who asked in it
     assert store.kv.get("teams.references", gone_chain) is None
-    assert not store.get_link(gone_thread, "aad-alice").active
-    assert not store.get_link(gone_thread, "aad-bob").active
+    assert not store.links.get(gone_thread, "aad-alice").active
+    assert not store.links.get(gone_thread, "aad-bob").active
     # the channel and its other chains stay
     assert store.kv.get("teams.references", channel) is not None
     assert store.kv.get("teams.references", other_chain) is not None
-    assert store.get_link(other_thread, "aad-alice").active
+    assert store.links.get(other_thread, "aad-alice").active
     sink = await h.adapter.open_reply(other_thread, {"ref_key": other_chain}, user=None, proactive=True)
     await sink.finish(Answer(text="still reachable"))
     assert h.fake.in_conversation(other_chain)[-1].text == "still reachable"
@@ -565,8 +565,8 @@ async def test_bot_removed_403_on_a_chain_drops_the_whole_channel(h: Harness) ->
         await sink.finish(Answer(text="nobody will see this"))
     assert caught.value.permanent
     assert store.kv.get("teams.references", channel) is None
-    assert not store.get_link(thread, "aad-alice").active
-    assert not store.get_link(ThreadKey("teams", TENANT, channel, second["id"]), "aad-alice").active
+    assert not store.links.get(thread, "aad-alice").active
+    assert not store.links.get(ThreadKey("teams", TENANT, channel, second["id"]), "aad-alice").active
 
 
 # --- security and bad input -------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Inbound requests are checked here before botbuilder sees them (content type, JSON, activity
 shape) so garbage gets a clear 4xx instead of the misleading 404/500 botbuilder's aiohttp
-integration produces (teams.md §4.5). Authentication is botbuilder's own:
+integration produces. Authentication is botbuilder's own:
 `CloudAdapter.process_activity` with `ConfigurationBotFrameworkAuthentication`. Without
 `TEAMS_APP_ID` it accepts unauthenticated requests (local development), and says so at start-up.
 """
@@ -47,7 +47,7 @@ from .streaming import TeamsStreamSink
 
 log = logging.getLogger("adapters.teams")
 
-# Teams accepts ~100 KB per message (UTF-16, text + entities + cards; teams.md §3.2). 12,000
+# Teams accepts ~100 KB per message (UTF-16, text + entities + cards). 12,000
 # Markdown characters stay under ~28 KB even when every character takes two UTF-16 bytes and the
 # Markdown rewrite adds a little, leaving room for citations and cards.
 MAX_TEXT_LEN = 12_000

@@ -2,7 +2,7 @@
 
 Every write runs in a continued turn (`continue_conversation` with a stored reference), so the
 answer outlives the inbound HTTP turn. The continuation activity's synthetic id is cleared first:
-otherwise botbuilder posts each message as a reply to that random id (teams.md §2.1); without it,
+otherwise botbuilder posts each message as a reply to that random id; without it,
 messages go to the conversation itself, which in a channel is the reply chain
 (`19:…;messageid=<root>`).
 

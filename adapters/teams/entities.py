@@ -2,7 +2,7 @@
 
 botbuilder-python 4.17.1's `Entity` maps only `type`: extra properties (and plain dicts in
 `Activity.entities`) are silently dropped by msrest, so Teams sees `{"type": "streaminfo"}` and
-answers `BadSyntax` (reference teams.md §1.4). Each class here declares its own `_attribute_map`,
+answers `BadSyntax`. Each class here declares its own `_attribute_map`,
 which is what msrest writes to the wire.
 """
 

@@ -2,7 +2,7 @@
 turn, with the per-conversation rate budget) and `TeamsMessageOps` (the core's `MessageOps`, used
 by `EditingSink` for channels, group chats and proactive posts).
 
-Per-conversation limits (7/1 s, 8/2 s, 60/30 s per bot and conversation, teams.md §3.1) are kept
+Per-conversation limits (7/1 s, 8/2 s, 60/30 s per bot and conversation) are kept
 by a token bucket per conversation, on top of the tenant budget the renderer draws from. Finals
 wait with priority. A permanent failure (403 writes blocked, bot removed, conversation gone) drops
 the stored reference so neither the relay nor the poller writes there again; a 404 on a channel

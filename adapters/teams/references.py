@@ -3,7 +3,7 @@ targets, kept in key/value namespaces of the bridge's store that this adapter ow
 
 A reference is stored as botbuilder's camelCase JSON plus the tenant id read from
 `channelData.tenant.id`, because botbuilder-python maps `conversation.tenantId` to `tenantID` and
-loses it on the way in (teams.md §0.3). The key (`ref_key`) is the conversation id the bot writes
+loses it on the way in. The key (`ref_key`) is the conversation id the bot writes
 to: the chat id for personal and group chats, `19:…;messageid=<root>` for a channel reply chain.
 Per user we also keep the Teams member id (`29:…`) and where we saw them, for roster lookups
 and for opening a personal chat with `create_conversation`.

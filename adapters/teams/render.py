@@ -1,7 +1,7 @@
 """Answer Markdown → what a Teams message carries: text, AI entity, cards, feedback flag.
 
 Teams' default `markdown` text format renders only a subset (bold, italic, links, lists, code;
-no headings, tables, rules, task lists or images: reference teams.md §3.3), so those are rewritten
+no headings, tables, rules, task lists or images), so those are rewritten
 into the subset. With `TEAMS_TEXT_FORMAT=extendedmarkdown` the text goes through unchanged and
 the client renders it. Citations become the AI entity's claims (`[n]` markers stay in the text;
 Teams allows at most 10) or, beyond 10, an Adaptive Card listing the sources. Moveworks actions

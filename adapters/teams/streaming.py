@@ -1,4 +1,4 @@
-"""Teams native streaming for personal chats, as a core `ReplySink` (teams.md §1).
+"""Teams native streaming for personal chats, as a core `ReplySink`.
 
 The protocol: `typing` activities carrying a `streaminfo` entity (informative updates with the
 current reasoning step, then cumulative `streaming` text, sequence numbers 1, 2, 3…), ended by a

@@ -23,7 +23,7 @@ def answer_from_message(
     messages = [m for m in (*extra, message) if m is not None]
     numbers: dict[str, int] = {}
     links: list[CitationLink] = []
-    texts: list[str] = []
+    bodies: list[str] = []
     for msg in messages:
         by_id = {c.citation_id: c for c in msg.citations}
 
@@ -47,7 +47,7 @@ def answer_from_message(
             number(c.citation_id)
         for offset in sorted(inserts, reverse=True):
             text = text[:offset] + "".join(f"[{n}]" for n in inserts[offset]) + text[offset:]
-        texts.append(normalise_markdown(text).strip())
+        bodies.append(normalise_markdown(text).strip())
     last = messages[-1] if messages else None
     feedback = None
     if last is not None and last.feedback is not None:
@@ -59,7 +59,7 @@ def answer_from_message(
             unhelpful=last.feedback.unhelpful,
         )
     actions = tuple(a for m in messages for a in m.actions)
-    text = "\n\n".join(t for t in texts if t)
+    text = "\n\n".join(t for t in bodies if t)
     if not text and not actions:
         text = texts.NO_ANSWER
     return Answer(

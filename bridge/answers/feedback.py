@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 async def submit_feedback(
     store: Store, client: MoveworksClient, user: ChatUser, target: FeedbackTarget, helpful: bool
 ) -> FeedbackAck:
-    links = store.links_for_conversation(target.conversation_id)
+    links = store.links.for_conversation(target.conversation_id)
     if links and links[0].user_id != user.user_id:
         return FeedbackAck(texts.FEEDBACK_NOT_OWNER, False)
     callback = target.helpful if helpful else target.unhelpful

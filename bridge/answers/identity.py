@@ -38,10 +38,10 @@ class Identities:
         looked up there too, but at most once a day per user."""
         email = user.email
         looked_up = False
-        checked = self.store.email_checked_at(user.platform, user.workspace, user.user_id)
+        checked = self.store.employees.email_checked_at(user.platform, user.workspace, user.user_id)
         stale = checked is None or time.time() - checked > EMAIL_RECHECK_SECONDS
         if not email:
-            known = self.store.get_employee(user.platform, user.workspace, user.user_id)
+            known = self.store.employees.get(user.platform, user.workspace, user.user_id)
             email = known.email if known else None
             if email and self.per_employee and stale and checked is not None:
                 email = await self._lookup_email(user) or email
@@ -50,7 +50,7 @@ class Identities:
             looked_up = True
             email = await self._lookup_email(user)
         if email or looked_up:
-            self.store.save_employee(replace(user, email=email or None), email_checked=looked_up)
+            self.store.employees.save(replace(user, email=email or None), email_checked=looked_up)
         if not self.per_employee:
             return None
         if not email:

@@ -25,7 +25,7 @@ async def announce_interrupted(
     interrupted: Interrupted, *, store: Store, adapters: Mapping[str, ChatAdapter], gate: ThreadGate
 ) -> None:
     for link_id, checkpoint in interrupted:
-        link = store.get_link_by_id(link_id)
+        link = store.links.get_by_id(link_id)
         adapter = adapters.get(link.thread.platform) if link and link.active else None
         if link is None or adapter is None:
             continue

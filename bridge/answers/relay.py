@@ -135,7 +135,7 @@ class Relay:
 
     async def handle(self, inbound: Inbound) -> None:
         platform = inbound.thread.platform
-        if not self.store.claim_inbound(platform, inbound.dedupe_id):
+        if not self.store.inbound.claim(platform, inbound.dedupe_id):
             metrics.INBOUND_DUPLICATES.labels(platform).inc()
             log.info("duplicate delivery %s dropped", inbound.dedupe_id)
             return
@@ -195,7 +195,7 @@ class Relay:
         except NoIdentity:
             await sink.fail(texts.NO_IDENTITY)
             return "rejected"
-        self.store.save_employee(inbound.user, active=True)
+        self.store.employees.save(inbound.user, active=True)
         for observer in self._activity_observers:
             try:
                 observer(identity)
@@ -214,19 +214,19 @@ class Relay:
 
     async def _link_for(self, inbound: Inbound, identity: str | None) -> ThreadLink:
         if inbound.callback_id is not None:
-            links = self.store.links_for_conversation(inbound.callback_conversation_id or "")
+            links = self.store.links.for_conversation(inbound.callback_conversation_id or "")
             if not links:
                 raise _Refused(texts.CALLBACK_GONE)
             owner = links[0]
             if owner.user_id != inbound.user.user_id or owner.thread.platform != inbound.thread.platform:
                 raise _Refused(texts.NOT_OWNER)
             return owner
-        link = self.store.get_link(inbound.thread, inbound.user.user_id)
+        link = self.store.links.get(inbound.thread, inbound.user.user_id)
         if link is not None and link.active:
-            self.store.touch_link(link.id, inbound.address or None)
+            self.store.links.touch(link.id, inbound.address or None)
             return link
         conversation = await self.client.create_conversation(identity)
-        return self.store.insert_link(
+        return self.store.links.insert(
             inbound.thread,
             inbound.user.user_id,
             identity or "",
@@ -237,7 +237,7 @@ class Relay:
     async def _stream(self, inbound: Inbound, link: ThreadLink, sink: ReplySink, *, retry_lost: bool) -> str:
         identity = link.identity or None
         budget = self.budgets.get(sink.budget_key, sink.capabilities.write_budget)
-        reply_id = self.store.start_reply(link.id)
+        reply_id = self.store.replies.start(link.id)
         platform = inbound.thread.platform
 
         def first_text(seconds: float) -> None:
@@ -251,9 +251,9 @@ class Relay:
             platform=platform,
             clock=self._clock,
             sleep=self._sleep,
-            on_response_id=lambda rid: self.store.finish_reply(reply_id, "streaming", response_id=rid),
+            on_response_id=lambda rid: self.store.replies.finish(reply_id, "streaming", response_id=rid),
             on_first_text=first_text,
-            on_checkpoint=lambda checkpoint: self.store.checkpoint_reply(reply_id, checkpoint),
+            on_checkpoint=lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint),
         )
         events = self.client.stream_response(
             identity,
@@ -264,22 +264,22 @@ class Relay:
         try:
             result = await renderer.run(events)
         except asyncio.CancelledError:
-            self.store.finish_reply(reply_id, "interrupted")
+            self.store.replies.finish(reply_id, "interrupted")
             try:
                 await asyncio.wait_for(asyncio.shield(renderer.fail(texts.RESTARTED)), 5.0)
             except Exception:  # noqa: BLE001 - best effort while shutting down
                 log.info("could not mark an interrupted answer")
             raise _Interrupted() from None
         except UserCanceled:
-            self.store.finish_reply(reply_id, "canceled")
+            self.store.replies.finish(reply_id, "canceled")
             log.info("the user stopped the answer")
             return "canceled"
         except NotFound as exc:
-            self.store.finish_reply(reply_id, "failed")
+            self.store.replies.finish(reply_id, "failed")
             if retry_lost and renderer.response_id is None and inbound.callback_id is None:
                 # The conversation is gone on the Moveworks side: start a new one once.
                 log.info("conversation %s not found; starting a new one", link.conversation_id)
-                self.store.deactivate_link(link.id)
+                self.store.links.deactivate(link.id)
                 try:
                     fresh = await self._link_for(inbound, identity)
                 except MoveworksError as err:
@@ -289,34 +289,34 @@ class Relay:
             await renderer.fail(apology_for(exc))
             return "failed"
         except InvalidRequest as exc:
-            self.store.finish_reply(reply_id, "failed")
+            self.store.replies.finish(reply_id, "failed")
             log.warning("Moveworks refused the request: %s", exc)
             await renderer.fail(texts.CALLBACK_GONE if inbound.callback_id else texts.ANSWER_FAILED)
             return "failed"
         except PlatformError as exc:
-            self.store.finish_reply(reply_id, "failed")
+            self.store.replies.finish(reply_id, "failed")
             if exc.permanent:
                 log.warning("cannot write into the thread any more: %s", exc)
-                self.store.deactivate_link(link.id)
+                self.store.links.deactivate(link.id)
                 return "undeliverable"
             log.warning("delivery failed: %s", exc)
             await self._fail_quietly(renderer)
             return "failed"
         except (MoveworksError, AnswerFailed) as exc:
-            self.store.finish_reply(reply_id, "failed")
+            self.store.replies.finish(reply_id, "failed")
             log.warning("answer failed: %s", exc)
             await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
         except Exception:
-            self.store.finish_reply(reply_id, "failed")
+            self.store.replies.finish(reply_id, "failed")
             log.exception("unexpected error while answering")
             await self._fail_quietly(renderer, texts.BUG)
             return "failed"
-        self.store.finish_reply(
+        self.store.replies.finish(
             reply_id, "final", response_id=result.response_id, platform_message_ids=result.platform_ids
         )
         for message_id in result.message_ids:
-            self.store.mark_shown(message_id, link.id, "stream")
+            self.store.replies.mark_shown(message_id, link.id, "stream")
         return "answered"
 
     @staticmethod

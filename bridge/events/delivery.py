@@ -85,7 +85,7 @@ class Delivery:
         if ev.event_id in self._inflight:  # recovery and a poll met the same event
             return Result(Outcome.RETRY, "being delivered by another task")
         payload = json.dumps(event_to_json(ev), separators=(",", ":"))
-        if not self.store.claim_event(ev.event_id, key, ev.conversation_id, payload):
+        if not self.store.events.claim(ev.event_id, key, ev.conversation_id, payload):
             self._count("duplicate")
             return Result(Outcome.DUPLICATE, "already handled")
         self._inflight.add(ev.event_id)
@@ -106,7 +106,7 @@ class Delivery:
 
     def _record(self, ev: Event, result: Result) -> Result:
         if result.outcome is Outcome.SENT:
-            self.store.finish_event(ev.event_id, "sent", json.dumps(list(result.message_ids)))
+            self.store.events.finish(ev.event_id, "sent", json.dumps(list(result.message_ids)))
             self._attempts.pop(ev.event_id, None)
             self._count("sent")
             lag = None
@@ -133,12 +133,12 @@ class Delivery:
             )
         log.warning("event %s: will retry (attempt %d/%d): %s", ev.event_id, attempts,
                     self.max_attempts, result.detail)
-        self.store.finish_event(ev.event_id, "retry", result.detail[:500])
+        self.store.events.finish(ev.event_id, "retry", result.detail[:500])
         self._count("retry")
         return result
 
     def _skip(self, event_id: str, result: Result) -> Result:
-        self.store.finish_event(event_id, "skipped", result.detail[:500])
+        self.store.events.finish(event_id, "skipped", result.detail[:500])
         self._count("skipped")
         reason = result.detail.split(":")[0][:40]
         metrics.EVENTS_SKIPPED.labels(reason).inc()
@@ -167,7 +167,7 @@ class Delivery:
         if message.content_type not in KNOWN_CONTENT_TYPES:
             log.info("event %s: unknown content type %r, delivered as Markdown", ev.event_id,
                      message.content_type)
-        if self.store.was_shown(message.message_id):
+        if self.store.replies.was_shown(message.message_id):
             return Result(Outcome.SKIPPED, "already shown live")
         answer = answer_from_message(message, conversation_id=ev.conversation_id)
         if len(answer.text) > self.max_text:

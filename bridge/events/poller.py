@@ -133,9 +133,9 @@ class Poller:
         return key if self.per_employee else None
 
     def _ensure_checkpoint(self, key: str) -> tuple[str | None, float]:
-        checkpoint = self.store.get_checkpoint(key)
+        checkpoint = self.store.checkpoints.get(key)
         if checkpoint is None:
-            checkpoint = self.store.start_checkpoint(key)
+            checkpoint = self.store.checkpoints.start(key)
             log.info("poller: new identity %s starts at now (older events are history)",
                      key if key == SERVICE else "<employee>")
         return checkpoint
@@ -146,12 +146,12 @@ class Poller:
             # one cheap MAX() query: follow the employees' activity at the polling pace
             self._next_refresh = self._clock() + min(self.refresh_interval, self.schedule.interval)
             known = SERVICE in self.schedule.states
-            self.schedule.add(SERVICE, self.store.last_activity(), spread=False)
+            self.schedule.add(SERVICE, self.store.employees.last_activity(), spread=False)
             if not known:
                 self._ensure_checkpoint(SERVICE)
             return 1
         self._next_refresh = self._clock() + self.refresh_interval
-        rows = self.store.identities()
+        rows = self.store.employees.identities()
         fresh = [email for email, _ in rows if email not in self.schedule.states]
         for email, last in rows:
             self.schedule.add(email, last)
@@ -165,7 +165,7 @@ class Poller:
         if key == SERVICE:
             self.refresh_identities()
             return True
-        employees = self.store.employees_by_email(key)
+        employees = self.store.employees.by_email(key)
         if not employees:
             return False
         times = [e.last_active_at for e in employees if e.last_active_at is not None]
@@ -225,13 +225,13 @@ class Poller:
     async def _deliver_pending(self, key: str, started_at: float | None) -> tuple[int, bool, float | None]:
         """Re-deliver this identity's claimed-but-unfinished and retryable events, in order."""
         delivered = 0
-        for row in self.store.pending_events(key):
+        for row in self.store.events.pending(key):
             if self._stopping:
                 return delivered, True, None
             ev = event_from_payload(row.get("payload"))
             if ev is None:
                 log.error("event %s: stored payload unreadable; skipped", row.get("event_id"))
-                self.store.finish_event(row["event_id"], "skipped", "unreadable stored payload")
+                self.store.events.finish(row["event_id"], "skipped", "unreadable stored payload")
                 continue
             result = await self.delivery.deliver(ev, key, started_at=started_at)
             if result.outcome is Outcome.SENT:
@@ -283,14 +283,14 @@ class Poller:
                     # the page cursor expired: restart from what is already handled
                     log.warning("poller: cursor rejected for %s; resuming from the checkpoint",
                                 self._who(key))
-                    checkpoint = self.store.get_checkpoint(key)
+                    checkpoint = self.store.checkpoints.get(key)
                     query_after, cursor = (checkpoint[0] if checkpoint else None), None
                     continue
                 # the checkpoint itself is refused: start again from now, explicitly
                 log.error("poller: checkpoint %s rejected for %s (INVALID_CURSOR); restarting "
                           "from now - undelivered events before now are skipped as history",
                           query_after, self._who(key))
-                self.store.reset_checkpoint(key)
+                self.store.checkpoints.reset(key)
                 return delivered, True, None
             except MoveworksError as exc:
                 self._error(type(exc).__name__)
@@ -307,7 +307,7 @@ class Poller:
                     return delivered, False, result.retry_after
                 if result.outcome is Outcome.SENT:
                     delivered += 1
-                self.store.set_checkpoint(key, ev.event_id)
+                self.store.checkpoints.advance(key, ev.event_id)
                 if self._stopping:
                     return delivered, True, None
             if not page.next_cursor or page.next_cursor == cursor:
@@ -327,7 +327,7 @@ class Poller:
     async def recover(self) -> int:
         """Start-up: re-deliver events a previous process claimed but never marked, oldest first."""
         keys: list[str] = []
-        for row in self.store.pending_events():
+        for row in self.store.events.pending():
             if row["identity"] not in keys:
                 keys.append(row["identity"])
         delivered = 0
@@ -335,7 +335,7 @@ class Poller:
             if self._stopping:
                 break
             async with self._locks(key):
-                checkpoint = self.store.get_checkpoint(key)
+                checkpoint = self.store.checkpoints.get(key)
                 started_at = checkpoint[1] - self.history_grace if checkpoint else None
                 n, _ok, _ = await self._deliver_pending(key, started_at)
                 delivered += n

@@ -68,7 +68,7 @@ class Routes:
         self.dm_single_identity = dm_single_identity
 
     async def post(self, ev: Event, key: str, conversation_id: str, answer: Answer, message_id: str) -> Result:
-        for link in self.store.links_for_conversation(conversation_id):
+        for link in self.store.links.for_conversation(conversation_id):
             if not link.active:
                 continue
             result = await self._try_link(ev, link, answer, message_id)
@@ -86,15 +86,15 @@ class Routes:
             return None
         try:
             async with self.gate.hold(link.thread):
-                if self.store.was_shown(message_id):  # a live answer finished while we waited
+                if self.store.replies.was_shown(message_id):  # a live answer finished while we waited
                     return Result(Outcome.SKIPPED, "already shown live")
-                if self.store.thread_streaming(link.thread):
+                if self.store.replies.streaming_in(link.thread):
                     # Another process (`serve`, with a separate `poll` worker) is streaming an
                     # answer here: the in-process lock cannot see it, the store can.
                     raise Transient("an answer is streaming in this thread", 2.0)
                 sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
                 ids = await sink.finish(answer)
-                self.store.mark_shown(message_id, link.id, "event")
+                self.store.replies.mark_shown(message_id, link.id, "event")
         except PlatformRateLimited as exc:
             raise Transient(f"{link.thread.platform} rate limited: {exc}", exc.retry_after) from None
         except PlatformError as exc:
@@ -102,20 +102,20 @@ class Routes:
                 raise Transient(f"{link.thread.platform} delivery failed: {exc}") from None
             log.warning("event %s: %s thread is gone (%s); link %d deactivated", ev.event_id,
                         link.thread.platform, exc, link.id)
-            self.store.deactivate_link(link.id)
+            self.store.links.deactivate(link.id)
             return None
         return Result(Outcome.SENT, platform=link.thread.platform, message_ids=tuple(ids or ()))
 
     def _employees(self, key: str) -> list[Employee]:
         if self.per_employee:
-            return list(self.store.employees_by_email(key))
+            return list(self.store.employees.by_email(key))
         # One service identity: a brand-new conversation has no known owner. Sending it to the
         # wrong person would leak someone's notification, so by default it goes out only when
         # the bridge knows exactly one employee ("sole"); "last_active" guesses, "off" never DMs.
-        if self.dm_single_identity == "sole" and self.store.active_people() != 1:
+        if self.dm_single_identity == "sole" and self.store.employees.active_people() != 1:
             return []
         if self.dm_single_identity in ("sole", "last_active"):
-            employee = self.store.last_active_employee()
+            employee = self.store.employees.last_active()
             return [employee] if employee is not None else []
         return []
 
@@ -144,7 +144,7 @@ class Routes:
             if target is None:
                 continue
             thread, address = target
-            link = self.store.insert_link(thread, employee.user_id, link_identity, conversation_id,
+            link = self.store.links.insert(thread, employee.user_id, link_identity, conversation_id,
                                           address)
             if link.conversation_id != conversation_id:
                 link = self._remap(link, conversation_id, address)
@@ -170,11 +170,11 @@ class Routes:
         if target is None:
             return
         thread, address = target
-        self.store.insert_link(thread, link.user_id, link.identity, link.conversation_id, address)
+        self.store.links.insert(thread, link.user_id, link.identity, link.conversation_id, address)
 
     def _remap(self, link: ThreadLink, conversation_id: str, address: Address) -> ThreadLink:
         """The DM is already mapped to another conversation (flat DM, one link per user): it now
         continues the event's conversation, as a new "System Initiated Conversation" would in
         Moveworks' own channels."""
-        self.store.remap_link(link.id, conversation_id, address)
+        self.store.links.remap(link.id, conversation_id, address)
         return replace(link, conversation_id=conversation_id, address=address)

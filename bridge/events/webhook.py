@@ -1,6 +1,6 @@
 """`POST /moveworks/webhook`: the Moveworks outbound webhook (`CONVERSATION_RESPONSE_RECEIVED`).
 
-The push is only a hint (reference §6.2): it triggers an immediate reconcile poll of the identity
+The push is only a hint: it triggers an immediate reconcile poll of the identity
 it names, or of every recently active identity when it names none; the events endpoint stays the
 source of truth. The handler answers 202 at once (Moveworks wants a 2xx within 15 s); the poll
 runs in the poller's loop under its request budget.

@@ -1,4 +1,4 @@
-"""Bearer-token providers for the three `MOVEWORKS_AUTH` modes (reference §5, CONTRACT.md).
+"""Bearer-token providers for the three `MOVEWORKS_AUTH` modes.
 
 * `ApiKeyAuth` — one static key, one identity for everyone.
 * `ClientCredentialsAuth` — OAuth2 client credentials at the token URL, cached until shortly

@@ -1,4 +1,4 @@
-"""Async client of the Moveworks Conversations API (reference §1–§3, §7.1).
+"""Async client of the Moveworks Conversations API.
 
 Every call acts as one identity (the employee email, handed to the `AuthProvider`). This module only
 maps endpoints to requests and typed models, so the API surface reads in one place; how a call is

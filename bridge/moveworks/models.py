@@ -1,4 +1,4 @@
-"""Typed views of the Moveworks Conversations API objects (reference §2–§4).
+"""Typed views of the Moveworks Conversations API objects.
 
 Parsing is tolerant on purpose: the API is in Controlled Availability and has shipped several
 generations, so unknown fields are ignored, unknown enum values are kept as plain strings, and
@@ -279,7 +279,7 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-# --- stream events (reference §3); the client yields exactly these -------------------------------
+# --- stream events; the client yields exactly these -------------------------------
 
 
 @dataclass(frozen=True)

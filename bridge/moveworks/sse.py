@@ -1,4 +1,4 @@
-"""Parsing of the create-response-stream SSE body (reference §3).
+"""Parsing of the create-response-stream SSE body.
 
 The wire format is not pinned down by the spec, so parsing is deliberately forgiving: the event type
 comes from `data.event_type` when present, else from the SSE `event:` name; comment/heartbeat lines,

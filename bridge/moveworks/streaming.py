@@ -4,7 +4,7 @@ A stream can break at any byte, and posting a turn is not idempotent. So a strea
 RESPONSE_CREATED is finished by polling GET response instead of being re-posted, and after an
 ambiguous failure (5xx, timeout, dropped connection) the newest messages are checked for the turn
 before any retry (`recover_turn`, shared with create_response). A COMPLETED response without
-MESSAGE outputs gets its reply looked up in history (reference §3.3).
+MESSAGE outputs gets its reply looked up in history.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from .transport import UNSENT_ONLY, AttemptFailed, Transport, page_params, seg
 
 log = logging.getLogger("bridge.moveworks")
 
-HISTORY_RECHECK_DELAY = 1.5  # reference §3.3: re-read history once more after ~1.5 s
+HISTORY_RECHECK_DELAY = 1.5  # re-read history once more after ~1.5 s
 CLOCK_SKEW = timedelta(seconds=30)  # tolerated skew when matching a turn by its created_at
 MAX_KNOWN_RESPONSES = 4096
 
@@ -219,7 +219,7 @@ class AnswerStreamer:
 
     # ------------------------------------------------------------------ stream completion
     async def _complete(self, identity: str | None, conversation_id: str, response: Response) -> ResponseCompleted:
-        """RESPONSE_COMPLETED without MESSAGE outputs: the reply may be filed elsewhere (§3.3)."""
+        """RESPONSE_COMPLETED without MESSAGE outputs: the reply may be filed elsewhere."""
         if response.messages:
             return ResponseCompleted(response)
         try:

@@ -126,7 +126,7 @@ async def _chat(args: argparse.Namespace) -> int:
     runtime = build_runtime(settings, adapters=(), store=store, poller=not args.once, answers=False)
     runtime.add_adapter(console)
     user = console.user
-    store.save_employee(user, active=True)
+    store.employees.save(user, active=True)
 
     async def ask(text: str, callback=None) -> None:
         inbound = Inbound(

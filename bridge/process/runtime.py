@@ -128,11 +128,11 @@ def build_runtime(
     store = store or Store(settings.db)
     # Only the process that streams answers may sweep unfinished ones: a separate `poll` worker
     # would otherwise mark the live answers of `serve` as interrupted.
-    interrupted = store.interrupt_streaming_replies() if answers else []
+    interrupted = store.replies.interrupt_streaming() if answers else []
     if interrupted:
         log.warning("%d answers were cut off by the previous process; telling their threads",
                     len(interrupted))
-    store.prune_inbound()
+    store.inbound.prune()
     store.prune_history()
     auth = build_auth(settings)
     client = build_client(settings, auth, **(client_kw or {}))

@@ -28,10 +28,10 @@ class Services:
         return await self.relay.feedback(user, target, helpful)
 
     def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
-        return self.store.claim_inbound(platform, dedupe_id)
+        return self.store.inbound.claim(platform, dedupe_id)
 
     def follows(self, thread: ThreadKey, user_id: str) -> bool:
-        link = self.store.get_link(thread, user_id)
+        link = self.store.links.get(thread, user_id)
         return link is not None and link.active
 
     def end_threads(self, platform: str, channel: str, thread: str | None = None) -> None:

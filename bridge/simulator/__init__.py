@@ -1,4 +1,4 @@
-"""Local simulator of the Moveworks (Beta, "G1") Conversations API — see reference/moveworks-api.md.
+"""Local simulator of the Moveworks (Beta, "G1") Conversations API.
 
 Written from the spec and independent of the rest of `bridge/` (it imports nothing from it), so it
 checks our client rather than mirroring it. Serves the 11 G1 endpoints under `/rest/v1beta1`

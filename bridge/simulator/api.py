@@ -1,4 +1,4 @@
-"""The 11 G1 Conversations API endpoints (reference §2), plus `GET /auth/test`.
+"""The 11 G1 Conversations API endpoints, plus `GET /auth/test`.
 
 Handlers assume the server middleware already authenticated the caller (`request[IDENTITY]`)
 and applied request-level faults; they only look at that identity's state, so foreign ids 404.

@@ -1,4 +1,4 @@
-"""Bearer checking and the token endpoint `POST /oauth/v1/token` (reference §5).
+"""Bearer checking and the token endpoint `POST /oauth/v1/token`.
 
 Two grants: `client_credentials` (Events/Data API style, acts as `client_identity`) and the
 service-to-service `urn:ietf:params:oauth:grant-type:jwt-bearer` exchange, whose RS256 assertion's

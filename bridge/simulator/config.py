@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 @dataclass
 class SimulatorConfig:
     assistant_name: str = "moveworks-bridge-dev"
-    # Bearer API key -> identity (email). API keys never expire (reference §5.4).
+    # Bearer API key -> identity (email). API keys never expire.
     api_keys: dict[str, str] = field(default_factory=lambda: {"sim-key": "employee@example.com"})
     client_id: str = "sim-client"
     client_secret: str = "sim-secret"

@@ -2,7 +2,7 @@
 
 The play runs as a background task, independent of any HTTP connection: the stream endpoint just
 subscribes to it, the async endpoint doesn't, and a client that disconnects mid-stream can still
-poll GetResponse (reference §3.3 recovery rules). Stream-shaping faults are attached to the run.
+poll GetResponse. Stream-shaping faults are attached to the run.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The API's single error envelope (reference §1.3): `{"error": {"code", "message"}}`.
+"""The API's single error envelope: `{"error": {"code", "message"}}`.
 
 Handlers raise `ApiError`; the server middleware turns it into the JSON response, so every
 failure path produces exactly the documented shape.

@@ -1,4 +1,4 @@
-"""Opaque cursors and `limit` validation (reference §1.4).
+"""Opaque cursors and `limit` validation.
 
 A cursor is urlsafe base64 of JSON `{"l": list-name, "o": offset, "a": anchor-id}`: lists ordered by
 id (messages, events) resume *after the anchor id*, so items created between pages neither repeat

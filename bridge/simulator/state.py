@@ -1,4 +1,4 @@
-"""In-memory store, keyed by the identity behind the bearer (reference §5.1, §8).
+"""In-memory store, keyed by the identity behind the bearer.
 
 Objects are kept as the JSON dicts the API returns, so what tests read from `sim.state` is exactly
 what a client would see. Ids from another identity are simply absent from that identity's maps,

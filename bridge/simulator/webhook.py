@@ -1,4 +1,4 @@
-"""Optional outbound webhook (reference §6.2): a `CONVERSATION_RESPONSE_RECEIVED` notification per
+"""Optional outbound webhook: a `CONVERSATION_RESPONSE_RECEIVED` notification per
 new event, signed `X-Moveworks-Signature: sha256=<hex HMAC-SHA256(raw body)>`.
 
 Moveworks does not publish the payload or signature scheme; this shape is the project's choice and

@@ -3,7 +3,7 @@
 The bridge's real `CloudAdapter` sends its outbound activities here because every inbound
 activity's `serviceUrl` points at this server. It records every call with its exact JSON, keeps
 each activity's visible text (streams included), answers roster lookups and `POST
-/v3/conversations`, and enforces the Teams streaming protocol strictly (reference teams.md §1.1):
+/v3/conversations`, and enforces the Teams streaming protocol strictly:
 a `streaminfo` entity without `streamType`/`streamSequence` is refused with Teams' BadSyntax error,
 sequences must grow by one, streamed text must be cumulative, and streaming outside personal chats
 is refused. Faults (429, 412/5xx, the streaming 403s, MessageWritesBlocked, bot removed, 404
@@ -309,7 +309,7 @@ class FakeConnector:
             activity = FakeActivity(self._new_id(), cid, "message", text, body, [body])
             self.activities[activity.id] = activity
             return web.json_response({"id": activity.id}, status=201)
-        # --- streaming (reference teams.md §1.1) ---
+        # --- streaming ---
         if cid.startswith("19:"):
             return _error(403, "ContentStreamNotAllowed", STREAM_ERRORS["stream_not_allowed"])
         stream_type = info.get("streamType")

@@ -14,13 +14,11 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from sqlite_utils import Database
 
 from bridge.errors import ConfigError
-from bridge.models import ChatUser, Employee, ThreadKey, ThreadLink
-from bridge.store.interfaces import HISTORY_TTL, INBOUND_TTL
+from bridge.store.interfaces import HISTORY_TTL
 from bridge.store.migrations import migrations
 from bridge.store.sqlite.checkpoints import CheckpointQuery
 from bridge.store.sqlite.employees import EmployeeQuery
@@ -108,138 +106,3 @@ class Store:
         ):
             removed += self.db.execute(sql, (cutoff,)).rowcount
         return removed
-
-    # --- transitional flat names (removed once callers use the aggregates) --------------------
-    # The mapping is bridge/store/RENAMES.txt.
-
-    def _all(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
-        # Not an aggregate method: tests read raw tables through it. Use `store.db.query`.
-        return list(self.db.query(sql, params))
-
-    def claim_inbound(self, platform: str, delivery_id: str) -> bool:
-        return self.inbound.claim(platform, delivery_id)
-
-    def prune_inbound(self, older_than: float = INBOUND_TTL) -> int:
-        return self.inbound.prune(older_than)
-
-    def get_link(self, thread: ThreadKey, user_id: str) -> ThreadLink | None:
-        return self.links.get(thread, user_id)
-
-    def get_link_by_id(self, link_id: int) -> ThreadLink | None:
-        return self.links.get_by_id(link_id)
-
-    def insert_link(
-        self, thread: ThreadKey, user_id: str, identity: str, conversation_id: str, address: dict[str, Any]
-    ) -> ThreadLink:
-        return self.links.insert(thread, user_id, identity, conversation_id, address)
-
-    def touch_link(self, link_id: int, address: dict[str, Any] | None = None) -> None:
-        return self.links.touch(link_id, address)
-
-    def deactivate_link(self, link_id: int) -> None:
-        return self.links.deactivate(link_id)
-
-    def links_for_conversation(self, conversation_id: str) -> list[ThreadLink]:
-        return self.links.for_conversation(conversation_id)
-
-    def thread_has_links(self, thread: ThreadKey) -> bool:
-        return self.links.any_active_in_thread(thread)
-
-    def remap_link(self, link_id: int, conversation_id: str, address: dict[str, Any]) -> None:
-        return self.links.remap(link_id, conversation_id, address)
-
-    def get_employee(self, platform: str, workspace: str, user_id: str) -> Employee | None:
-        return self.employees.get(platform, workspace, user_id)
-
-    def email_checked_at(self, platform: str, workspace: str, user_id: str) -> float | None:
-        return self.employees.email_checked_at(platform, workspace, user_id)
-
-    def save_employee(self, user: ChatUser, *, email_checked: bool = False, active: bool = False) -> None:
-        return self.employees.save(user, email_checked=email_checked, active=active)
-
-    def employees_by_email(self, email: str) -> list[Employee]:
-        return self.employees.by_email(email)
-
-    def identities(self) -> list[tuple[str, float | None]]:
-        return self.employees.identities()
-
-    def last_active_employee(self) -> Employee | None:
-        return self.employees.last_active()
-
-    def active_people(self) -> int:
-        return self.employees.active_people()
-
-    def last_activity(self) -> float | None:
-        return self.employees.last_activity()
-
-    def start_reply(self, link_id: int) -> int:
-        return self.replies.start(link_id)
-
-    def finish_reply(
-        self,
-        reply_id: int,
-        status: str,
-        *,
-        response_id: str | None = None,
-        platform_message_ids: list[str] | None = None,
-    ) -> None:
-        return self.replies.finish(
-            reply_id, status, response_id=response_id, platform_message_ids=platform_message_ids
-        )
-
-    def checkpoint_reply(self, reply_id: int, checkpoint: dict[str, Any] | None) -> None:
-        return self.replies.checkpoint(reply_id, checkpoint)
-
-    def thread_streaming(self, thread: ThreadKey) -> bool:
-        return self.replies.streaming_in(thread)
-
-    def interrupt_streaming_replies(self) -> list[tuple[int, dict[str, Any] | None]]:
-        return self.replies.interrupt_streaming()
-
-    def mark_shown(self, message_id: str, link_id: int | None, source: str) -> None:
-        return self.replies.mark_shown(message_id, link_id, source)
-
-    def was_shown(self, message_id: str) -> bool:
-        return self.replies.was_shown(message_id)
-
-    def claim_event(self, event_id: str, identity: str, conversation_id: str, payload: str) -> bool:
-        return self.events.claim(event_id, identity, conversation_id, payload)
-
-    def finish_event(self, event_id: str, status: str, detail: str | None = None) -> None:
-        return self.events.finish(event_id, status, detail)
-
-    def event_status(self, event_id: str) -> str | None:
-        return self.events.status(event_id)
-
-    def pending_events(self, identity: str | None = None) -> list[dict[str, Any]]:
-        return self.events.pending(identity)
-
-    def event_counts(self) -> dict[str, int]:
-        return self.events.counts()
-
-    def get_checkpoint(self, identity: str) -> tuple[str | None, float] | None:
-        return self.checkpoints.get(identity)
-
-    def start_checkpoint(self, identity: str) -> tuple[str | None, float]:
-        return self.checkpoints.start(identity)
-
-    def set_checkpoint(self, identity: str, event_id: str) -> None:
-        return self.checkpoints.advance(identity, event_id)
-
-    def reset_checkpoint(self, identity: str) -> None:
-        return self.checkpoints.reset(identity)
-
-    def kv_get(self, namespace: str, key: str) -> str | None:
-        return self.kv.get(namespace, key)
-
-    def kv_set(self, namespace: str, key: str, value: str) -> None:
-        return self.kv.set(namespace, key, value)
-
-    def kv_delete(self, namespace: str, key: str | None = None) -> None:
-        return self.kv.delete(namespace, key)
-
-    def kv_prune(self, namespace: str, older_than: float = HISTORY_TTL) -> int:
-        return self.kv.prune(namespace, older_than)
-
-    def kv_items(self, namespace: str, prefix: str = "") -> list[tuple[str, str]]:
-        return self.kv.items(namespace, prefix)
