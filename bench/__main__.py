@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import drills, poller, scale, strategies
@@ -65,13 +65,13 @@ async def main(argv: list[str] | None = None) -> int:
             failures.append(f"secrets found in logs: {leaks}")
     elapsed = time.monotonic() - started
     header = (f"# Benchmark results, {'quick' if args.quick else 'full'} mode\n\n"
-              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · Python {platform.python_version()} · "
+              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · Python {platform.python_version()} · "
               f"{platform.machine()} · sections: {', '.join(names)} · {elapsed:.0f} s\n\n"
               "Reproduce: `python -m bench" + (" --quick" if args.quick else "") + "`\n\n")
     failed = "".join(f"- FAILED: {f}\n" for f in failures)
     if not args.no_write:
         RESULTS.mkdir(exist_ok=True)
-        out = RESULTS / f"{datetime.now(timezone.utc):%Y-%m-%d}{'-quick' if args.quick else ''}.md"
+        out = RESULTS / f"{datetime.now(UTC):%Y-%m-%d}{'-quick' if args.quick else ''}.md"
         out.write_text(header + (failed + "\n" if failed else "") + "\n".join(t.markdown() for t in tables))
         print(f"written to {out.relative_to(RESULTS.parent.parent)}", file=sys.stderr)
     print(f"total {elapsed:.0f} s", file=sys.stderr)

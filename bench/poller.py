@@ -28,19 +28,19 @@ import aiohttp
 from aiohttp import web
 
 from bench.report import Context, DrillFailed, Table, ms, pct
+from bridge.answers.relay import Relay
+from bridge.events.poller import Poller
+from bridge.events.webhook import webhook_routes
 from bridge.mechanisms.ratelimit import Budgets
-from bridge.process.config import Settings
 from bridge.models import ChatUser, ThreadKey
 from bridge.moveworks import MoveworksClient
-from bridge.events.poller import Poller
-from bridge.answers.relay import Relay
+from bridge.process.config import Settings
 from bridge.process.services import Services
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
-from bridge.events.webhook import webhook_routes
-from bridge.testing.slack_api import FakeSlack
-from bridge.testing.poll_load import CountingClient, fill_employees, max_in_window
 from bridge.testing.clock import FakeClock
+from bridge.testing.poll_load import CountingClient, fill_employees, max_in_window
+from bridge.testing.slack_api import FakeSlack
 from bridge.testing.waiting import until
 
 ASSISTANT = "moveworks-bridge-dev"
@@ -145,8 +145,8 @@ async def lag(ctx: Context, table: Table, *, events: int, duration: float, webho
             created[text] = time.time()
             st.sim.inject_event(email, text, conversation_id=st.threads[email][0])
         deadline = time.monotonic() + st.interval * 3 + 5
-        while len(created.keys() & st.posted().keys()) < events and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        while len(created.keys() & st.posted().keys()) < events and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # polls the fake's record of posts
         posted = st.posted()
     lags = [posted[text] - t for text, t in created.items() if text in posted]
     table.add("webhook + polling" if webhook else "polling only", len(emails), events, len(lags),
@@ -198,7 +198,7 @@ async def rate_virtual(table: Table, *, active: int, seconds: float) -> None:
 
     await clock.run(scenario(), limit=seconds + 600)
     store.close()
-    calls = [(t - t0, who) for t, who in zip(client.times, client.identities) if t - t0 <= seconds]
+    calls = [(t - t0, who) for t, who in zip(client.times, client.identities, strict=True) if t - t0 <= seconds]
     times = [t for t, _ in calls]
     table.add(f"virtual time, {seconds / 60:.0f} min", f"{IDENTITIES:,} ({active} active)", len(times),
               len(times) / seconds, max_in_window(times))

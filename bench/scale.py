@@ -60,7 +60,7 @@ async def level(stack: Stack, table: Table, platform: str, k: int) -> None:
         replies = [stack.teams_reply(where, at, "w0") for where, at in asked]
     ends = [stack.timing(tag).get("end") for tag in tags]
     lags = [r.final_at - end if r.final_at is not None and end is not None else None
-            for r, end in zip(replies, ends)]
+            for r, end in zip(replies, ends, strict=True)]
     final_lag = [lag for lag in lags if lag is not None]
     first = [r.first_text_at - r.asked_at for r in replies if r.first_text_at is not None]
     # Streamed: text visible at least a second before the final (the rest showed a status, then the answer).

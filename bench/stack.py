@@ -75,7 +75,7 @@ class ServeProcess:
 
     async def start(self, timeout: float = 40.0) -> ServeProcess:
         env = {**self.env, "PORT": str(self.port)}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")  # noqa: ASYNC230 - a local log file, opened once
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bridge", "serve", cwd=str(ROOT), env=env,
@@ -132,7 +132,7 @@ class ServeProcess:
         self.proc.send_signal(signal.SIGTERM)
         try:
             return await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             return await self.proc.wait()
 
@@ -166,7 +166,7 @@ class Reply:
                 points.append(at)
                 if at >= end:
                     break
-        return max((b - a for a, b in zip(points, points[1:])), default=None)
+        return max((b - a for a, b in zip(points, points[1:], strict=False)), default=None)
 
 
 class Stack:
@@ -297,7 +297,9 @@ class Stack:
                                                       channel=f"D{team}{i}", team=team) for i in range(k)))
         return [(f"D{team}{i}", ts, at) for i, (ts, at) in enumerate(asked)]
 
-    def slack_reply(self, channel: str, ts: str, asked_at: float, marker: str, *, fake: FakeSlack | None = None) -> Reply:
+    def slack_reply(
+        self, channel: str, ts: str, asked_at: float, marker: str, *, fake: FakeSlack | None = None
+    ) -> Reply:
         fake = fake or self.slack
         calls = [c for c in fake.calls if c.method in WRITE_METHODS and c.params.get("channel") == channel
                  and c.at >= asked_at]

@@ -79,7 +79,7 @@ async def run(ctx: Context) -> list[Table]:
                                                                    channel_id=f"19:bench-{n}@thread.tacv2")))
                 await stack.answered(serve_edit, 3 * (n + 1), timeout=300)
                 await stack.answered(serve_native, n + 1, timeout=300)
-                for key, (where, asked) in zip(STRATEGIES, replies):
+                for key, (where, asked) in zip(STRATEGIES, replies, strict=True):
                     reply = (stack.teams_reply(where, asked, "w0") if key in "ef"
                              else stack.slack_reply(where[0], where[1], asked, "w0"))
                     timing = stack.timing(f"[{key}{n}]")

@@ -40,8 +40,3 @@ class StreamDeclined(PlatformError):
 
 class UserCanceled(Exception):
     """The user stopped the answer (Teams stop button); the relay stops the Moveworks request."""
-
-
-# Transitional names, removed once every caller uses the names above.
-DeliveryError = PlatformError
-RateLimited = PlatformRateLimited

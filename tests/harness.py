@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bridge.process.server import make_app
 from bridge.process.config import Settings
 from bridge.process.runtime import Runtime, build_runtime
+from bridge.process.server import make_app
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 

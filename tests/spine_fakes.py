@@ -10,8 +10,10 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.mechanisms.ratelimit import Budgets
+from bridge.answers.sinks import EditingSink
+from bridge.contract import ChatAdapter
 from bridge.errors import PlatformRateLimited
+from bridge.mechanisms.ratelimit import Budgets
 from bridge.models import Answer, Capabilities, ChatUser, Employee, Rate, ThreadKey
 from bridge.moveworks.models import (
     Citation,
@@ -24,8 +26,6 @@ from bridge.moveworks.models import (
     ResponseCompleted,
     ResponseCreated,
 )
-from bridge.answers.sinks import EditingSink
-from bridge.contract import ChatAdapter
 from bridge.testing.clock import FakeClock
 
 

@@ -12,8 +12,8 @@ import sys
 import httpx
 import pytest
 
-from bridge.process.config import Settings
 from bridge.errors import ConfigError
+from bridge.process.config import Settings
 from bridge.process.logs import Redactor
 
 QUESTION = "How do I reset my password?"

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from bridge.events.codec import event_from_payload, event_to_json
 from bridge.errors import PlatformRateLimited
+from bridge.events.codec import event_from_payload, event_to_json
+from bridge.events.poller import SERVICE, Poller
 from bridge.models import ThreadKey
 from bridge.moveworks.errors import InvalidRequest
 from bridge.moveworks.models import Event, Page
-from bridge.events.poller import SERVICE, Poller
 from tests.test_poller_helpers import close_env, make_env, permanent, transient
 
 ANN = "ann@example.com"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from bridge.process.server import make_app
 from bridge.models import ThreadKey
 from bridge.process.runtime import build_runtime
+from bridge.process.server import make_app
 from bridge.store import Store
 from tests.test_slack_e2e import Harness, dm, mention, new_ts, until
 

@@ -10,11 +10,11 @@ import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bridge.answers.relay import Relay
 from bridge.contract import ChatAdapter, ReplySink
 from bridge.errors import PlatformError
 from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
 from bridge.moveworks import ApiKeyAuth, MoveworksClient
-from bridge.answers.relay import Relay
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.store import Store
 

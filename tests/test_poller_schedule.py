@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bridge.models import ChatUser
-from bridge.events.poller import Poller
 from bridge.answers.relay import Relay
+from bridge.events.poller import Poller
 from bridge.events.schedule import RequestBudget, Schedule
+from bridge.models import ChatUser
 from bridge.store import Store
-from bridge.testing.poll_load import CountingClient, fill_employees, max_in_window
 from bridge.testing.clock import FakeClock
+from bridge.testing.poll_load import CountingClient, fill_employees, max_in_window
 
 
 async def test_budget_is_a_sliding_window():

@@ -16,10 +16,10 @@ from typing import Any
 import pytest_asyncio
 from aiohttp import web
 
-from bridge.process.server import make_app
-from bridge.process.config import Settings
 from bridge.models import ThreadKey
+from bridge.process.config import Settings
 from bridge.process.runtime import build_runtime
+from bridge.process.server import make_app
 from bridge.store import Store
 from bridge.testing.bot_connector import TENANT, streaminfo_of
 from tests.test_teams_e2e import Harness

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge.answers.relay import Relay
 from bridge.mechanisms.ratelimit import Budgets
 from bridge.models import Capabilities, ChatUser, Inbound, ThreadKey
-from bridge.answers.relay import Relay
+from bridge.store import Store
 from bridge.texts import EMPTY_QUESTION as MSG_EMPTY
 from bridge.texts import NO_IDENTITY as MSG_NO_IDENTITY
 from bridge.texts import NOT_OWNER as MSG_NOT_OWNER
 from bridge.texts import TOO_LONG as MSG_TOO_LONG
-from bridge.store import Store
 from tests.spine_fakes import RecordingAdapter
 
 CAPS = Capabilities(max_text_len=4000, min_edit_interval=0.02, write_budget=None)

@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from bridge.mechanisms.ratelimit import Budgets, WriteBudget
-from bridge.models import Capabilities, Rate
 from bridge.answers.renderer import StreamRenderer
 from bridge.answers.sinks import EditingSink
+from bridge.mechanisms.ratelimit import Budgets, WriteBudget
+from bridge.models import Capabilities, Rate
 from bridge.testing.clock import FakeClock
 from tests.spine_fakes import RecordingOps, RecordingPlatform, scripted_stream
 
@@ -122,7 +122,7 @@ async def test_long_answer_is_split_without_loss_and_fences_balanced_on_every_wr
 
 
 async def test_failure_keeps_partial_text_and_adds_a_kind_note():
-    from bridge.moveworks.models import OutputDelta, Message, ResponseCreated, Response, StreamError
+    from bridge.moveworks.models import Message, OutputDelta, Response, ResponseCreated, StreamError
 
     clock = FakeClock()
     platform, _, renderer = make(clock, CAPS)
@@ -145,7 +145,12 @@ async def test_failure_keeps_partial_text_and_adds_a_kind_note():
 async def test_a_frame_the_sink_skips_costs_no_interval():
     from bridge.models import Frame
     from bridge.moveworks.models import (
-        Message, OutputDelta, ReasoningMessage, Response, ResponseCompleted, ResponseCreated,
+        Message,
+        OutputDelta,
+        ReasoningMessage,
+        Response,
+        ResponseCompleted,
+        ResponseCreated,
     )
 
     clock = FakeClock()
@@ -232,7 +237,14 @@ async def test_the_final_does_not_queue_behind_a_starved_intermediate_frame():
 
 
 async def test_first_words_replace_the_status_line_without_waiting_out_the_interval():
-    from bridge.moveworks.models import Message, OutputDelta, ReasoningMessage, Response, ResponseCompleted, ResponseCreated
+    from bridge.moveworks.models import (
+        Message,
+        OutputDelta,
+        ReasoningMessage,
+        Response,
+        ResponseCompleted,
+        ResponseCreated,
+    )
 
     clock = FakeClock()
     platform, _, renderer = make(clock, CAPS)

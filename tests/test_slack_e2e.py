@@ -20,14 +20,14 @@ import pytest_asyncio
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.mechanisms.ratelimit import Budgets
-from bridge.process.config import Settings
 from bridge.models import Answer, Employee, ThreadKey
+from bridge.process.config import Settings
 from bridge.process.runtime import build_runtime
 from bridge.simulator import Simulator
 from bridge.store import Store
 from bridge.testing.slack_api import FakeSlack
-from tests.harness import ServedBridge
 from bridge.testing.waiting import until
+from tests.harness import ServedBridge
 
 SECRET = "test-signing-secret"
 ASSISTANT = "moveworks-bridge-dev"
@@ -665,8 +665,9 @@ async def test_oauth_install_outside_the_allow_list_is_refused(harness_factory, 
     assert (await install(h, "T1", "xoxb-fake-T1"))[0] == 200
 
     # A workspace installed before it was taken off the list: its events and deliveries are refused.
-    from adapters.slack.install import KvInstallationStore
     from slack_sdk.oauth.installation_store.models.installation import Installation
+
+    from adapters.slack.install import KvInstallationStore
 
     h.fake.add_team("T3", token="xoxb-fake-T3")
     await KvInstallationStore(h.runtime.store.kv.namespace).async_save(Installation(

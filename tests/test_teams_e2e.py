@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from bridge.process.config import Settings
 from bridge.models import Employee
+from bridge.process.config import Settings
 from bridge.simulator import Simulator
 from bridge.testing.bot_connector import TENANT, FakeConnector, TeamsUser, streaminfo_of
-from tests.harness import ServedBridge
 from bridge.testing.waiting import until
+from tests.harness import ServedBridge
 
 ASSISTANT = "moveworks-bridge-dev"
 

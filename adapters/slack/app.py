@@ -15,8 +15,8 @@ import hmac
 import html
 import logging
 import time
-from dataclasses import replace
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +39,7 @@ from . import blocks as bk
 from . import directory
 from .admission import EDGE_RATE, Seats, StatusThenPostSink
 from .calls import TRANSIENT, call, error_code, to_platform_error
-from .events import Ignore, Notice, PLATFORM, ids, normalise, normalise_action, register
+from .events import PLATFORM, Ignore, Notice, ids, normalise, normalise_action, register
 from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
 from .native import STREAM_RATE, NativeStreamSink
 from .ops import SlackMessageOps
@@ -196,11 +196,15 @@ class SlackAdapter(ChatAdapter):
 
     async def _oauth_install(self, request: web.Request) -> web.Response:
         bolt_request = await self._get_request(request)
-        return await to_aiohttp_response(await self.bolt.oauth_flow.handle_installation(bolt_request))
+        flow = self.bolt.oauth_flow
+        assert flow is not None  # the route is mounted only with OAuth
+        return await to_aiohttp_response(await flow.handle_installation(bolt_request))
 
     async def _oauth_redirect(self, request: web.Request) -> web.Response:
         bolt_request = await self._get_request(request)
-        return await to_aiohttp_response(await self.bolt.oauth_flow.handle_callback(bolt_request))
+        flow = self.bolt.oauth_flow
+        assert flow is not None  # the route is mounted only with OAuth
+        return await to_aiohttp_response(await flow.handle_callback(bolt_request))
 
     async def _install_failed(self, args: AsyncFailureArgs) -> BoltResponse:
         """A workspace outside SLACK_ALLOWED_TEAMS tried to install: say so, and give back the
@@ -323,7 +327,8 @@ class SlackAdapter(ChatAdapter):
             return
         try:
             self._count("post")
-            await call(context.client.chat_postMessage, channel=reply.channel, thread_ts=reply.thread_ts, text=reply.text)
+            await call(context.client.chat_postMessage, channel=reply.channel, thread_ts=reply.thread_ts,
+                       text=reply.text)
         except (SlackApiError, *TRANSIENT) as exc:
             log.warning("could not post a reply: %s", error_code(exc) or type(exc).__name__)
 
@@ -336,7 +341,7 @@ class SlackAdapter(ChatAdapter):
             channel = _field(body, "channel", "id") or _field(body, "container", "channel_id")
             thread_ts = _field(body, "message", "thread_ts")
             text = await self._feedback_text(body, action, context, user_id)
-        except Exception:  # noqa: BLE001 - a click must never go unanswered or crash the listener
+        except Exception:
             log.exception("slack feedback failed unexpectedly")
             text = texts.FEEDBACK_FAILED
         if not user_id or not channel:
@@ -350,7 +355,7 @@ class SlackAdapter(ChatAdapter):
             await call(context.client.chat_postEphemeral, **kwargs)
         except (SlackApiError, *TRANSIENT) as exc:
             log.warning("could not acknowledge feedback: %s", error_code(exc) or type(exc).__name__)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("could not acknowledge feedback")
 
     async def _feedback_text(self, body: dict, action: dict, context: Any, user_id: str | None) -> str:
@@ -391,6 +396,7 @@ class SlackAdapter(ChatAdapter):
                                sleep=self._sleep)
 
         def status_keeper() -> StatusKeeper:
+            assert thread_ts is not None  # a thread status needs a thread
             keeper = StatusKeeper(client, channel, thread_ts, on_write=self._count, sleep=self._sleep)
             if self._status_refresh is not None:
                 keeper.refresh = self._status_refresh

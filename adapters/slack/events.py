@@ -129,8 +129,8 @@ def normalise(
     channel, ts = event.get("channel"), event.get("ts")
     if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
         return Ignore("no channel or ts")
-    raw = event.get("text") if isinstance(event.get("text"), str) else ""
-    thread_ts = event.get("thread_ts") if isinstance(event.get("thread_ts"), str) else None
+    raw: str = event["text"] if isinstance(event.get("text"), str) else ""
+    thread_ts: str | None = event["thread_ts"] if isinstance(event.get("thread_ts"), str) else None
     direct = event.get("channel_type") == "im" or (not mention and channel.startswith("D"))
     root = thread_ts or ts
     thread = ThreadKey(PLATFORM, where.team_id, channel, root)
@@ -145,7 +145,7 @@ def normalise(
     text = to_plain(raw, bot_user_id=where.bot_user_id)
     if not text and event.get("files"):
         return Notice(did, channel, root, texts.FILES_ONLY)
-    profile = event.get("user_profile") if isinstance(event.get("user_profile"), dict) else {}
+    profile: dict[str, Any] = event["user_profile"] if isinstance(event.get("user_profile"), dict) else {}
     name = profile.get("display_name") or profile.get("real_name") or None
     recipient_team = where.enterprise_id if where.is_enterprise_install and where.enterprise_id else where.team_id
     address = {
@@ -166,7 +166,9 @@ def normalise(
     )
 
 
-def normalise_action(body: dict[str, Any], action: dict[str, Any], where: Where, data: dict[str, Any]) -> Inbound | None:
+def normalise_action(
+    body: dict[str, Any], action: dict[str, Any], where: Where, data: dict[str, Any]
+) -> Inbound | None:
     """A pressed Moveworks callback button -> an Inbound the relay streams into the thread."""
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
     message = body.get("message") or {}
@@ -197,7 +199,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     if allowed:
         from slack_bolt.response import BoltResponse
 
-        async def allow_list(body: dict, context: Any, next: Any) -> Any:  # noqa: A002 - bolt's name
+        async def allow_list(body: dict, context: Any, next: Any) -> Any:
             # Runs after bolt's own middleware (signature, url_verification, authorization) and
             # before every listener: a request from elsewhere is acknowledged and nothing else.
             if team_allowed(body if isinstance(body, dict) else {}, context, allowed):

@@ -11,8 +11,8 @@ import json
 import logging
 import secrets
 import time
-from logging import Logger
 from collections.abc import Callable
+from logging import Logger
 from typing import Any
 
 from slack_bolt.error import BoltError

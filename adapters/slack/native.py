@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -362,9 +363,9 @@ class NativeStreamSink(ReplySink):
             if i < len(existing):
                 ts = existing[i]
                 if not (not last and self.segments[i].text == part):
-                    await self._final(lambda ts=ts, p=part, m=more: self._update(ts, p, m), budget=self.edit_budget)
+                    await self._final(functools.partial(self._update, ts, part, more), budget=self.edit_budget)
             else:
-                ts = await self._final(lambda p=part, m=more: self._post(p, m), budget=self.edit_budget)
+                ts = await self._final(functools.partial(self._post, part, more), budget=self.edit_budget)
             kept.append(ts)
         for ts in existing[len(parts):]:
             try:

@@ -201,7 +201,7 @@ class TeamsBot(TeamsActivityHandler):
     async def _feedback(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
         value: dict[str, Any] = activity.value if isinstance(activity.value, dict) else {}
-        action = value.get("actionValue") if isinstance(value.get("actionValue"), dict) else {}
+        action: dict[str, Any] = value["actionValue"] if isinstance(value.get("actionValue"), dict) else {}
         reaction = action.get("reaction")
         if value.get("actionName") != "feedback" or reaction not in ("like", "dislike"):
             log.info("teams submitAction ignored: not a feedback reaction")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -59,9 +60,9 @@ from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor
 from msal import ConfidentialClientApplication
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
-from bridge.process.config import Settings
 from bridge.errors import PlatformError, PlatformRateLimited, StreamExpired
 from bridge.moveworks.auth import parse_retry_after
+from bridge.process.config import Settings
 
 log = logging.getLogger("adapters.teams")
 
@@ -129,6 +130,7 @@ async def off_loop(fn: Callable[[], T], timeout: float) -> T:
             done.set_result(value) if ok else done.set_exception(value)
 
     def work() -> None:
+        value: Any
         try:
             value, ok = fn(), True
         except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
@@ -229,7 +231,8 @@ def outbound_credentials_key(cloud: CloudAdapter, app_id: str) -> CredentialsKey
 
 def channel_openid_url() -> str:
     """Where botbuilder reads the Bot Framework channel's signing keys (inbound tokens)."""
-    return ChannelValidation.open_id_metadata_endpoint or AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL
+    return (ChannelValidation.open_id_metadata_endpoint
+            or AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)
 
 
 def fetch_signing_keys(url: str, timeout: float = HTTP_TIMEOUT) -> list[dict[str, Any]]:
@@ -322,7 +325,7 @@ class AuthRefresher:
 
     async def _load_signing_keys(self) -> None:
         for url in self.openid_urls:
-            keys = await off_loop(lambda url=url: fetch_signing_keys(url), self.fetch_timeout)
+            keys = await off_loop(functools.partial(fetch_signing_keys, url), self.fetch_timeout)
             metadata = JwtTokenExtractor.get_open_id_metadata(url)  # botbuilder's shared cache
             metadata.keys = keys
             metadata.last_updated = datetime.now()

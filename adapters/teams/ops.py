@@ -18,8 +18,8 @@ from typing import Any
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes, Attachment, Entity
 
-from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.errors import PlatformError, PlatformRateLimited
+from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.models import Answer
 
 from .connector import run_in_conversation, to_platform_error

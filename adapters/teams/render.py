@@ -11,6 +11,7 @@ become Adaptive Card buttons; feedback uses Teams' native feedback loop.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,7 +88,7 @@ def to_teams_markdown(text: str) -> str:
             while i < len(lines) and "|" in lines[i] and lines[i].strip():
                 row = _cells(lines[i])
                 pairs = [f"**{_inline(h)}**: {_inline(v)}" if h else _inline(v)
-                         for h, v in zip(header, row + [""] * (len(header) - len(row))) if v or h]
+                         for h, v in zip(header, row + [""] * (len(header) - len(row)), strict=False) if v or h]
                 out.append("- " + "; ".join(pairs))
                 i += 1
             continue
@@ -146,7 +147,7 @@ def answer_extras(answer: Answer | None, *, with_citations: bool = True, with_ca
     return extras
 
 
-def actions_card(answer: Answer, sources: list[Any] = ()) -> dict[str, Any] | None:
+def actions_card(answer: Answer, sources: Sequence[Any] = ()) -> dict[str, Any] | None:
     """An Adaptive Card with the Moveworks actions (and the sources when there are > 10)."""
     body: list[dict[str, Any]] = []
     if sources:

@@ -20,6 +20,7 @@ Recovery paths, so an answer is never lost:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -196,6 +197,12 @@ class TeamsStreamSink(ReplySink):
         self._state = "done"
         return stream_id
 
+    async def _update_final(self, message_id: str, text: str, answer: Answer | None) -> None:
+        await self.target.update(message_id, self.target.final_message(text, answer), final=True)
+
+    async def _post_final(self, text: str, answer: Answer | None) -> str:
+        return await self.target.send(self.target.final_message(text, answer), op="post", final=True)
+
     async def finish(self, answer: Answer) -> list[str]:
         if self._state == "canceled":
             raise UserCanceled()
@@ -207,15 +214,12 @@ class TeamsStreamSink(ReplySink):
             if i < len(self._full):  # already ended while streaming: fix it only if it changed
                 message_id = self._full_ids[i]
                 if part != self._full[i] or last:
-                    await self._final(lambda part=part, extras=extras, message_id=message_id: self.target.update(
-                        message_id, self.target.final_message(part, extras), final=True))
+                    await self._final(functools.partial(self._update_final, message_id, part, extras))
                 ids.append(message_id)
             elif i == len(self._full) and self.stream_id is not None:
                 ids.append(await self._end_stream(part, extras))
             else:
-                ids.append(await self._final(
-                    lambda part=part, extras=extras: self.target.send(
-                        self.target.final_message(part, extras), op="post", final=True)))
+                ids.append(await self._final(functools.partial(self._post_final, part, extras)))
         for message_id in self._full_ids[len(parts):]:  # the final answer is shorter than streamed
             try:
                 await self.target.delete(message_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from bridge import texts
 from bridge.answers.markdown import normalise_markdown
 from bridge.models import Answer, CitationLink, FeedbackTarget
-from bridge.moveworks.models import Message, Response
+from bridge.moveworks.models import Citation, Message, Response
 
 
 def answer_from_message(
@@ -27,7 +27,7 @@ def answer_from_message(
     for msg in messages:
         by_id = {c.citation_id: c for c in msg.citations}
 
-        def number(citation_id: str) -> int | None:
+        def number(citation_id: str, by_id: dict[str, Citation] = by_id) -> int | None:
             if citation_id not in by_id:
                 return None
             if citation_id not in numbers:

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from bridge import texts
@@ -25,7 +24,7 @@ from bridge.errors import PlatformError, UserCanceled
 from bridge.mechanisms.gate import ThreadGate
 from bridge.mechanisms.ratelimit import Budgets, Sleep
 from bridge.mechanisms.tasks import TaskSet
-from bridge.models import ChatUser, FeedbackTarget, Inbound, ThreadKey, ThreadLink
+from bridge.models import ChatUser, FeedbackTarget, Inbound, ThreadLink
 from bridge.moveworks.client import MoveworksClient
 from bridge.moveworks.errors import (
     AuthError,
@@ -86,10 +85,6 @@ class Relay:
             raise TypeError(f"{type(adapter).__name__} does not implement bridge.contract.ChatAdapter")
         self.adapters[adapter.platform] = adapter
 
-    def thread_lock(self, thread: ThreadKey) -> AbstractAsyncContextManager[None]:
-        """Held while anything is written into `thread`: answers and events never interleave."""
-        return self.gate.hold(thread)
-
     def observe_first_text(self, callback: Callable[[str, float], None]) -> None:
         """Benchmarks: called with (platform, seconds from first delta to first visible text)."""
         self._first_text_observers.append(callback)
@@ -148,7 +143,7 @@ class Relay:
             sink = await adapter.open_reply(
                 inbound.thread, inbound.address, user=inbound.user, proactive=False
             )
-        except Exception:  # noqa: BLE001 - nowhere to write, so nothing kinder to do
+        except Exception:
             log.warning("cannot open a reply in a %s thread", platform, exc_info=True)
             metrics.ANSWERS.labels(platform, "undeliverable").inc()
             return
@@ -199,7 +194,7 @@ class Relay:
         for observer in self._activity_observers:
             try:
                 observer(identity)
-            except Exception:  # noqa: BLE001 - an observer must never cost an answer
+            except Exception:
                 log.warning("activity observer failed", exc_info=True)
         try:
             link = await self._link_for(inbound, identity)
@@ -323,7 +318,7 @@ class Relay:
     async def _fail_quietly(renderer: StreamRenderer, message: str = texts.ANSWER_FAILED) -> None:
         try:
             await renderer.fail(message)
-        except Exception:  # noqa: BLE001 - the platform itself is failing; nothing more to do
+        except Exception:
             log.warning("could not post the failure message", exc_info=True)
 
 

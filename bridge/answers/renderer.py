@@ -194,9 +194,10 @@ class StreamRenderer:
             try:
                 await task  # lets an in-flight write complete, never cut in half
             except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
                     raise  # we are being cancelled ourselves, not just the flusher
-            except Exception:  # noqa: BLE001 - a failed frame must not hide the final answer
+            except Exception:
                 log.debug("intermediate frame failed", exc_info=True)
 
     async def _flush_loop(self) -> None:
@@ -253,7 +254,7 @@ class StreamRenderer:
                 self._last_write = self._clock()
                 self._dirty.set()
                 continue
-            except Exception as exc:  # e.g. UserCanceled: stop the answer
+            except Exception as exc:  # noqa: BLE001 - e.g. UserCanceled: stop the answer, raised by run()
                 self._failure = exc
                 return
             finally:

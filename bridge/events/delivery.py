@@ -2,13 +2,13 @@
 
 Exactly once as users see it:
 
-* `store.claim_event` records the event (with its payload, for re-delivery after a crash) before
+* `store.events.claim` records the event (with its payload, for re-delivery after a crash) before
   anything is posted; an event already 'sent' or 'skipped' is never claimed again.
 * The answer is posted through the thread gate (`routing.py`), so an event never interleaves
   with a live answer streaming in the same thread.
-* `store.mark_shown` + `finish_event('sent')` right after the post. A crash between claim and post
-  leaves the row 'claimed' and it is re-delivered at the next start; a crash between post and
-  mark re-delivers once more: at most one duplicate.
+* `store.replies.mark_shown` + `store.events.finish("sent")` right after the post. A crash
+  between claim and post leaves the row 'claimed' and it is re-delivered at the next start; a
+  crash between post and mark re-delivers once more: at most one duplicate.
 
 Every event ends in an explicit state with a reason: 'sent', 'skipped' (unknown payload type,
 missing message, history, already shown live, nowhere to deliver, gave up after N attempts) or

@@ -84,12 +84,12 @@ def make_webhook_handler(poller: Any, secret: str | Iterable[str] | None):
     async def handler(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.json_response({"error": "body too large"}, status=413)
-        body = bytearray()
+        buffer = bytearray()
         while chunk := await request.content.read(64 * 1024):  # a body may arrive in many chunks
-            body += chunk
-            if len(body) > MAX_BODY:
+            buffer += chunk
+            if len(buffer) > MAX_BODY:
                 return web.json_response({"error": "body too large"}, status=413)
-        body = bytes(body)
+        body = bytes(buffer)
         if secrets:
             header = next((request.headers.get(h) for h in SIGNATURE_HEADERS if request.headers.get(h)), None)
             if not verify(body, header, secrets):

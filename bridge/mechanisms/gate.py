@@ -13,7 +13,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from bridge.models import ThreadKey
 
 
-
 class KeyedLock:
     """One asyncio.Lock per key, dropped when nobody holds or waits for it.
 

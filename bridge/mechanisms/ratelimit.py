@@ -15,6 +15,7 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bridge.models import Rate
 
@@ -45,7 +46,7 @@ class WriteBudget:
         self.reserve = 0
         self._updated = clock()
         self._blocked_until = 0.0
-        self._waiters: list[list] = []  # heap of [priority, seq, wake event, done]
+        self._waiters: list[list[Any]] = []  # heap of [priority, seq, wake event, done]
         self._seq = itertools.count()
         self.granted = 0
 
@@ -77,7 +78,7 @@ class WriteBudget:
         if self.rate is None:
             self.granted += 1
             return
-        entry = [0 if final else 1, next(self._seq), asyncio.Event(), False]
+        entry: list[Any] = [0 if final else 1, next(self._seq), asyncio.Event(), False]
         heapq.heappush(self._waiters, entry)
         try:
             while True:

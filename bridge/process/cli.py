@@ -12,9 +12,9 @@ import sys
 import uuid
 from collections.abc import Sequence
 
+from bridge.errors import ConfigError
 from bridge.process import logs
 from bridge.process.config import SECRET_FIELDS, Settings
-from bridge.errors import ConfigError
 
 log = logging.getLogger("bridge.process.cli")
 
@@ -42,8 +42,8 @@ def _setup_logs(settings: Settings | None, level: str | None = None) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings()
     _setup_logs(settings)
-    from bridge.process.server import serve
     from bridge.process.runtime import build_runtime
+    from bridge.process.server import serve
 
     if not settings.adapters:
         log.warning("no chat platform configured (set SLACK_BOT_TOKEN, TEAMS_APP_ID or BRIDGE_ADAPTERS)")
@@ -62,6 +62,7 @@ async def _poll_forever(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    assert runtime.poller is not None  # built with poller=True
     await runtime.poller.start()
     log.info("poller running (adapters: %s)", ", ".join(a.platform for a in runtime.adapters) or "none")
     try:
@@ -135,7 +136,7 @@ async def _chat(args: argparse.Namespace) -> int:
             user=user,
             text=text,
             callback_id=callback.callback_id if callback else None,
-            callback_conversation_id=console.last_answer.conversation_id if callback else None,
+            callback_conversation_id=console.last_answer.conversation_id if callback and console.last_answer else None,
         )
         await runtime.relay.handle(inbound)
 

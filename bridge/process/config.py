@@ -6,9 +6,11 @@ never echoed. `Settings.__repr__` masks every secret so an accidental log line s
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from bridge.errors import ConfigError
 
@@ -90,7 +92,7 @@ class Settings:
     def per_employee(self) -> bool:
         return self.moveworks_auth == "user_jwt"
 
-    def with_(self, **changes: object) -> Settings:
+    def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
     @classmethod
@@ -218,17 +220,19 @@ class Settings:
 
 
 class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
+    # The methods shadow the builtins' names inside this class: annotations say `builtins.`.
+
+    def __init__(self, env: Mapping[builtins.str, builtins.str]) -> None:
         self.env = env
 
-    def str(self, name: str) -> str | None:
+    def str(self, name: builtins.str) -> builtins.str | None:
         value = self.env.get(name)
         if value is None:
             return None
         value = value.strip()
         return value or None
 
-    def int(self, name: str, default: int, *, low: int, high: int) -> int:
+    def int(self, name: builtins.str, default: builtins.int, *, low: builtins.int, high: builtins.int) -> builtins.int:
         raw = self.str(name)
         if raw is None:
             return default
@@ -240,7 +244,7 @@ class _Reader:
             raise ConfigError(f"{name} must be between {low} and {high}")
         return value
 
-    def float(self, name: str, default: float, *, low: float) -> float:
+    def float(self, name: builtins.str, default: builtins.float, *, low: builtins.float) -> builtins.float:
         raw = self.str(name)
         if raw is None:
             return default
@@ -252,7 +256,9 @@ class _Reader:
             raise ConfigError(f"{name} must be at least {low}")
         return value
 
-    def choice(self, name: str, allowed: tuple[str, ...], default: str, upper: bool = False) -> str:
+    def choice(
+        self, name: builtins.str, allowed: tuple[builtins.str, ...], default: builtins.str, upper: bool = False
+    ) -> builtins.str:
         raw = self.str(name)
         if raw is None:
             return default
@@ -261,14 +267,14 @@ class _Reader:
             raise ConfigError(f"{name} must be one of: {', '.join(allowed)}")
         return value
 
-    def list(self, name: str, default: list[str]) -> list[str]:
+    def list(self, name: builtins.str, default: builtins.list[builtins.str]) -> builtins.list[builtins.str]:
         raw = self.str(name)
         if raw is None:
             return list(default)
         return [item.strip().lower() if name == "BRIDGE_ADAPTERS" else item.strip()
                 for item in raw.split(",") if item.strip()]
 
-    def url(self, name: str, default: str) -> str:
+    def url(self, name: builtins.str, default: builtins.str) -> builtins.str:
         raw = self.str(name)
         if raw is None:
             return default

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from bridge.process.config import Settings
 from bridge.errors import ConfigError
+from bridge.process.config import Settings
 
 
 def _line(out: TextIO, ok: bool, name: str, detail: str) -> None:

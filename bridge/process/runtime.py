@@ -60,7 +60,7 @@ class Runtime:
         for adapter in self.adapters:
             try:
                 await adapter.stop_inbound()
-            except Exception:  # noqa: BLE001 - keep shutting down
+            except Exception:
                 log.warning("adapter %s did not stop receiving cleanly", adapter.platform, exc_info=True)
 
     async def aclose(self) -> None:
@@ -69,7 +69,7 @@ class Runtime:
         for adapter in self.adapters:
             try:
                 await adapter.stop()
-            except Exception:  # noqa: BLE001 - shut the rest down regardless
+            except Exception:
                 log.warning("adapter %s did not stop cleanly", adapter.platform, exc_info=True)
         await self.client.aclose()
         if self.poller_client is not None:

@@ -50,13 +50,18 @@ if TYPE_CHECKING:
 
 SUMMARY = """\
 Admin API (no auth):
-  POST /_sim/answers   script the next answer  {text, match?, identity?, reasoning?, citations?, actions?, chunks?, delay?, status?, followup?, times?}
+  POST /_sim/answers   script the next answer  {text, match?, identity?, reasoning?, citations?, actions?,
+                                               chunks?, delay?, status?, followup?, times?}
   POST /_sim/events    inject an event         {identity, text, conversation_id?, actions?, citations?}
-  POST /_sim/faults    inject a fault          {kind: rate_limit|server_error|stream_cut|stream_error|response_failed|slow|expire_tokens, endpoint?, count?, retry_after?, delay?}
+  POST /_sim/faults    inject a fault          {kind: rate_limit|server_error|stream_cut|stream_error|
+                                               response_failed|slow|expire_tokens, endpoint?, count?,
+                                               retry_after?, delay?}
   GET  /_sim/requests  request log     POST /_sim/reset   clear state
   GET  /_sim/state     state summary   POST /_sim/config  {pace?, token_ttl?, token_body?}"""
 
-_SCRIPT_KEYS = ("text", "match", "identity", "reasoning", "citations", "actions", "chunks", "delay", "status", "followup", "times")
+_SCRIPT_KEYS = (
+    "text", "match", "identity", "reasoning", "citations", "actions", "chunks", "delay", "status", "followup", "times",
+)
 _EVENT_KEYS = ("identity", "text", "conversation_id", "actions", "citations", "content_type")
 _FAULT_KEYS = ("kind", "endpoint", "count", "retry_after", "delay", "html")
 
@@ -78,7 +83,7 @@ def _pick(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
-def routes(sim: "Simulator") -> list[web.RouteDef]:
+def routes(sim: Simulator) -> list[web.RouteDef]:
     async def answers(request: web.Request) -> web.Response:
         try:
             script = sim.script_answer(**_pick(await _body(request), _SCRIPT_KEYS))

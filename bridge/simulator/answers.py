@@ -138,7 +138,7 @@ _PASSWORD = (
     ],
 )
 
-_VPN = (
+_VPN: tuple[list[str], str, list[tuple[str, str, str]], list[dict[str, Any]]] = (
     ["Searching the IT knowledge base for VPN", "Checking the VPN service status"],
     "To connect to the **corporate VPN**:\n\n"
     "- Install *GlobalConnect* from the Self Service app.\n"

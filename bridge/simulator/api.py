@@ -59,7 +59,7 @@ def _title(value: Any) -> str:
 
 
 class ConversationsApi:
-    def __init__(self, sim: "Simulator") -> None:
+    def __init__(self, sim: Simulator) -> None:
         self.sim = sim
 
     def routes(self, prefix: str) -> list[web.RouteDef]:
@@ -232,7 +232,7 @@ class ConversationsApi:
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=self.sim.config.ping_interval)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await resp.write(b": ping\n\n")
                     continue
                 if item is engine.END:
@@ -240,7 +240,8 @@ class ConversationsApi:
                 event_type, data = item
                 if event_type != "ERROR":
                     seq += 1
-                    data = {"event_type": event_type, "sequence_number": seq, **{k: v for k, v in data.items() if k != "event_type"}}
+                    rest = {k: v for k, v in data.items() if k != "event_type"}
+                    data = {"event_type": event_type, "sequence_number": seq, **rest}
                 frame = f"event: {event_type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
                 await resp.write(frame.encode())
                 if event_type == "RESPONSE_IN_PROGRESS":
@@ -296,7 +297,8 @@ class ConversationsApi:
         body = await json_body(request)
         cb = body.get("callback_id")
         ref: CallbackRef | None = self.sim.state.callbacks.get(cb) if isinstance(cb, str) else None
-        if ref is None or ref.message_id != mid or ref.kind not in ("helpful", "unhelpful") or ref.identity != request[IDENTITY]:
+        if (ref is None or ref.message_id != mid or ref.kind not in ("helpful", "unhelpful")
+                or ref.identity != request[IDENTITY]):
             raise ApiError(400, "INVALID_REQUEST", "callback_id is not a feedback option of this message")
         extra = body.get("additional_feedback")
         if extra is not None and not isinstance(extra, str):

@@ -23,7 +23,7 @@ END = None  # queue sentinel: the run is over
 
 
 def build_message(
-    sim: "Simulator",
+    sim: Simulator,
     identity: str,
     conversation_id: str,
     response_id: str,
@@ -112,7 +112,7 @@ class Run:
             q.put_nowait(END)
 
 
-def choose_plan(sim: "Simulator", identity: str, question: str | None, callback: CallbackRef | None) -> Plan:
+def choose_plan(sim: Simulator, identity: str, question: str | None, callback: CallbackRef | None) -> Plan:
     if callback is not None:
         return callback_plan(callback.label)
     assert question is not None
@@ -126,7 +126,7 @@ def choose_plan(sim: "Simulator", identity: str, question: str | None, callback:
 
 
 def start(
-    sim: "Simulator",
+    sim: Simulator,
     identity: str,
     conversation_id: str,
     *,
@@ -137,7 +137,9 @@ def start(
     state = sim.state
     response = state.new_response(identity, conversation_id)
     if callback is not None:
-        user_content: dict[str, Any] = {"type": "CALLBACK_ACTION_CONTENT", "callback_action": {"callback_id": callback[0]}}
+        user_content: dict[str, Any] = {
+            "type": "CALLBACK_ACTION_CONTENT", "callback_action": {"callback_id": callback[0]}
+        }
     else:
         user_content = content("PLAIN_TEXT", question or "")
     state.add_message(
@@ -157,7 +159,7 @@ def start(
     return run
 
 
-def launch(sim: "Simulator", run: Run) -> None:
+def launch(sim: Simulator, run: Run) -> None:
     run.task = sim.spawn(_play(sim, run))
 
 
@@ -165,7 +167,7 @@ def _envelope(event_type: str, response: dict[str, Any]) -> dict[str, Any]:
     return {"event_type": event_type, "response": response}
 
 
-async def _play(sim: "Simulator", run: Run) -> None:
+async def _play(sim: Simulator, run: Run) -> None:
     cfg, plan, resp = sim.config, run.plan, run.response
     identity, conv_id, resp_id = run.identity, resp["conversation_id"], resp["response_id"]
 
@@ -200,7 +202,8 @@ async def _play(sim: "Simulator", run: Run) -> None:
 
         if run.fail:
             await asyncio.sleep(pause(cfg.chunk_delay))
-            _fail(resp, outputs, "INTERNAL_ERROR", plan.text if plan.status == "FAILED" else "The assistant could not complete this request.")
+            reason = plan.text if plan.status == "FAILED" else "The assistant could not complete this request."
+            _fail(resp, outputs, "INTERNAL_ERROR", reason)
             run.emit("RESPONSE_FAILED", _envelope("RESPONSE_FAILED", resp))
             return
 
@@ -223,7 +226,8 @@ async def _play(sim: "Simulator", run: Run) -> None:
             run.emit("RESPONSE_OUTPUT_DELTA", {"event_type": "RESPONSE_OUTPUT_DELTA", "output": msg_output})
             if i == 0 and run.stream_error:
                 _fail(resp, outputs, "INTERNAL_ERROR", "Internal error while generating the response")
-                run.emit("ERROR", {"error": {"code": "INTERNAL_ERROR", "message": "Internal error while generating the response"}})
+                run.emit("ERROR", {"error": {"code": "INTERNAL_ERROR",
+                                             "message": "Internal error while generating the response"}})
                 return
 
         final = build_message(sim, identity, conv_id, resp_id, plan, message_id=message_id, created_at=created_at)
@@ -252,7 +256,7 @@ def _fail(resp: dict[str, Any], outputs: list[dict[str, Any]], code: str, messag
     resp["error"] = {"code": code, "message": message}
 
 
-async def _followup(sim: "Simulator", identity: str, conversation_id: str, followup: dict[str, Any]) -> None:
+async def _followup(sim: Simulator, identity: str, conversation_id: str, followup: dict[str, Any]) -> None:
     await asyncio.sleep(float(followup.get("delay") or 0))
     if conversation_id in sim.state.user(identity).conversations:
         sim.inject_event(identity, followup["text"], conversation_id=conversation_id)

@@ -1,8 +1,8 @@
 """Time-sortable base-62 identifiers, as the G1 API uses (`conv_32bt7BMLhLyVzTUjfi35N`).
 
 Layout of the 21 characters after the prefix: 8 chars of Unix milliseconds, 4 chars of a
-per-millisecond sequence (random start, then +1), 9 random chars. The alphabet is in ASCII order, so ids compare as plain
-strings in creation order — even within one millisecond — which is what `starting_after` /
+per-millisecond sequence (random start, then +1), 9 random chars. The alphabet is in ASCII order, so ids compare as
+plain strings in creation order — even within one millisecond — which is what `starting_after` /
 `ending_at` on the events endpoint and keyset cursors rely on.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 ID_LENGTH = 21
@@ -64,4 +64,4 @@ def opaque(prefix: str = "") -> str:
 
 def now_iso() -> str:
     """ISO-8601 UTC timestamp with microseconds, like the API's `2026-09-25T18:40:42.411933Z`."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

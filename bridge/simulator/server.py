@@ -14,7 +14,8 @@ import signal
 import sys
 import time
 import uuid
-from typing import Any, Coroutine, TextIO
+from collections.abc import Coroutine
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -34,7 +35,9 @@ TOKEN_PATH = "/oauth/v1/token"
 CONTENT_TYPES = ("COMMONMARK_TEXT", "MARKDOWN_TEXT", "PLAIN_TEXT")
 # Handler endpoint name -> fault endpoint name (names not listed match only "any").
 _FAULT_ENDPOINT = {"response_messages": "messages"}
-_HTML_500 = "<html><head><title>500 Internal Server Error</title></head><body><h1>500 Internal Server Error</h1></body></html>"
+_HTML_500 = (
+    "<html><head><title>500 Internal Server Error</title></head><body><h1>500 Internal Server Error</h1></body></html>"
+)
 
 
 class Simulator:
@@ -79,7 +82,7 @@ class Simulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "Simulator":
+    async def __aenter__(self) -> Simulator:
         await self.start()
         return self
 
@@ -143,11 +146,13 @@ class Simulator:
         if conversation_id is None:
             conv = self.state.new_conversation(identity, SYSTEM_TITLE)
         else:
-            conv = self.state.user(identity).conversations.get(conversation_id)
-            if conv is None:
+            found = self.state.user(identity).conversations.get(conversation_id)
+            if found is None:
                 raise LookupError(f"Conversation {conversation_id} not found for {identity}")
+            conv = found
         resp = self.state.new_response(identity, conv["conversation_id"])
-        msg = engine.build_message(self, identity, conv["conversation_id"], resp["response_id"], plan, content_type=content_type)
+        msg = engine.build_message(self, identity, conv["conversation_id"], resp["response_id"], plan,
+                                   content_type=content_type)
         self.state.add_message(identity, msg)
         resp.update(status="COMPLETED", completed_at=now_iso(), outputs=[{"type": "MESSAGE", "message": msg}])
         return self.publish_event(identity, msg)

@@ -62,7 +62,7 @@ class SimState:
     # -- factories -------------------------------------------------------------------------
     def new_conversation(self, identity: str, title: str | None) -> dict[str, Any]:
         ts = now_iso()
-        conv = {
+        conv: dict[str, Any] = {
             "conversation_id": new_id("conv_"),
             "title": title,
             "archived": False,
@@ -73,7 +73,7 @@ class SimState:
         return conv
 
     def new_response(self, identity: str, conversation_id: str) -> dict[str, Any]:
-        resp = {
+        resp: dict[str, Any] = {
             "response_id": new_id("resp_"),
             "conversation_id": conversation_id,
             "status": "CREATED",

@@ -128,7 +128,7 @@ class ReplyQuery(Protocol):
 class InboundQuery(Protocol):
     """Dedupe of inbound platform deliveries (webhook retries)."""
 
-    def claim(self, platform: str, delivery_id: str) -> bool:
+    def claim(self, platform: str, dedupe_id: str) -> bool:
         """True the first time a delivery is seen, across processes and restarts."""
         ...
 

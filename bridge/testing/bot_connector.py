@@ -7,8 +7,8 @@ each activity's visible text (streams included), answers roster lookups and `POS
 a `streaminfo` entity without `streamType`/`streamSequence` is refused with Teams' BadSyntax error,
 sequences must grow by one, streamed text must be cumulative, and streaming outside personal chats
 is refused. Faults (429, 412/5xx, the streaming 403s, MessageWritesBlocked, bot removed, 404
-conversation not found) are injected with `fail_next`. With `enforce_limits=True` it also applies the documented rate limits (per
-conversation 7/1 s, 8/2 s, 60/30 s; 50/s per tenant) and answers 429 beyond them.
+conversation not found) are injected with `fail_next`. With `enforce_limits=True` it also applies
+the documented rate limits (per conversation 7/1 s, 8/2 s, 60/30 s; 50/s per tenant) and answers 429 beyond them.
 
 `TeamsUser` builds inbound activities the way Teams sends them (personal chat, channel reply
 chain with `;messageid=`, group chat, @mention entities, feedback invokes, card submits).

@@ -15,12 +15,12 @@ class InboundQuery:
     db: Database
     clock: Callable[[], float]
 
-    def claim(self, platform: str, delivery_id: str) -> bool:
+    def claim(self, platform: str, dedupe_id: str) -> bool:
         """True the first time a delivery is seen, across processes and restarts: the primary key
         decides, and the row count says whether this caller's insert was the one that landed."""
         cursor = self.db.execute(
             "INSERT OR IGNORE INTO inbound_deliveries (platform, delivery_id, received_at) VALUES (?, ?, ?)",
-            (platform, delivery_id, self.clock()),
+            (platform, dedupe_id, self.clock()),
         )
         return cursor.rowcount == 1
 
