@@ -18,11 +18,11 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import drills, poller, scale, strategies
+from bench import drills, faults, poller, scale, strategies
 from bench.leaks import scan
 from bench.report import Context, DrillFailed, Table
 
-SECTIONS = {"strategies": strategies, "scale": scale, "poller": poller, "drills": drills}
+SECTIONS = {"strategies": strategies, "scale": scale, "poller": poller, "drills": drills, "faults": faults}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

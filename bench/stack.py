@@ -9,6 +9,7 @@ process verifies; Teams activities go through botbuilder's adapter (unauthentica
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -65,23 +67,32 @@ def chars_lost(expected: str, visible: str) -> int:
 class ServeProcess:
     """`python -m bridge serve` with its own environment, log file and /proc figures."""
 
-    def __init__(self, ctx: Context, name: str, env: dict[str, str]) -> None:
+    def __init__(self, ctx: Context, name: str, env: dict[str, str], *,
+                 preexec: Callable[[], None] | None = None, log_pipe: bool = False) -> None:
         self.name = name
         self.env = env
         self.log_path = ctx.log_file(f"serve-{name}")
         self.port = free_port()
         self.proc: asyncio.subprocess.Process | None = None
         self.url = f"http://127.0.0.1:{self.port}"
+        self.preexec = preexec  # run in the child before exec (resource limits, signal dispositions)
+        self.log_pipe = log_pipe  # the child logs into a pipe this process copies to the log file
+        self._copier: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float = 40.0) -> ServeProcess:
         env = {**self.env, "PORT": str(self.port)}
-        log = open(self.log_path, "ab")  # noqa: ASYNC230 - a local log file, opened once
+        log = open(self.log_path, "ab")  # noqa: ASYNC230 - a local log file, handed to the child
         try:
+            out: Any = asyncio.subprocess.PIPE if self.log_pipe else log
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bridge", "serve", cwd=str(ROOT), env=env,
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log)
+                stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT if self.log_pipe else log, preexec_fn=self.preexec)
         finally:
             log.close()
+        if self.log_pipe:
+            assert self.proc.stdout is not None
+            self._copier = asyncio.create_task(self._copy_log(self.proc.stdout), name=f"log:{self.name}")
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
@@ -96,6 +107,13 @@ class ServeProcess:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"serve {self.name} not ready after {timeout:.0f} s: {self.tail()}")
                 await asyncio.sleep(0.1)
+
+    async def _copy_log(self, stream: asyncio.StreamReader) -> None:
+        """`log_pipe`: what the child writes goes to the log file, line by line, until it exits
+        (a pipe is not a file, so a file-size limit on the child does not silence its log)."""
+        with open(self.log_path, "ab", buffering=0) as log:  # noqa: ASYNC230 - small local appends
+            while line := await stream.readline():
+                log.write(line)
 
     def tail(self, lines: int = 8) -> str:
         try:
@@ -131,16 +149,26 @@ class ServeProcess:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
         except TimeoutError:
             self.proc.kill()
-            return await self.proc.wait()
+            code = await self.proc.wait()
+        await self._log_copied()
+        return code
 
     async def kill(self) -> None:
         """kill -9: no drain, no goodbye."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+        await self._log_copied()
+
+    async def _log_copied(self) -> None:
+        """Once the process ended: the rest of a piped log is in the log file."""
+        copier, self._copier = self._copier, None
+        if copier is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(copier, 5.0)
 
 
 @dataclass
@@ -249,8 +277,9 @@ class Stack:
         self.slack.add_team(team_id, token=token)
         return token
 
-    async def serve(self, name: str, **env: str) -> ServeProcess:
-        proc = ServeProcess(self.ctx, name, self.env(name, **env))
+    async def serve(self, name: str, *, preexec: Callable[[], None] | None = None, log_pipe: bool = False,
+                    **env: str) -> ServeProcess:
+        proc = ServeProcess(self.ctx, name, self.env(name, **env), preexec=preexec, log_pipe=log_pipe)
         self.processes.append(proc)
         return await proc.start()
 
@@ -268,23 +297,39 @@ class Stack:
     # --- Slack ----------------------------------------------------------------------------------
 
     async def ask_slack(self, serve: ServeProcess, text: str, *, user: str, channel: str,
-                        team: str = "T1") -> tuple[str, float]:
-        """A signed `message.im` event to `serve`; returns (message ts, monotonic time asked)."""
+                        team: str = "T1", thread_ts: str | None = None) -> tuple[str, float]:
+        """A signed `message.im` event to `serve` (a reply in the DM thread `thread_ts`, if given);
+        returns (message ts, monotonic time asked)."""
+        ts, body = self.slack_message(text, user=user, channel=channel, team=team, thread_ts=thread_ts)
+        asked = time.monotonic()
+        status = await self.post_slack(serve, body)
+        if status != 200:
+            raise RuntimeError(f"/slack/events answered {status}")
+        return ts, asked
+
+    @staticmethod
+    def slack_message(text: str, *, user: str, channel: str, team: str = "T1",
+                      thread_ts: str | None = None) -> tuple[str, str]:
+        """The Events API body of a `message.im` event: (message ts, JSON body)."""
         ts = f"{1_600_000_000 + next(_ids)}.000100"
         event = {"type": "message", "channel_type": "im", "channel": channel, "user": user, "text": text, "ts": ts}
+        if thread_ts is not None:
+            event["thread_ts"] = thread_ts
         body = json.dumps({"team_id": team, "api_app_id": "A1", "type": "event_callback",
                            "event_id": f"Ev{next(_ids)}", "event_time": int(time.time()), "event": event,
                            "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True}]})
+        return ts, body
+
+    async def post_slack(self, serve: ServeProcess, body: str,
+                         content_type: str = "application/json", timeout: float = 30.0) -> int:
+        """POST `body` to `serve`'s /slack/events, signed with the secret it verifies; the status."""
         stamp = str(int(time.time()))
-        signature = SignatureVerifier(self.signing_secret).generate_signature(timestamp=stamp, body=body)
-        headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
-                   "X-Slack-Signature": signature}
-        asked = time.monotonic()
+        signature = SignatureVerifier(self.signing_secret).generate_signature(timestamp=stamp, body=body) or ""
+        headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature}
         assert self.session is not None
-        async with self.session.post(f"{serve.url}/slack/events", data=body, headers=headers) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"/slack/events answered {resp.status}")
-        return ts, asked
+        async with self.session.post(f"{serve.url}/slack/events", data=body, headers=headers,
+                                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return resp.status
 
     async def slack_crowd(self, serve: ServeProcess, team: str, k: int, text: str,
                           **script: Any) -> list[tuple[str, str, float]]:

@@ -40,3 +40,8 @@ class StreamDeclined(PlatformError):
 
 class UserCanceled(Exception):
     """The user stopped the answer (Teams stop button); the relay stops the Moveworks request."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be written (disk full, read-only, I/O error, file deleted): the caller
+    tells the asker kindly if the platform still takes writes, and readiness turns 503."""

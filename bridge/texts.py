@@ -28,6 +28,8 @@ ANSWER_FAILED = "Sorry, the assistant ran into a problem answering that. Please 
 UNAVAILABLE = "Sorry, I can't reach the assistant right now. Please try again in a few minutes."
 BUG = "Sorry, something went wrong on my side. Please try again."
 RESTARTED = "I was restarted before I could finish this answer. Please ask again."
+TOO_SLOW = "Sorry, the assistant is taking too long to answer. Please try again in a little while."
+STORE_DOWN = "Sorry, I can't take questions right now because of a problem on my side. Please try again later."
 NO_ANSWER = "I couldn't find an answer to that. Could you try rephrasing your question?"
 FAILURE_NOTE = "⚠️ {message}"  # how a failure message ends a reply
 

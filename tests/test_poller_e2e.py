@@ -74,9 +74,12 @@ async def test_proactive_dm_is_opened_mapped_and_continues(ph):
                 what="the proactive DM")
     assert ph.fake.calls_to("conversations.open")
     [posted] = [m for m in ph.fake.bot_messages(dm_channel) if "expense report" in ph.fake.body_text(m)]
-    links = ph.runtime.store.links.for_conversation(event["conversation_id"])
-    assert sorted((link.thread.channel, link.thread.thread, link.user_id) for link in links) == [
-        (dm_channel, "", "U1"), (dm_channel, posted["ts"], "U1")]
+    def mapped():  # the reply thread is mapped right after the post is accepted
+        links = ph.runtime.store.links.for_conversation(event["conversation_id"])
+        return sorted((link.thread.channel, link.thread.thread, link.user_id) for link in links)
+
+    await until(lambda: len(mapped()) == 2, what="the DM and its reply thread mapped")
+    assert mapped() == [(dm_channel, "", "U1"), (dm_channel, posted["ts"], "U1")]
     # replying in the notification's thread continues that Moveworks conversation
     await ph.send(dm("approve it please", channel=dm_channel, thread_ts=posted["ts"]))
     await ph.idle()

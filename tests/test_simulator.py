@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bridge.simulator import Simulator, SimulatorConfig
 from bridge.simulator.ids import new_id
+from tests.openapi_spec import SpecWatch
 
 ASSISTANT = "moveworks-bridge-dev"
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -39,12 +40,17 @@ def make_config(**kw) -> SimulatorConfig:
 
 @pytest_asyncio.fixture
 async def sim():
+    """A simulator whose every response and stream event is checked against Moveworks' OpenAPI files."""
     s = Simulator(make_config())
+    watch = SpecWatch()
+    s.taps.append(watch)
     await s.start(host="127.0.0.1", port=0)
     try:
         yield s
     finally:
         await s.stop()
+    assert watch.checked, "nothing was checked against the spec"
+    assert not watch.problems, "\n".join(watch.problems)
 
 
 @pytest_asyncio.fixture
@@ -95,6 +101,12 @@ async def wait_terminal(client, cid, rid) -> dict:
             return r.json()
         await asyncio.sleep(0.01)
     raise AssertionError("response never finished")
+
+
+def text_of(message: dict) -> str:
+    """The text of a message's `Content`, whatever its type."""
+    content = message["content"]
+    return content[content["type"].lower()]["text"]
 
 
 def err(r: httpx.Response) -> str:
@@ -154,7 +166,8 @@ async def test_conversation_crud(client):
     assert conv["conversation_id"].startswith("conv_") and conv["title"] == "Help with VPN"
     assert conv["created_at"].endswith("Z") and conv["archived"] is False
     cid = conv["conversation_id"]
-    assert (await client.post("/conversations", content=b"")).status_code == 201  # empty body ok
+    untitled = await client.post("/conversations", content=b"")  # empty body ok
+    assert untitled.status_code == 201 and "title" not in untitled.json()  # a string when present, never null
     r = await client.post("/conversations", content=b"{nope", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and err(r) == "INVALID_INPUT"
     r = await client.post("/conversations", json={"title": "x" * 257})
@@ -213,22 +226,27 @@ async def test_stream_order_and_snapshots(sim, client):
     assert all(l[:2] in ("\u2713 ", "\u2192 ") for t in texts for l in t.split("\n"))
     messages = [o["message"] for o in outputs[n_reason:]]
     assert len(messages) >= 5 and len({m["message_id"] for m in messages}) == 1
-    mtexts = [m["content"]["commonmark_text"]["text"] for m in messages]
-    assert all(m["content"]["type"] == "COMMONMARK_TEXT" and m["actor"] == "ASSISTANT" for m in messages)
+    mtexts = [text_of(m) for m in messages]
+    assert all(m["content"]["type"] == "MARKDOWN_TEXT" and m["actor"] == "ASSISTANT" for m in messages)
     assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(mtexts, mtexts[1:]))
     assert all(not m.get("citations") and not m.get("feedback") for m in messages)
     final = events[-1][1]["response"]
     assert final["status"] == "COMPLETED" and final["completed_at"]
     assert [o["type"] for o in final["outputs"]] == ["REASONING_MESSAGE", "MESSAGE"]
     msg = final["outputs"][1]["message"]
-    text = msg["content"]["commonmark_text"]["text"]
-    assert text == mtexts[-1] and "1. " in text and "**" in text and "](https://" in text
-    assert len(msg["citations"]) == 2
+    text = text_of(msg)
+    assert text == mtexts[-1] and "1. " in text and "**" in text
+    assert "<https://password.example.com|password portal>" in text and ":closed_lock_with_key:" in text
+    assert len(msg["citations"]) == 4
     for c in msg["citations"]:
         assert c["citation_id"].startswith("cite_") and c["url"].startswith("https://")
-        assert set(c["display"]) == {"title", "body", "attributes"} and c["display"]["title"]["type"]
+        assert set(c["display"]) == {"title", "body", "attributes"}
+        assert c["display"]["title"]["type"] == "MARKDOWN_TEXT"
+        assert f"<{c['url']}|" in c["display"]["title"]["markdown_text"]["text"]  # a link to the document
+    assert len({c["url"] for c in msg["citations"]}) == 3  # one document cited twice
     offsets = [ref["offset"] for ref in msg["content_references"]]
     assert offsets == sorted(offsets) and all(0 <= o <= len(text) for o in offsets)
+    assert len(set(offsets)) == 3  # two citations share one offset
     assert {ref["citation_id"] for ref in msg["content_references"]} == {c["citation_id"] for c in msg["citations"]}
     assert msg["feedback"]["helpful"]["callback_id"] and msg["feedback"]["unhelpful"]["callback_id"]
     types = {a["type"] for a in msg["actions"]}
@@ -249,15 +267,25 @@ async def test_stream_order_and_snapshots(sim, client):
 async def test_default_answers(client):
     cid = await new_conv(client)
     vpn = await ask(client, cid, "my VPN is broken")
-    assert "```" in vpn["outputs"][-1]["message"]["content"]["commonmark_text"]["text"]
+    assert "```" in text_of(vpn["outputs"][-1]["message"])
     generic = await ask(client, cid, "Where do I park my bike?")
-    gtext = generic["outputs"][-1]["message"]["content"]["commonmark_text"]["text"]
-    assert "Where do I park my bike?" in gtext
+    assert "Where do I park my bike?" in text_of(generic["outputs"][-1]["message"])
     pto = await ask(client, cid, "how much vacation do I have")
-    assert "paid time off" in pto["outputs"][-1]["message"]["content"]["commonmark_text"]["text"]
-    g3 = await ask(client, cid, "laptop")  # same again via the G3 input shape below
-    _, events, _ = await stream(client, cid, {"input": {"chat": {"text": "laptop"}}})
+    assert "paid time off" in text_of(pto["outputs"][-1]["message"])
+    for answer in (vpn, generic, pto):
+        assert answer["outputs"][-1]["message"]["content"]["type"] == "MARKDOWN_TEXT"
+    # an ITSM answer: forms offered as URL actions that all read "Complete this request", each
+    # opening the form one of the citations names; the three citations share one offset
+    forms = (await ask(client, cid, "I need software installed"))["outputs"][-1]["message"]
+    assert [a["label"] for a in forms["actions"]] == ["Complete this request"] * 3
+    assert [a["url_action"]["url"] for a in forms["actions"]] == [c["url"] for c in forms["citations"]]
+    assert len({ref["offset"] for ref in forms["content_references"]}) == 1
+    g3 = await ask(client, cid, "laptop")  # same again via the G3 input shape, which only /rest/v1 takes
+    async with httpx.AsyncClient(base_url=client.base_url.copy_with(path="/rest/v1"), headers=H) as g3_client:
+        _, events, _ = await stream(g3_client, cid, {"input": {"chat": {"text": "laptop"}}})
     assert events[-1][1]["response"]["outputs"][-1]["message"]["content"] == g3["outputs"][-1]["message"]["content"]
+    r = await client.post(f"/conversations/{cid}/responses", json={"input": {"chat": {"text": "laptop"}}})
+    assert r.status_code == 400 and err(r) == "INVALID_INPUT"
 
 
 @pytest.mark.asyncio
@@ -313,12 +341,16 @@ async def test_callback_input(sim, client):
     cb = next(a for a in msg["actions"] if a["type"] == "CALLBACK_ACTION")
     _, events, _ = await stream(client, cid, {"input": {"callback_id": cb["callback_action"]["callback_id"]}})
     final = events[-1][1]["response"]
-    assert final["outputs"][-1]["message"]["content"]["commonmark_text"]["text"] == f"Done: {cb['label']}"
+    assert text_of(final["outputs"][-1]["message"]) == f":white_check_mark: Done: {cb['label']}"
     rmsgs = (await client.get(f"/conversations/{cid}/responses/{final['response_id']}/messages")).json()["messages"]
     assert rmsgs[0]["content"] == {"type": "CALLBACK_ACTION_CONTENT", "callback_action": {"callback_id": cb["callback_action"]["callback_id"]}}
     for bad in ("cb_unknown", msg["feedback"]["helpful"]["callback_id"]):
         r = await client.post(f"/conversations/{cid}/responses", json={"input": {"callback_id": bad}})
         assert r.status_code == 400 and err(r) == "INVALID_INPUT"
+    # the beta API's input is `{text}` only (its spec has no callback input)
+    r = await client.post(f"{sim.url}/rest/v1beta1/conversations/{cid}/responses",
+                          json={"input": {"callback_id": cb["callback_action"]["callback_id"]}})
+    assert r.status_code == 400 and err(r) == "INVALID_INPUT"
 
 
 @pytest.mark.asyncio
@@ -354,9 +386,9 @@ async def test_pagination(client):
         if cursor is None:
             break
     assert pages == 3 and seen == list(reversed(made))
-    for limit in ("0", "101", "abc"):
+    for limit in ("0", "101", "abc"):  # the spec's only 400 code of list endpoints
         r = await client.get("/conversations", params={"limit": limit})
-        assert r.status_code == 400 and err(r) == "INVALID_INPUT"
+        assert r.status_code == 400 and err(r) == "INVALID_CURSOR"
     for bad in ("garbage!!", "eyJmb28iOjF9"):
         r = await client.get("/conversations", params={"cursor": bad})
         assert r.status_code == 400 and err(r) == "INVALID_CURSOR"
@@ -445,8 +477,8 @@ async def test_scripted_answers(sim, client):
             break
         await asyncio.sleep(0.01)
     assert evs[0]["event_payload"]["message"]["content"]["commonmark_text"]["text"] == "INC-1 was resolved."
-    assert "Your ticket" in (await ask(client, cid, "another ticket"))["outputs"][-1]["message"]["content"]["commonmark_text"]["text"]
-    assert "Your ticket" not in (await ask(client, cid, "another ticket"))["outputs"][-1]["message"]["content"]["commonmark_text"]["text"]
+    assert "Your ticket" in text_of((await ask(client, cid, "another ticket"))["outputs"][-1]["message"])
+    assert "Your ticket" not in text_of((await ask(client, cid, "another ticket"))["outputs"][-1]["message"])
     assert len(sim.scripts) == 1 and sim.scripts[0].identity == BOB
     sim.script_answer(text="Sorry, the backend failed", status="FAILED")
     _, events, _ = await stream(client, cid, {"input": {"text": "x"}})

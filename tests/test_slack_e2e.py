@@ -112,9 +112,10 @@ class Harness(ServedBridge):
     platform = "slack"
 
     def __init__(self, tmp_path: Path, **options: Any) -> None:
-        limits = options.pop("limits", False)  # the documented tiers, enforced by the fake
-        super().__init__(tmp_path, FakeSlack(enforce_tier3=limits or options.pop("enforce_tier3", False),
-                                             enforce_streams=limits), **options)
+        # The fake always enforces Slack's documented per-method tiers; `limits` adds the
+        # per-channel chat.postMessage limit.
+        limits = options.pop("limits", False)
+        super().__init__(tmp_path, FakeSlack(enforce_post_rate=limits), **options)
         self.fake.add_user("U1", "alice", "alice@example.com")
         self.fake.add_user("U2", "bob", "bob@example.com")
 
@@ -392,8 +393,9 @@ async def test_native_stop_failure_finishes_with_update(harness_factory):
 
 
 async def test_a_crowd_in_one_workspace_gets_every_answer_without_a_single_429(harness_factory):
-    # 20 people ask at once. Tier 2 has room for 5 native streams (a start and a stop each), 5
-    # more answers are edited in place, the rest show the thread status and post the answer once.
+    # 20 people ask at once. chat.startStream and chat.stopStream are separate Tier 2 buckets with
+    # room for 10 native streams (a start from one, a stop from the other), 5 more answers are
+    # edited in place, the rest show the thread status and post the answer once.
     h = await harness_factory(streaming="native", limits=True)
     text = " ".join(f"word{i}" for i in range(40))
     h.sim.script_answer(text=text, match="crowd", chunks=4, delay=0.3, times=20)
@@ -404,11 +406,11 @@ async def test_a_crowd_in_one_workspace_gets_every_answer_without_a_single_429(h
     for i, event in enumerate(events):
         assert h.fake.thread_text(f"D{i}", event["ts"]) == text
     assert h.fake.rate_limited == 0
-    assert len(h.fake.calls_to("chat.startStream")) == 5
+    assert len(h.fake.calls_to("chat.startStream")) == 10
     posted_once = [f"D{i}" for i in range(20)
                    if not any(c.params.get("channel") == f"D{i}" for c in h.fake.calls
                               if c.method in ("chat.startStream", "chat.update"))]
-    assert len(posted_once) == 10
+    assert len(posted_once) == 5
     for channel in posted_once:
         assert len([c for c in h.fake.calls if c.params.get("channel") == channel
                     and c.method == "chat.postMessage"]) == 1
@@ -463,9 +465,15 @@ async def test_msg_too_long_is_survived_in_both_modes(harness_factory):
     assert "".join(h.fake.body_text(m) for m in h.answers("D1", event["ts"])) == words
 
     h2 = await harness_factory(streaming="edit")
-    h2.sim.script_answer(text="**Bold** answer.", match="bold")
+    h2.sim.script_answer(text="**Bold** answer.", match="bold", times=2)
     h2.fake.fail_next("chat.postMessage", "msg_blocks_too_long")
     event = dm("bold answer")
+    await h2.send(event)
+    # A size refusal is survived without changing the format (it is not a markdown problem)...
+    assert await h2.answered("D1", event["ts"]) == "**Bold** answer."
+    # ...while a markdown block refused as invalid is sent again as mrkdwn sections.
+    h2.fake.fail_next("chat.postMessage", "invalid_blocks")
+    event = dm("bold answer again")
     await h2.send(event)
     assert await h2.answered("D1", event["ts"]) == "*Bold* answer."  # mrkdwn sections fallback
 

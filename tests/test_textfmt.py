@@ -5,7 +5,13 @@ from __future__ import annotations
 import random
 import re
 
-from bridge.answers.markdown import balance_fences, normalise_markdown, split_markdown, status_line
+from bridge.answers.markdown import (
+    balance_fences,
+    normalise_markdown,
+    plain_text,
+    split_markdown,
+    status_line,
+)
 
 FENCE = re.compile(r"^ {0,3}(```|~~~)", re.M)
 
@@ -59,3 +65,35 @@ def test_status_line_and_link_normalisation():
     assert status_line("✓ Looking up John\n→ Finding manager") == "Finding manager"
     assert status_line("") is None
     assert normalise_markdown("see <https://x.io/a|the doc>") == "see [the doc](https://x.io/a)"
+
+
+def test_moveworks_markup_becomes_commonmark_outside_code():
+    assert normalise_markdown("<https://x.io/a|the [v2] doc> and <https://x.io/b>") == (
+        "[the \\[v2\\] doc](https://x.io/a) and [https://x.io/b](https://x.io/b)"
+    )
+    assert normalise_markdown("<mailto:it@example.com|IT> or <mailto:hr@example.com>") == (
+        "[IT](mailto:it@example.com) or [hr@example.com](mailto:hr@example.com)"
+    )
+    assert normalise_markdown("<https://en.wikipedia.org/wiki/401(k)|401(k)>") == (
+        "[401(k)](https://en.wikipedia.org/wiki/401%28k%29)"
+    )
+    assert normalise_markdown(":tada: :+1::skin-tone-3: :-1: :made_up: 10:30:45 a:smile:") == (
+        "🎉 👍 👎 :made_up: 10:30:45 a:smile:"
+    )
+    assert normalise_markdown("[kept](https://x.io/:smile:) <@U123> <#C1|general>") == (
+        "[kept](https://x.io/:smile:) <@U123> <#C1|general>"
+    )
+    code = "`<https://x.io|x> :smile:`\n```\n<https://x.io|x> :smile:\n```\n:smile:"
+    assert normalise_markdown(code) == "`<https://x.io|x> :smile:`\n```\n<https://x.io|x> :smile:\n```\n😄"
+    stray = "a ` b <https://x.io|y>\n\nc ` :smile:"  # a code span never crosses a paragraph break
+    assert normalise_markdown(stray) == "a ` b [y](https://x.io)\n\nc ` 😄"
+    partial = "Use :key:\n```sh\n<https://x.io|x> :smile:"  # an unfinished fence stays code
+    assert normalise_markdown(partial) == "Use 🔑\n```sh\n<https://x.io|x> :smile:"
+
+
+def test_plain_text_of_a_markdown_title():
+    assert plain_text("**<https://f.example.com/sp?id=1&x=2|401(k) Plan Enrollment>**") == (
+        "401(k) Plan Enrollment", "https://f.example.com/sp?id=1&x=2"
+    )
+    assert plain_text("  *How to* `reset`\n your _password_ :key: ") == ("How to reset your password 🔑", None)
+    assert plain_text("snake_case_name") == ("snake_case_name", None)

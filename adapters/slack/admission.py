@@ -1,9 +1,11 @@
 """Which reply style a new answer gets, so a busy workspace never runs into Slack's 429s.
 
 Slack's limits are per workspace and per method: chat.startStream and chat.stopStream are Tier 2
-(about 20 a minute), chat.update is Tier 3 (about 50 a minute), while chat.postMessage is limited
-per channel only. So each answer takes the best style that still has room:
-  1. a native stream, when a start and a stop are free in the workspace's Tier 2 budget now;
+(about 20 a minute each, in separate buckets), chat.update is Tier 3 (about 50 a minute), while
+chat.postMessage is limited per channel only. So each answer takes the best style that still has room:
+  1. a native stream, when a start is free in the workspace's chat.startStream budget and a stop
+     in its chat.stopStream budget now (both taken at once; the sink spends them, and takes its
+     own for rotations and restarts);
   2. else post + edits, while fewer than `EDIT_SEATS` edited answers are live in the workspace;
   3. else the thread status ("is thinking…") while Moveworks works, then one post of the whole
      answer: no shared budget at all, and the final never queues behind other answers' edits.
@@ -22,9 +24,29 @@ from bridge.models import Answer, Capabilities, Frame, Rate
 
 from .status import StatusKeeper
 
-EDGE_RATE = Rate(20, 60.0, burst=10)  # chat.startStream + chat.stopStream: Tier 2 per workspace
+# chat.startStream and chat.stopStream: Tier 2 each, per workspace, separate buckets. A burst of 10
+# and ~10 more a minute never puts more than 20 calls of either method in any minute.
+START_RATE = Rate(20, 60.0, burst=10)
+STOP_RATE = Rate(20, 60.0, burst=10)
 EDIT_SEATS = 5  # live edited answers per workspace: ~10 chat.update a minute each within Tier 3
 SEAT_TTL = 900.0  # a seat whose answer never ended (a bug, a lost task) is reclaimed after this
+
+
+class Edges:
+    """The two Tier 2 stream budgets of one workspace: chat.startStream and chat.stopStream."""
+
+    def __init__(self, start: WriteBudget, stop: WriteBudget) -> None:
+        self.start = start
+        self.stop = stop
+
+    def admit(self) -> bool:
+        """Take a start and a stop for one native answer, only if both are free right now."""
+        if not self.start.try_take():
+            return False
+        if not self.stop.try_take():
+            self.start.refund()
+            return False
+        return True
 
 
 class Seats:

@@ -37,11 +37,11 @@ from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
 
 from . import blocks as bk
 from . import directory
-from .admission import EDGE_RATE, Seats, StatusThenPostSink
+from .admission import START_RATE, STOP_RATE, Edges, Seats, StatusThenPostSink
 from .calls import TRANSIENT, call, error_code, to_platform_error
 from .events import PLATFORM, Ignore, Notice, ids, normalise, normalise_action, register
 from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
-from .native import STREAM_RATE, NativeStreamSink
+from .native import CHANNEL_ERRORS, STREAM_RATE, WORKSPACE_ERRORS, NativeStreamSink
 from .ops import SlackMessageOps
 from .status import StatusKeeper
 
@@ -102,6 +102,7 @@ class SlackAdapter(ChatAdapter):
         self.installations = KvInstallationStore(core.kv, allowed=self.allowed_teams) if self.oauth else None
         self._clients: dict[str, AsyncWebClient] = {}
         self._native_off: set[str] = set()  # teams where native streaming is unavailable
+        self._no_stream_channels: set[tuple[str, str]] = set()  # (team, channel) whose type cannot stream
         self._edit_seats = Seats()  # live edited answers per workspace (admission.py)
         self._formats: dict[str, dict[str, bool]] = {}
         self._socket: Any = None
@@ -169,7 +170,7 @@ class SlackAdapter(ChatAdapter):
             )
             if not isinstance(bolt_request.body, dict):
                 raise ValueError("not an object")
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, RecursionError):  # RecursionError: nested too deeply
             return web.json_response({"error": "malformed body"}, status=400)
         return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
 
@@ -341,7 +342,7 @@ class SlackAdapter(ChatAdapter):
             channel = _field(body, "channel", "id") or _field(body, "container", "channel_id")
             thread_ts = _field(body, "message", "thread_ts")
             text = await self._feedback_text(body, action, context, user_id)
-        except Exception:
+        except Exception:  # a click must never go unanswered or crash the listener
             log.exception("slack feedback failed unexpectedly")
             text = texts.FEEDBACK_FAILED
         if not user_id or not channel:
@@ -405,9 +406,11 @@ class SlackAdapter(ChatAdapter):
         if proactive:
             return editing()
         native = self.streaming in ("native", "auto") and not (self.streaming == "auto" and team in self._native_off)
-        # Admission (see admission.py): native while Tier 2 has room, else edits while seats are
-        # free, else the thread status and one post of the whole answer.
-        if not (native and thread_ts and self.core.budget(f"slack:{team}:edges", EDGE_RATE).try_take(2)):
+        native = native and (team, channel) not in self._no_stream_channels
+        # Admission (see admission.py): native while a start and a stop are free (Tier 2, separate
+        # buckets), else edits while seats are free, else the thread status and one post.
+        edges = self._edges(team)
+        if not (native and thread_ts and edges.admit()):
             release = self._edit_seats.take(team, edit_budget)
             if release is not None:
                 return EditingSink(ops, EDIT_CAPABILITIES, edit_budget, f"slack:{team}", platform=PLATFORM,
@@ -425,15 +428,31 @@ class SlackAdapter(ChatAdapter):
             budget_key=stream_key,
             stream_budget=self.core.budget(stream_key, STREAM_RATE),
             edit_budget=edit_budget,
+            start_budget=edges.start,
+            stop_budget=edges.stop,
+            prepaid=True,
             recipient_team_id=address.get("recipient_team_id") or team,
             recipient_user_id=recipient_user,
             status=status,
             on_write=self._count,
-            on_unavailable=lambda code: self._native_off.add(team),
+            on_unavailable=lambda code: self._native_unavailable(team, channel, code),
             clock=self._clock,
             sleep=self._sleep,
         )
         return WithFallback(native_sink, editing, fallback_budget=edit_budget)
+
+    def _edges(self, team: str) -> Edges:
+        """The workspace's chat.startStream and chat.stopStream budgets (Tier 2 each)."""
+        budget = self.core.budget
+        return Edges(budget(f"slack:{team}:start", START_RATE), budget(f"slack:{team}:stop", STOP_RATE))
+
+    def _native_unavailable(self, team: str, channel: str, code: str) -> None:
+        """Remember a refusal of native streaming that will repeat: a workspace's configuration
+        (in `auto` mode), or a channel whose type cannot stream."""
+        if code in WORKSPACE_ERRORS:
+            self._native_off.add(team)
+        if code in CHANNEL_ERRORS:
+            self._no_stream_channels.add((team, channel))
 
     async def _open_dm(self, client: AsyncWebClient, user_id: str) -> str:
         try:
@@ -465,6 +484,7 @@ class SlackAdapter(ChatAdapter):
         text = ("\n" + fence if fence else "") + "\n\n" + texts.failure_note(message)
         try:
             client = await self.client_for(thread.workspace, address.get("enterprise_id"))
+            await self._edges(thread.workspace).stop.acquire(final=True)  # a Tier 2 call like any stop
             await call(client.chat_stopStream, channel=channel, ts=ts, markdown_text=text, sleep=self._sleep)
         except (SlackApiError, *TRANSIENT, PlatformError) as exc:
             log.info("could not stop the interrupted stream (%s); posting the note instead", error_code(exc))

@@ -4,11 +4,19 @@ feedback buttons, plus the compact button values that carry what a click needs.
 Button values travel through Slack and come back on click, so the bridge keeps no per-button
 state: a value holds the Moveworks ids (conversation, response, message, callback) and stays under
 Slack's 2,000-character limit.
+
+Every payload is measured against Slack's limits before it is sent (`layout_extras`): a message
+holds at most 50 blocks and about 12,000 text characters summed over all of them (the answer, the
+citation lines and the button labels alike), and one text object at most 3,000. The answer text is
+never cut to make room: the citations get shorter titles, then move to a follow-up message of
+their own (where, if even that is too much, they lose their links and finally the last lines).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import texts
@@ -18,10 +26,16 @@ from bridge.moveworks.models import Action
 from .mrkdwn import escape, to_mrkdwn
 
 SECTION_LIMIT = 3000  # section/mrkdwn text object
+TEXT_OBJECT_LIMIT = 3000  # any mrkdwn/plain_text text object (slack_sdk's models do not check it)
+BLOCKS_TEXT_LIMIT = 12_000  # text characters summed over all blocks of one message
+MAX_BLOCKS = 50  # per message
 VALUE_LIMIT = 2000  # button value
 BUTTON_TEXT_LIMIT = 75
 URL_LIMIT = 3000
 MAX_BUTTONS = 25  # per actions block
+CONTEXT_ELEMENTS = 10  # per context block
+TITLE_LIMIT = 200  # a citation's title
+SHORT_TITLE_LIMIT = 60  # ...when the full titles do not fit
 
 FEEDBACK_ACTION = "mw_feedback"
 CALLBACK_ACTION_PREFIX = "mw_action_"
@@ -52,19 +66,57 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def citation_blocks(citations: tuple[CitationLink, ...]) -> list[dict[str, Any]]:
-    """Numbered sources under the answer, matching the [n] markers in the text."""
+_LINK_BREAKERS = re.compile(r"[|<>\s]")
+
+
+def link_url(url: str) -> str:
+    """A URL safe inside a mrkdwn link `<url|label>`: `|`, `<`, `>` and whitespace would end or
+    split the link, so they are percent-encoded (a browser reads them the same)."""
+    return _LINK_BREAKERS.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode()), url)
+
+
+def citation_line(c: CitationLink, *, title_limit: int = TITLE_LIMIT, link: bool = True) -> str:
+    """`[n] <url|title>`, or `[n] title` when there is no URL or the line would pass Slack's
+    3,000 characters per text object."""
+    title = escape(_clip(" ".join((c.title or "").split()) or "Source", title_limit))
+    plain = f"[{c.number}] {title}"
+    if not (link and c.url):
+        return plain
+    linked = f"[{c.number}] <{link_url(c.url)}|{title}>"
+    return linked if len(linked) <= TEXT_OBJECT_LIMIT else plain
+
+
+def _number_link(c: CitationLink) -> str:
+    """The shortest line that still opens the source: the number itself as the link."""
+    if not c.url:
+        return citation_line(c, title_limit=SHORT_TITLE_LIMIT)
+    linked = f"<{link_url(c.url)}|[{c.number}]>"
+    return linked if len(linked) <= TEXT_OBJECT_LIMIT else citation_line(c, title_limit=SHORT_TITLE_LIMIT)
+
+
+def _context(lines: list[str]) -> list[dict[str, Any]]:
+    elements = [{"type": "mrkdwn", "text": line} for line in lines]
+    return [
+        {"type": "context", "elements": elements[start : start + CONTEXT_ELEMENTS]}
+        for start in range(0, len(elements), CONTEXT_ELEMENTS)
+    ]
+
+
+def citation_blocks(citations: tuple[CitationLink, ...], *, level: int = 0) -> list[dict[str, Any]]:
+    """Numbered sources under the answer, matching the [n] markers in the text. `level` trades
+    detail for size: 0 full titles, 1 short titles, 2 the numbers as links, 3 short titles
+    without links."""
     if not citations:
         return []
-    elements = []
-    for c in citations:
-        title = escape(_clip(c.title or "Source", 200))
-        label = f"<{c.url}|{title}>" if c.url and len(c.url) <= URL_LIMIT else title
-        elements.append({"type": "mrkdwn", "text": f"[{c.number}] {label}"})
-    blocks = []
-    for start in range(0, len(elements), 10):  # context blocks take up to 10 elements
-        blocks.append({"type": "context", "elements": elements[start : start + 10]})
-    return blocks
+    if level == 0:
+        lines = [citation_line(c) for c in citations]
+    elif level == 1:
+        lines = [citation_line(c, title_limit=SHORT_TITLE_LIMIT) for c in citations]
+    elif level == 2:
+        lines = [_number_link(c) for c in citations]
+    else:
+        lines = [citation_line(c, title_limit=SHORT_TITLE_LIMIT, link=False) for c in citations]
+    return _context(lines)
 
 
 def encode(value: dict[str, Any]) -> str:
@@ -145,14 +197,85 @@ def feedback_blocks(target: FeedbackTarget | None) -> list[dict[str, Any]]:
 
 
 def answer_extras(answer: Answer | None) -> list[dict[str, Any]]:
-    """Everything that goes under the last part of a final answer."""
+    """Everything that goes under the last part of a final answer, at full detail (unmeasured:
+    see `layout_extras`)."""
     if answer is None:
         return []
-    return (
-        citation_blocks(answer.citations)
-        + action_blocks(answer.actions, answer.conversation_id)
-        + feedback_blocks(answer.feedback)
-    )
+    return citation_blocks(answer.citations) + button_blocks(answer)
+
+
+def button_blocks(answer: Answer | None) -> list[dict[str, Any]]:
+    """Action and feedback buttons of a final answer."""
+    if answer is None:
+        return []
+    return action_blocks(answer.actions, answer.conversation_id) + feedback_blocks(answer.feedback)
+
+
+def text_size(blocks: Any) -> int:
+    """Text characters of blocks as Slack sums them for `msg_blocks_too_long`: every `text`
+    string (markdown blocks, text objects, button labels)."""
+    if isinstance(blocks, dict):
+        return sum(len(v) if k == "text" and isinstance(v, str) else text_size(v) for k, v in blocks.items())
+    if isinstance(blocks, list):
+        return sum(text_size(v) for v in blocks)
+    return 0
+
+
+def fits(blocks: list[dict[str, Any]], *, room: int = BLOCKS_TEXT_LIMIT, room_blocks: int = MAX_BLOCKS) -> bool:
+    return text_size(blocks) <= room and len(blocks) <= room_blocks
+
+
+@dataclass
+class Layout:
+    """The extras of one final message: `blocks` go under its body; `sources`, when not empty,
+    is a follow-up message of its own (citations that did not fit under the answer)."""
+
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _fit_buttons(blocks: list[dict[str, Any]], room: int, room_blocks: int) -> list[dict[str, Any]]:
+    """Buttons within the room left: action buttons go from the end first, feedback last."""
+    blocks = [dict(b, elements=list(b["elements"])) for b in blocks]
+    while blocks and not fits(blocks, room=room, room_blocks=room_blocks):
+        actions = [b for b in blocks if b["type"] == "actions"]
+        victim = actions[-1] if actions else blocks[-1]
+        if victim["type"] == "actions" and len(victim["elements"]) > 1:
+            victim["elements"].pop()
+        else:
+            blocks.remove(victim)
+    return blocks
+
+
+def source_blocks(citations: tuple[CitationLink, ...]) -> list[dict[str, Any]]:
+    """Citations alone in a message, fitted to one message's limits: less detail first, then
+    fewer lines (the last ones go)."""
+    for level in range(4):
+        blocks = citation_blocks(citations, level=level)
+        if fits(blocks):
+            return blocks
+    count = len(citations)
+    while count > 0 and not fits(citation_blocks(citations[:count], level=3)):
+        count -= 1
+    return citation_blocks(citations[:count], level=3)
+
+
+def layout_extras(
+    answer: Answer | None, *, used: int = 0, used_blocks: int = 0, sources_apart: bool = False
+) -> Layout:
+    """The extras of a final answer's last message, measured against what its body already
+    takes (`used` text characters, `used_blocks` blocks): full detail when it fits, else short
+    citation titles, else the citations in a follow-up message and the buttons under the answer.
+    `sources_apart`: the citations go to the follow-up message in any case."""
+    if answer is None:
+        return Layout()
+    room, room_blocks = BLOCKS_TEXT_LIMIT - used, MAX_BLOCKS - used_blocks
+    buttons = button_blocks(answer)
+    for level in (0, 1):
+        blocks = citation_blocks(answer.citations, level=level) + buttons
+        if not (sources_apart and answer.citations) and fits(blocks, room=room, room_blocks=room_blocks):
+            return Layout(blocks)
+    return Layout(_fit_buttons(buttons, room, room_blocks), source_blocks(answer.citations))
 
 
 def feedback_target(data: dict[str, Any]) -> tuple[FeedbackTarget, bool] | None:

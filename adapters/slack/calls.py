@@ -44,10 +44,21 @@ PERMANENT = frozenset(
         "user_disabled",
         "not_allowed_token_type",
         "enterprise_is_restricted",
+        # documented for chat.startStream (and the posting methods): nothing can be posted there now
+        "restricted_action_thread_locked",
+        "messages_tab_disabled",
+        "message_limit_exceeded",
     }
 )
-TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long", "invalid_blocks", "invalid_blocks_format"})
+# Slack refused the size of a payload (not its shape).
+TOO_LONG = frozenset({"msg_too_long", "msg_blocks_too_long", "msg_blocks_too_many"})
+# Slack refused the blocks themselves (a shape it does not accept, e.g. a block type).
+INVALID_BLOCKS = frozenset({"invalid_blocks", "invalid_blocks_format"})
+REFUSED = TOO_LONG | INVALID_BLOCKS
 STREAM_GONE = frozenset({"message_not_in_streaming_state"})
+# Both mean "rate limited": `ratelimited` comes with HTTP 429 and Retry-After; some methods
+# document `rate_limited` as an error of their own.
+RATE_LIMITED = frozenset({"ratelimited", "rate_limited"})
 MAX_RETRY_AFTER = 60.0
 
 
@@ -73,7 +84,7 @@ def retry_after(exc: SlackApiError) -> float | None:
 
 def is_rate_limited(exc: BaseException) -> bool:
     return isinstance(exc, SlackApiError) and (
-        getattr(exc.response, "status_code", None) == 429 or error_code(exc) == "ratelimited"
+        getattr(exc.response, "status_code", None) == 429 or error_code(exc) in RATE_LIMITED
     )
 
 

@@ -5,7 +5,8 @@ What gets answered: DMs (including the agent/assistant DM surface, which arrives
 without a new mention in a channel thread where the bot already answered *that same person*
 (anyone else in the thread must mention the bot: two colleagues talking in a thread the bot
 answered are not each answered). What is ignored: the bot's own messages, other bots, message
-subtypes (edits, joins, deletes…), channel messages not meant for the bot, and — with
+subtypes (edits, joins, deletes…), re-sent mentions of an edited message (`edited`), channel
+messages not meant for the bot, and — with
 `SLACK_ALLOWED_TEAMS` — everything from a workspace or org not on the list (`team_allowed`).
 A mention is delivered twice by Slack (`app_mention` and `message.*`); both map to the same
 delivery id (team:channel:ts), which the relay claims once in the store, so retries of
@@ -121,6 +122,11 @@ def normalise(
     subtype = event.get("subtype")
     if subtype and subtype not in USER_SUBTYPES:
         return Ignore(f"subtype {subtype}")
+    if event.get("edited"):
+        # Slack sends `app_mention` again when a message that mentions the app is edited. It was
+        # answered when it was posted; the delivery key alone would not say so once its dedupe
+        # row expired (INBOUND_TTL), so the edit itself is what is ignored.
+        return Ignore("edited message")
     user = event.get("user")
     if event.get("bot_id") or event.get("bot_profile") or not isinstance(user, str) or not user:
         return Ignore("bot or no user")
@@ -199,7 +205,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     if allowed:
         from slack_bolt.response import BoltResponse
 
-        async def allow_list(body: dict, context: Any, next: Any) -> Any:
+        async def allow_list(body: dict, context: Any, next: Any) -> Any:  # `next`: bolt passes it by this name
             # Runs after bolt's own middleware (signature, url_verification, authorization) and
             # before every listener: a request from elsewhere is acknowledged and nothing else.
             if team_allowed(body if isinstance(body, dict) else {}, context, allowed):

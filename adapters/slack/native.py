@@ -9,10 +9,22 @@ rotation and recovery, which is where streams fail in practice. This sink:
   35,000 characters, closing and reopening a code fence that spans the cut;
 * recovers from `message_not_in_streaming_state`: text that did not get through is carried into
   a new stream (while streaming) or finished with `chat.update` on the dead stream's ts;
-* declines (`StreamDeclined`) when native streaming is refused (missing recipient, method
-  unavailable) before any text was shown: the core continues the reply by edits;
+* declines (`StreamDeclined`) when native streaming is refused before any text was shown, for the
+  documented chat.startStream errors that mean "not here" (missing or unknown recipient, channel
+  type not supported, method unavailable): the core continues the reply by edits. The documented
+  errors that mean nothing can be posted there at all (thread locked, Messages tab disabled, the
+  workspace's message limit) end the reply as permanent (`calls.PERMANENT`);
+* never edits or deletes a message that is still streaming (Slack refuses both): a stream is
+  stopped before any `chat.update`. When Slack refuses the extras of the stop (citations and
+  buttons: `msg_blocks_too_long`, `invalid_blocks`), the stream is stopped without them and they
+  follow in a message of their own; the extras are measured before they are sent
+  (`blocks.layout_extras`);
 * finishes with the exact final text: when the final text is not an extension of what was
-  streamed (citation markers inserted), the streamed messages are rewritten with `chat.update`.
+  streamed (citation markers inserted), the streamed messages are rewritten with `chat.update`;
+* pays for every call in the workspace's budgets: chat.startStream and chat.stopStream each from
+  its own Tier 2 budget (admission took the first start and stop; rotations, restarts and
+  failure stops take their own, and tokens never used go back), appends from the Tier 4 budget
+  the renderer draws from.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -38,8 +50,17 @@ from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.models import Answer, Capabilities, Frame, Rate
 
 from . import blocks as bk
-from .calls import PERMANENT, STREAM_GONE, TOO_LONG, TRANSIENT, error_code, is_rate_limited, retry_after
-from .mrkdwn import preview
+from .calls import (
+    PERMANENT,
+    REFUSED,
+    STREAM_GONE,
+    TOO_LONG,
+    TRANSIENT,
+    error_code,
+    is_rate_limited,
+    retry_after,
+)
+from .ops import message_payload
 from .status import StatusKeeper
 
 log = logging.getLogger("adapters.slack")
@@ -73,10 +94,16 @@ FALLBACK_ERRORS = frozenset(
         "not_implemented",
     }
 )
-# ...and for every later reply in this workspace too (a configuration matter, not a glitch).
+# ...and, from chat.startStream, these documented ones too: the channel type cannot stream, or the
+# recipient team/user is unknown (edits need no recipient).
+START_FALLBACK_ERRORS = FALLBACK_ERRORS | {"channel_type_not_supported", "team_not_found", "user_not_found"}
+# ...for every later reply in this workspace too (a configuration matter, not a glitch).
 WORKSPACE_ERRORS = frozenset(
     {"unknown_method", "not_allowed_token_type", "feature_not_enabled", "method_deprecated", "missing_scope"}
 )
+# ...for every later reply in this channel (it cannot stream, whoever asks).
+CHANNEL_ERRORS = frozenset({"channel_type_not_supported"})
+
 
 @dataclass
 class Segment:
@@ -85,10 +112,23 @@ class Segment:
     ts: str
     text: str  # what the message shows (including fence lines added at a rotation)
     started_at: float
-    live: bool = True
+    live: bool = True  # may still be streaming: never chat.update or chat.delete it
 
 
 class _Fallback(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+class _Gone(Exception):
+    """This stream can take no more text (expired or full)."""
+
+
+class _Refused(Exception):
+    """Slack refused what a chat.stopStream carried (its extras, or text that no longer fits); the
+    stream is still open."""
+
     def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code
@@ -104,6 +144,9 @@ class NativeStreamSink(ReplySink):
         budget_key: str,
         stream_budget: WriteBudget,
         edit_budget: WriteBudget,
+        start_budget: WriteBudget | None = None,
+        stop_budget: WriteBudget | None = None,
+        prepaid: bool = False,
         recipient_team_id: str | None = None,
         recipient_user_id: str | None = None,
         status: StatusKeeper | None = None,
@@ -113,6 +156,8 @@ class NativeStreamSink(ReplySink):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         final_attempts: int = 8,
     ) -> None:
+        """`start_budget`/`stop_budget`: the workspace's Tier 2 budgets of chat.startStream and
+        chat.stopStream (None: unlimited); `prepaid`: admission already took one of each."""
         self.capabilities = NATIVE_CAPABILITIES
         self.budget_key = budget_key
         self.client = client
@@ -120,6 +165,8 @@ class NativeStreamSink(ReplySink):
         self.thread_ts = thread_ts
         self.stream_budget = stream_budget
         self.edit_budget = edit_budget
+        self.start_budget = start_budget if start_budget is not None else WriteBudget(None)
+        self.stop_budget = stop_budget if stop_budget is not None else WriteBudget(None)
         self.recipient_team_id = recipient_team_id
         self.recipient_user_id = recipient_user_id
         self.status = status
@@ -132,6 +179,10 @@ class NativeStreamSink(ReplySink):
         self.sent = ""  # answer text delivered so far (without fence lines added at rotations)
         self.broken = False  # native failed after text was shown: finish() rewrites by edits
         self._reopen = ""  # fence line to start the next stream with
+        self._prepaid = {"start": int(prepaid), "stop": int(prepaid)}
+        self._frames = 0  # text frames shown: the renderer pays an append for each after the first
+        self._append_paid = False  # the renderer's token for this frame, not spent yet
+        self._sources: list[dict[str, Any]] = []  # citations due in a follow-up message
 
     # --- ReplySink --------------------------------------------------------------------------------
 
@@ -143,16 +194,26 @@ class NativeStreamSink(ReplySink):
                 await self.status.set(frame.status)  # deduplicated, refreshed by the keeper
             # The thread status is not the streamed message: it must not hold back its first text.
             return False
-        if not frame.text.startswith(self.sent):
-            return None  # an earlier part was rewritten; finish() reconciles the messages
-        delta = frame.text[len(self.sent):]
-        if not delta:
-            return None
+        self._append_paid = self._frames > 0
         try:
-            await self._deliver(delta, charge=False)
+            await self._show_text(frame.text)
+        finally:
+            if self._append_paid:  # the renderer's token bought no append: give it back
+                self._append_paid = False
+                self.stream_budget.refund()
+        self._frames += 1
+        return None
+
+    async def _show_text(self, text: str) -> None:
+        if not text.startswith(self.sent):
+            return  # an earlier part was rewritten; finish() reconciles the messages
+        delta = text[len(self.sent):]
+        if not delta:
+            return
+        try:
+            await self._deliver(delta)
         except _Fallback as exc:
             await self._switch(exc.code)
-        return None
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The open stream (and any open code fence) a restarted process must stop after a crash."""
@@ -164,30 +225,60 @@ class NativeStreamSink(ReplySink):
 
     async def finish(self, answer: Answer) -> list[str]:
         await self._stop_status()
-        extras = bk.answer_extras(answer)
-        final = answer.text
-        if not self.broken and final.strip() and final.startswith(self.sent):
-            try:
-                return await self._finish_stream(final, extras)
-            except _Fallback as exc:
-                if not self.segments:
-                    await self._switch(exc.code)
-                log.warning("native stream unavailable at the end (%s); finishing by edits", exc.code)
-        return await self._rewrite(final, extras)
+        try:
+            final = answer.text
+            if not self.broken and final.strip() and final.startswith(self.sent):
+                try:
+                    return await self._finish_stream(final, answer)
+                except _Fallback as exc:
+                    if not self.segments:
+                        await self._switch(exc.code)
+                    log.warning("native stream unavailable at the end (%s); finishing by edits", exc.code)
+            return await self._rewrite(final, answer)
+        finally:
+            self._release()
 
     async def fail(self, message: str) -> None:
         await self._stop_status()
         note = texts.failure_note(message)
-        seg = self._live()
-        if seg is not None:
-            fence = open_fence(seg.text)
-            text = ("\n" + fence[0] if fence else "") + "\n\n" + note
-            try:
-                await self._final(lambda: self._stop_call(seg, text, None), budget=self.stream_budget)
+        try:
+            seg = self._live()
+            if seg is not None:
+                fence = open_fence(seg.text)
+                text = ("\n" + fence[0] if fence else "") + "\n\n" + note
+                try:
+                    await self._final(lambda: self._stop_call(seg, text, None))
+                    return
+                except (PlatformError, _Fallback, _Gone, _Refused):
+                    log.info("could not end the stream with the failure note; posting it")
+            await self._final(lambda: self._post(note, None))
+        finally:
+            self._release()
+
+    # --- budgets ----------------------------------------------------------------------------------
+
+    async def _pay(self, kind: str) -> None:
+        """Take the budget token of one call: `start`, `stop` (Tier 2 each) or `append` (Tier 4)."""
+        if kind == "append":
+            if self._append_paid:
+                self._append_paid = False
                 return
-            except (PlatformError, _Fallback, _Gone):
-                log.info("could not end the stream with the failure note; posting it")
-        await self._final(lambda: self._post(note, []), budget=self.edit_budget)
+            await self.stream_budget.acquire(final=True)
+            return
+        if self._prepaid[kind] > 0:
+            self._prepaid[kind] -= 1
+            return
+        await self._budget(kind).acquire(final=True)
+
+    def _budget(self, kind: str) -> WriteBudget:
+        return {"start": self.start_budget, "stop": self.stop_budget}.get(kind, self.stream_budget)
+
+    def _release(self) -> None:
+        """Give back what admission took for calls this reply never made."""
+        for kind, unused in self._prepaid.items():
+            if unused:
+                self._budget(kind).refund(unused)
+        self._prepaid = {"start": 0, "stop": 0}
 
     # --- streaming --------------------------------------------------------------------------------
 
@@ -202,22 +293,17 @@ class NativeStreamSink(ReplySink):
             or len(seg.text) + min(incoming, APPEND_LIMIT) > SEGMENT_LIMIT
         )
 
-    async def _deliver(self, delta: str, *, charge: bool) -> None:
+    async def _deliver(self, delta: str) -> None:
         """Append `delta`, starting or rotating streams as needed. `self.sent` advances only by
         text Slack accepted, so a failure leaves the rest for the next attempt."""
-        calls = 0
         restarts = 0
         while delta:
             seg = self._live()
             if seg is not None and self._rotation_due(seg, len(delta)):
                 await self._rotate(seg)
-                calls += 1
                 seg = None
             room = APPEND_LIMIT if seg is None else min(APPEND_LIMIT, SEGMENT_LIMIT - len(seg.text))
             piece = delta[:room]
-            if calls and charge is False:
-                self.stream_budget.charge()  # the renderer paid for the first call only
-            calls += 1
             try:
                 if seg is None:
                     await self._start(piece)
@@ -238,18 +324,27 @@ class NativeStreamSink(ReplySink):
             await self._stop_call(seg, closing, None)
         except _Gone:
             pass
+        except _Refused:
+            with contextlib.suppress(PlatformError, _Gone, _Refused, _Fallback):
+                await self._stop_call(seg, "", None)
         self._reopen = (fence[1] + "\n") if fence else ""
         seg.live = False
 
-    def _raise(self, exc: SlackApiError, what: str, *, fresh: bool) -> None:
+    def _raise(self, exc: SlackApiError, what: str, *, kind: str) -> NoReturn:
         code = error_code(exc)
         if is_rate_limited(exc):
-            raise PlatformRateLimited(f"{what}: rate limited", retry_after=retry_after(exc)) from None
+            wait = retry_after(exc)
+            self._budget(kind).penalize(wait if wait is not None else 1.0)
+            raise PlatformRateLimited(f"{what}: rate limited", retry_after=wait) from None
         if code in STREAM_GONE:
             raise _Gone(code) from None
-        if code in FALLBACK_ERRORS or (fresh and code in TOO_LONG):
+        if kind == "start" and code in START_FALLBACK_ERRORS | REFUSED:
             raise _Fallback(code) from None
-        if code in TOO_LONG:
+        if code in FALLBACK_ERRORS:
+            raise _Fallback(code) from None
+        if kind == "stop" and code in REFUSED:
+            raise _Refused(code) from None
+        if kind == "append" and code in TOO_LONG:
             raise _Gone(code) from None  # this message is full: continue in a new stream
         raise PlatformError(f"{what}: {code or 'error'}", permanent=code in PERMANENT) from None
 
@@ -260,11 +355,12 @@ class NativeStreamSink(ReplySink):
             kwargs["recipient_user_id"] = self.recipient_user_id
         if self.recipient_team_id:
             kwargs["recipient_team_id"] = self.recipient_team_id
+        await self._pay("start")
         try:
             self._on_write("stream_start")
             response = await self.client.chat_startStream(**kwargs)
         except SlackApiError as exc:
-            self._raise(exc, "chat.startStream", fresh=True)
+            self._raise(exc, "chat.startStream", kind="start")
         except TRANSIENT as exc:
             raise PlatformError(f"chat.startStream: {type(exc).__name__}") from None
         self.segments.append(Segment(str(response["ts"]), text, self._clock()))
@@ -272,19 +368,20 @@ class NativeStreamSink(ReplySink):
         await self._stop_status()  # the post replaces the status
 
     async def _append(self, seg: Segment, piece: str) -> None:
+        await self._pay("append")
         try:
             self._on_write("stream_append")
             await self.client.chat_appendStream(channel=self.channel, ts=seg.ts, markdown_text=piece)
         except SlackApiError as exc:
             try:
-                self._raise(exc, "chat.appendStream", fresh=False)
+                self._raise(exc, "chat.appendStream", kind="append")
             except _Gone:
                 code = error_code(exc)
                 log.warning("slack stream %s ended early (%s); continuing in a new one", seg.ts, code)
-                seg.live = False
                 if code in TOO_LONG:  # full, but still open: close it so it does not spin forever
-                    with contextlib.suppress(PlatformError, _Gone, _Fallback):
+                    with contextlib.suppress(PlatformError, _Gone, _Fallback, _Refused):
                         await self._stop_call(seg, "", None)
+                seg.live = False
                 raise
         except TRANSIENT as exc:
             raise PlatformError(f"chat.appendStream: {type(exc).__name__}") from None
@@ -296,12 +393,13 @@ class NativeStreamSink(ReplySink):
             kwargs["markdown_text"] = text
         if extras:
             kwargs["blocks"] = extras
+        await self._pay("stop")
         try:
             self._on_write("stream_stop")
             await self.client.chat_stopStream(**kwargs)
         except SlackApiError as exc:
             try:
-                self._raise(exc, "chat.stopStream", fresh=False)
+                self._raise(exc, "chat.stopStream", kind="stop")
             except _Gone:
                 seg.live = False
                 raise
@@ -312,99 +410,173 @@ class NativeStreamSink(ReplySink):
 
     # --- finishing --------------------------------------------------------------------------------
 
-    async def _final(self, action: Callable[[], Awaitable[Any]], *, budget: WriteBudget) -> Any:
-        """Run a final write until it succeeds (the final text is never dropped for a 429)."""
+    async def _final(self, action: Callable[[], Awaitable[Any]], *, budget: WriteBudget | None = None) -> Any:
+        """Run a final write until it succeeds (the final text is never dropped for a 429). Stream
+        calls pay their own budgets (`_pay`); `budget` is for chat.update (Tier 3)."""
         return await write_final(action, budget, "slack", sleep=self._sleep, attempts=self._final_attempts)
 
-    async def _finish_stream(self, final: str, extras: list[dict[str, Any]]) -> list[str]:
+    async def _finish_stream(self, final: str, answer: Answer) -> list[str]:
         remaining = final[len(self.sent):]
         seg = self._live()
         fits = seg is not None and not self._rotation_due(seg, len(remaining)) and len(remaining) <= min(
             APPEND_LIMIT, SEGMENT_LIMIT - len(seg.text)
         )
         if not fits:
-            await self._final(lambda: self._deliver(final[len(self.sent):], charge=True), budget=self.stream_budget)
+            await self._final(lambda: self._deliver(final[len(self.sent):]))
             remaining = ""
             seg = self._live()
         if seg is None:  # the last stream died just now; nothing left unsent
-            return await self._rewrite(final, extras)
+            return await self._rewrite(final, answer)
+        layout = bk.layout_extras(answer)  # the stop's blocks are measured as a payload of their own
         try:
-            await self._final(lambda: self._stop_call(seg, remaining, extras), budget=self.stream_budget)
+            await self._final(lambda: self._stop_call(seg, remaining, layout.blocks))
+        except _Refused as exc:
+            # The stream is still open (chat.update would fail streaming_state_conflict): end it
+            # without the extras, which then follow in a message of their own.
+            log.warning("slack refused the end of stream %s (%s); ending it without extras", seg.ts, exc.code)
+            try:
+                await self._final(lambda: self._stop_call(seg, remaining, None))
+            except (_Refused, _Gone):
+                return await self._rewrite(final, answer)
             self.sent += remaining
+            if layout.blocks or layout.sources:
+                await self._post_parts("", answer)
+            return [s.ts for s in self.segments]
         except _Gone:
-            # Stream ended under us: finish on the same message with chat.update, or continue in
-            # a new message when the text no longer fits one block.
+            # The stream ended under us, so it can be edited now: finish on the same message with
+            # chat.update, or continue in new messages when the text no longer fits one.
             log.warning("slack stream %s ended before stop; finishing with chat.update", seg.ts)
             full = seg.text + remaining
-            if len(full) <= FINAL_PART_LIMIT:
-                await self._final(lambda: self._update(seg.ts, full, extras), budget=self.edit_budget)
+            if len(full) <= FINAL_PART_LIMIT and bk.fits(bk.markdown_body(full) + bk.button_blocks(answer)):
+                await self._final(lambda: self._update(seg.ts, full, answer), budget=self.edit_budget)
                 seg.text = full
-            else:
-                ts = await self._final(lambda: self._post(remaining, extras), budget=self.edit_budget)
-                self.segments.append(Segment(ts, remaining, self._clock(), live=False))
+                await self._flush_sources()
+            elif remaining.strip() or bk.answer_extras(answer):
+                await self._post_parts(remaining, answer)
             self.sent += remaining
+            return [s.ts for s in self.segments]
+        self.sent += remaining
+        self._sources = layout.sources
+        await self._flush_sources()
         return [s.ts for s in self.segments]
 
-    async def _rewrite(self, final: str, extras: list[dict[str, Any]]) -> list[str]:
+    def _final_parts(self, text: str, answer: Answer | None) -> list[str]:
+        """`text` split into messages, the last one leaving room for the extras (all of them when
+        they are small enough, else the buttons: the citations then go to a follow-up)."""
+        parts = split_markdown(text, FINAL_PART_LIMIT) if text.strip() else [""]
+        extras = bk.text_size(bk.answer_extras(answer))
+        if extras > bk.BLOCKS_TEXT_LIMIT // 2:
+            extras = bk.text_size(bk.button_blocks(answer))
+        room = bk.BLOCKS_TEXT_LIMIT - extras
+        if len(parts[-1]) > room:
+            parts = parts[:-1] + split_markdown(parts[-1], room)
+        return parts
+
+    async def _post_parts(self, text: str, answer: Answer | None) -> None:
+        """New messages after the streamed ones: `text` (may be empty) with the extras."""
+        parts = self._final_parts(text, answer)
+        for i, part in enumerate(parts):
+            more = answer if i == len(parts) - 1 else None
+            ts = await self._final(functools.partial(self._post, part, more))
+            self.segments.append(Segment(ts, part, self._clock(), live=False))
+        await self._flush_sources()
+
+    async def _rewrite(self, final: str, answer: Answer) -> list[str]:
         """Make the thread show exactly `final` by editing the streamed messages (and posting or
-        deleting parts as needed)."""
+        deleting parts as needed). A message is stopped before it is edited; one that could not
+        be stopped is left alone and its part posted anew."""
         seg = self._live()
         if seg is not None:
             try:
-                await self._final(lambda: self._stop_call(seg, "", None), budget=self.stream_budget)
-            except (PlatformError, _Gone, _Fallback):
+                await self._final(lambda: self._stop_call(seg, "", None))
+            except _Gone:
                 seg.live = False
-        parts = split_markdown(final, FINAL_PART_LIMIT) if final.strip() else [""]
-        existing = [s.ts for s in self.segments]
-        kept: list[str] = []
+            except (PlatformError, _Fallback, _Refused):
+                log.warning("could not stop slack stream %s; leaving it as it is", seg.ts)
+        parts = self._final_parts(final, answer)
+        editable = [s for s in self.segments if not s.live]
+        kept: list[Segment] = []
         for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            more = extras if last else []
-            if i < len(existing):
-                ts = existing[i]
-                if not (not last and self.segments[i].text == part):
-                    await self._final(functools.partial(self._update, ts, part, more), budget=self.edit_budget)
+            more = answer if i == len(parts) - 1 else None
+            if i < len(editable):
+                old = editable[i]
+                if more is not None or old.text != part:
+                    await self._final(functools.partial(self._update, old.ts, part, more), budget=self.edit_budget)
+                ts = old.ts
             else:
-                ts = await self._final(functools.partial(self._post, part, more), budget=self.edit_budget)
-            kept.append(ts)
-        for ts in existing[len(parts):]:
+                ts = await self._final(functools.partial(self._post, part, more))
+            kept.append(Segment(ts, part, self._clock(), live=False))
+        for old in editable[len(parts):]:
             try:
                 self._on_write("delete")
-                await self.client.chat_delete(channel=self.channel, ts=ts)
+                await self.client.chat_delete(channel=self.channel, ts=old.ts)
             except (SlackApiError, *TRANSIENT):
                 log.info("could not delete a surplus streamed message")
-        self.segments = [Segment(ts, p, self._clock(), live=False) for ts, p in zip(kept, parts, strict=True)]
+        self.segments = kept
         self.sent = final
-        return kept
+        await self._flush_sources()
+        return [s.ts for s in kept]
 
-    def _content(self, text: str, extras: list[dict[str, Any]]) -> dict[str, Any]:
-        body = bk.markdown_body(text) if text.strip() else []
-        return {"text": preview(text) if text.strip() else texts.ANSWER_PREVIEW, "blocks": body + extras}
-
-    async def _update(self, ts: str, text: str, extras: list[dict[str, Any]]) -> None:
+    async def _send(self, what: str, call: Callable[..., Awaitable[Any]], text: str, answer: Answer | None,
+                    **kwargs: Any) -> Any:
+        """One chat.update/postMessage of a final part, measured (`ops.message_payload`); when
+        Slack still counts it too long, once more with the citations in a follow-up."""
+        content, self._sources = message_payload(text, answer)
         try:
-            self._on_write("update")
-            await self.client.chat_update(channel=self.channel, ts=ts, **self._content(text, extras))
+            self._on_write("update" if what == "chat.update" else "post")
+            return await call(**kwargs, **content)
         except SlackApiError as exc:
-            self._raise_edit(exc, "chat.update")
+            if not (error_code(exc) in TOO_LONG and answer is not None and answer.citations):
+                self._raise_edit(exc, what)
         except TRANSIENT as exc:
-            raise PlatformError(f"chat.update: {type(exc).__name__}") from None
-
-    async def _post(self, text: str, extras: list[dict[str, Any]]) -> str:
+            raise PlatformError(f"{what}: {type(exc).__name__}") from None
+        content, self._sources = message_payload(text, answer, sources_apart=True)
         try:
-            self._on_write("post")
-            response = await self.client.chat_postMessage(
-                channel=self.channel, thread_ts=self.thread_ts, unfurl_links=False, unfurl_media=False,
-                **self._content(text, extras),
-            )
+            return await call(**kwargs, **content)
         except SlackApiError as exc:
-            self._raise_edit(exc, "chat.postMessage")
+            self._raise_edit(exc, what)
         except TRANSIENT as exc:
-            raise PlatformError(f"chat.postMessage: {type(exc).__name__}") from None
+            raise PlatformError(f"{what}: {type(exc).__name__}") from None
+
+    async def _update(self, ts: str, text: str, answer: Answer | None) -> None:
+        await self._send("chat.update", self.client.chat_update, text, answer, channel=self.channel, ts=ts)
+
+    async def _post(self, text: str, answer: Answer | None) -> str:
+        response = await self._send(
+            "chat.postMessage", self.client.chat_postMessage, text, answer,
+            channel=self.channel, thread_ts=self.thread_ts, unfurl_links=False, unfurl_media=False,
+        )
         return str(response["ts"])
 
+    async def _flush_sources(self) -> None:
+        """Post the citations that did not fit under the final part, right after it. Best effort:
+        the answer is visible already."""
+        blocks, self._sources = self._sources, []
+        if not blocks:
+            return
+
+        async def post() -> str:
+            try:
+                self._on_write("post")
+                response = await self.client.chat_postMessage(
+                    channel=self.channel, thread_ts=self.thread_ts, unfurl_links=False, unfurl_media=False,
+                    text=texts.SOURCES, blocks=blocks,
+                )
+            except SlackApiError as exc:
+                self._raise_edit(exc, "chat.postMessage")
+            except TRANSIENT as exc:
+                raise PlatformError(f"chat.postMessage: {type(exc).__name__}") from None
+            return str(response["ts"])
+
+        try:
+            ts = await self._final(post)
+        except PlatformError as exc:
+            log.warning("could not post the sources of an answer: %s", exc)
+            return
+        self.segments.append(Segment(ts, "", self._clock(), live=False))
+
     @staticmethod
-    def _raise_edit(exc: SlackApiError, what: str) -> None:
+    def _raise_edit(exc: SlackApiError, what: str) -> NoReturn:
         if is_rate_limited(exc):
             raise PlatformRateLimited(f"{what}: rate limited", retry_after=retry_after(exc)) from None
         code = error_code(exc)
@@ -416,18 +588,14 @@ class NativeStreamSink(ReplySink):
         """Native streaming is refused: before any text, decline (the core continues by edits);
         mid-answer, finish the streamed messages by edits here."""
         await self._stop_status()  # edits show their own status line
-        if code in WORKSPACE_ERRORS:
-            self._on_unavailable(code)
+        self._on_unavailable(code)
         if self.segments:
             log.warning("native streaming failed mid-answer (%s); the final text will be edited in", code)
             self.broken = True
             return
+        self._release()
         raise StreamDeclined(f"slack native streaming unavailable: {code}")
 
     async def _stop_status(self) -> None:
         if self.status is not None:
             await self.status.stop()
-
-
-class _Gone(Exception):
-    """This stream can take no more text (expired or full)."""

@@ -1,10 +1,12 @@
 """`TeamsAdapter`: build, mount (`POST /api/messages`), start/stop, and the `ChatAdapter` methods.
 
 Inbound requests are checked here before botbuilder sees them (content type, JSON, activity
-shape) so garbage gets a clear 4xx instead of the misleading 404/500 botbuilder's aiohttp
-integration produces. Authentication is botbuilder's own:
-`CloudAdapter.process_activity` with `ConfigurationBotFrameworkAuthentication`. Without
-`TEAMS_APP_ID` it accepts unauthenticated requests (local development), and says so at start-up.
+shape: a `type`, a `conversation` with an id) so garbage gets a clear 4xx instead of the
+misleading 404/500 botbuilder's aiohttp integration produces. Authentication is botbuilder's own:
+`CloudAdapter.process_activity` with `ConfigurationBotFrameworkAuthentication`, its signing keys
+read off the event loop (keys.py). Any failure before the turn starts is the token's: 401 (503
+when the signing keys cannot be fetched). Without `TEAMS_APP_ID` it accepts unauthenticated
+requests (local development), and says so at start-up.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ from .connector import (
     outbound_credentials_key,
     run_in_conversation,
     to_platform_error,
+    token_ready,
 )
+from .keys import SigningKeysUnavailable
 from .ops import TeamsMessageOps, TeamsTarget
 from .references import NS_FEEDBACK, PLATFORM, ReferenceBook, StoredReference, bare_conversation
 from .streaming import TeamsStreamSink
@@ -133,22 +137,43 @@ class TeamsAdapter(ChatAdapter):
             return web.json_response({"error": "Content-Type must be application/json"}, status=415)
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return web.json_response({"error": "the body is not JSON"}, status=400)
         if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
             return web.json_response({"error": "not a Bot Framework activity"}, status=400)
+        conversation = body.get("conversation")
+        if not isinstance(conversation, dict) or not isinstance(conversation.get("id"), str) or not conversation["id"]:
+            return web.json_response({"error": "the activity names no conversation"}, status=400)
         try:
             activity = Activity().deserialize(body)
-        except (DeserializationError, TypeError, ValueError, AttributeError):
+        except (DeserializationError, TypeError, ValueError, AttributeError, RecursionError):
             return web.json_response({"error": "malformed activity"}, status=400)
         auth_header = request.headers.get("Authorization", "")
+        started = False
+
+        async def turn(context: TurnContext) -> None:
+            nonlocal started
+            started = True
+            await self.bot.on_turn(context)
+
         try:
-            invoke = await self.cloud.process_activity(auth_header, activity, self.bot.on_turn)
+            invoke = await self.cloud.process_activity(auth_header, activity, turn)
         except (PermissionError, jwt.PyJWTError):  # botbuilder's validation refused the token
             return web.json_response({"error": "unauthorized"}, status=401)
+        except SigningKeysUnavailable as exc:
+            log.warning("teams: refused an activity that cannot be verified now: %s", exc)
+            return web.json_response({"error": "cannot verify the token now; try again"}, status=503,
+                                     headers={"Retry-After": "10"})
         except TenantRefused as exc:
             log.warning("teams activity from a tenant outside TEAMS_ALLOWED_TENANTS refused: %s", exc)
             return web.json_response({"error": "tenant not allowed"}, status=403)
+        except Exception as exc:
+            if started:
+                raise
+            # botbuilder raises bare Exceptions for some forged tokens (a wrong algorithm, a
+            # missing endorsement): before the turn, every failure is the token's
+            log.info("teams: refused an activity whose token did not validate (%s)", type(exc).__name__)
+            return web.json_response({"error": "unauthorized"}, status=401)
         if invoke is None:
             return web.Response(status=201 if activity.type == "message" else 200)
         if invoke.body is None:
@@ -251,6 +276,7 @@ class TeamsAdapter(ChatAdapter):
         await self.tenant_budget(tenant).acquire(final=True)
         self.core.count_write(PLATFORM, "create")
         try:
+            await token_ready(self.cloud, self.app_id)
             await self.cloud.create_conversation(self.app_id, callback, parameters, "msteams",
                                                  member["service_url"])
         except Exception as exc:  # noqa: BLE001

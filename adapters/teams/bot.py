@@ -16,6 +16,7 @@ import asyncio
 import html
 import logging
 import re
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from botbuilder.core import InvokeResponse, TurnContext
@@ -139,7 +140,9 @@ class TeamsBot(TeamsActivityHandler):
                 service_url=activity.service_url or "", bot=stored.bot,
             )
         inbound = Inbound(
-            dedupe_id=f"{thread.channel}|{activity.id or ''}",
+            # A redelivery repeats the activity id; without one there is nothing to recognise a
+            # redelivery by, and two different messages must never be taken for one.
+            dedupe_id=f"{thread.channel}|{activity.id}" if activity.id else f"{thread.channel}|no-id:{uuid.uuid4()}",
             thread=thread,
             user=user,
             text=str(value.get("label") or "") if callback else question_text(activity),

@@ -17,8 +17,10 @@ channel's signing keys with `requests` on the loop once a day. Either stalls eve
 platform. `AuthRefresher` therefore does that HTTP in a background thread: it fetches each token
 with fresh credentials (an empty MSAL cache, so it really asks Entra ID), well before the current
 one expires, and the credentials botbuilder uses answer from that prefetched token; it also keeps
-the OpenID signing keys loaded. botbuilder's own blocking path remains only as the fallback before
-the first fetch succeeds (or after fetches kept failing until the token is about to expire).
+the OpenID signing keys loaded. Nothing falls back to botbuilder's blocking fetches: a send waits
+(off the loop, at most `TOKEN_WAIT` s) for a token in `run_in_conversation`, and a credentials
+object asked for a token there is none of raises `TokenNotReady` (a transient `PlatformError`)
+instead of blocking; inbound signing keys come from keys.py's `SigningKeys`.
 
 `to_platform_error` maps connector failures onto the core's errors: 429 → `PlatformRateLimited` (with
 Retry-After), 412/5xx/network → transient `PlatformError`, 403 writes blocked / bot removed and
@@ -29,19 +31,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import jwt
-import requests
 from botbuilder.core import TurnContext
 from botbuilder.integration.aiohttp import (
     CloudAdapter,
@@ -56,13 +55,16 @@ from botframework.connector.auth import (
     ServiceClientCredentialsFactory,
 )
 from botframework.connector.auth.channel_validation import ChannelValidation
-from botframework.connector.auth.jwt_token_extractor import JwtTokenExtractor
 from msal import ConfidentialClientApplication
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from bridge.errors import PlatformError, PlatformRateLimited, StreamExpired
 from bridge.moveworks.auth import parse_retry_after
 from bridge.process.config import Settings
+
+from .keys import fetch_signing_keys, in_thread, install_signing_keys, use_signing_keys
+
+__all__ = ["fetch_signing_keys"]  # re-exported: where it lived before keys.py
 
 log = logging.getLogger("adapters.teams")
 
@@ -86,6 +88,7 @@ CredentialsKey = tuple[str, str, str, bool]  # app id, OAuth scope, login endpoi
 
 HTTP_TIMEOUT = 10.0  # one token or metadata HTTP request
 FETCH_TIMEOUT = 30.0  # one background fetch (MSAL's authority discovery + the token request)
+TOKEN_WAIT = 15.0  # longest a send waits for a token being fetched
 TOKEN_USABLE_MARGIN = 5 * 60.0  # a prefetched token with less left is not used (MSAL's own margin)
 TOKEN_REFRESH_LEAD = 30 * 60.0  # fetch the next token at half its lifetime or 30 min before expiry
 ASSUMED_LIFETIME = 55 * 60.0  # a token whose expiry cannot be read (Entra ID's last about an hour)
@@ -93,6 +96,11 @@ OPENID_INTERVAL = 6 * 3600.0  # botbuilder re-reads the signing keys itself when
 MIN_WAIT = 30.0
 MAX_WAIT = 30 * 60.0
 RETRY_WAITS = (30.0, 60.0, 120.0, 300.0)  # after failed fetches, in turn; then the last again
+
+
+class TokenNotReady(Exception):
+    """No Bot Framework token yet (or only an expired one): the send fails, transiently, rather
+    than blocking the event loop on botbuilder's own token request."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +111,9 @@ class PrefetchedToken:
 
     def usable(self, now: float) -> bool:
         return self.expires_at - now > TOKEN_USABLE_MARGIN
+
+    def valid(self, now: float) -> bool:
+        return self.expires_at - now > 30.0
 
     @property
     def refresh_at(self) -> float:
@@ -122,24 +133,7 @@ def token_expiry(token: str, now: float) -> float:
 async def off_loop(fn: Callable[[], T], timeout: float) -> T:
     """`fn()` in a daemon thread, waited for at most `timeout` s. Like `run_in_executor`, but a
     request that hangs cannot hold up the loop's or the interpreter's shutdown."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not done.done():
-            done.set_result(value) if ok else done.set_exception(value)
-
-    def work() -> None:
-        value: Any
-        try:
-            value, ok = fn(), True
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine
-            value, ok = exc, False
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, ok, value)
-
-    threading.Thread(target=work, name="teams-auth", daemon=True).start()
-    return await asyncio.wait_for(done, timeout)
+    return await asyncio.wait_for(in_thread(fn), timeout)
 
 
 class CachingCredentialFactory(ServiceClientCredentialsFactory):
@@ -152,6 +146,7 @@ class CachingCredentialFactory(ServiceClientCredentialsFactory):
         self._cache: dict[CredentialsKey, Any] = {}
         self._tokens: dict[CredentialsKey, PrefetchedToken] = {}
         self._kept: list[CredentialsKey] = []  # keys whose tokens the refresher keeps fresh
+        self._fetching: dict[CredentialsKey, asyncio.Future[PrefetchedToken]] = {}
         self.clock = clock
 
     async def is_valid_app_id(self, app_id: str) -> bool:
@@ -176,13 +171,13 @@ class CachingCredentialFactory(ServiceClientCredentialsFactory):
         from the prefetched token; botbuilder's own MSAL path stays as the fallback."""
         if not isinstance(credentials, AppCredentials) or not credentials.microsoft_app_id:
             return  # no app id: requests carry no token
-        original = credentials.get_access_token
-
         def get_access_token(force_refresh: bool = False) -> str:
             token = self._tokens.get(key)
-            if token is not None and not force_refresh and token.usable(self.clock()):
-                return token.value
-            return original(force_refresh)  # blocking: only until the first background fetch
+            if token is not None and token.valid(self.clock()):
+                return token.value  # nearly expired still beats blocking: a fresh one is on its way
+            # botbuilder's own fetch would block the event loop (MSAL has no timeout): fail this
+            # send instead; `run_in_conversation` waits for a token off the loop before sending.
+            raise TokenNotReady("no Bot Framework token yet; it is being fetched in the background")
 
         credentials.get_access_token = get_access_token
         self._kept.append(key)
@@ -193,9 +188,32 @@ class CachingCredentialFactory(ServiceClientCredentialsFactory):
     def token(self, key: CredentialsKey) -> PrefetchedToken | None:
         return self._tokens.get(key)
 
+    async def ensure(self, key: CredentialsKey, timeout: float = TOKEN_WAIT) -> None:
+        """Return once `key` has a usable token, fetching one (off the loop) if needed; raise
+        `TokenNotReady` when none arrives within `timeout` s."""
+        token = self._tokens.get(key)
+        if key not in self._kept or (token is not None and token.usable(self.clock())):
+            return
+        try:
+            await asyncio.wait_for(self.refresh(key, timeout), timeout)
+        except Exception as exc:  # noqa: BLE001 - offline, wrong secret, Entra ID hanging
+            token = self._tokens.get(key)
+            if token is None or not token.valid(self.clock()):
+                raise TokenNotReady(f"no Bot Framework token ({type(exc).__name__})") from None
+
     async def refresh(self, key: CredentialsKey, timeout: float = FETCH_TIMEOUT) -> PrefetchedToken:
-        """Fetch a new token for `key` in a background thread, through fresh credentials (an
-        empty MSAL cache, so this really asks Entra ID instead of returning the cached token)."""
+        """Fetch a new token for `key` in a background thread (or join the fetch under way),
+        through fresh credentials (an empty MSAL cache, so this really asks Entra ID instead of
+        returning the cached token)."""
+        loop = asyncio.get_running_loop()
+        running = self._fetching.get(key)
+        if running is None or running.done() or running.get_loop() is not loop:
+            running = asyncio.ensure_future(self._fetch(key, timeout))
+            running.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+            self._fetching[key] = running
+        return await asyncio.shield(running)
+
+    async def _fetch(self, key: CredentialsKey, timeout: float) -> PrefetchedToken:
         fresh = await self._inner.create_credentials(*key)
 
         def fetch() -> str:  # MSAL's client does HTTP from its constructor on: all in the thread
@@ -233,15 +251,6 @@ def channel_openid_url() -> str:
     """Where botbuilder reads the Bot Framework channel's signing keys (inbound tokens)."""
     return (ChannelValidation.open_id_metadata_endpoint
             or AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL)
-
-
-def fetch_signing_keys(url: str, timeout: float = HTTP_TIMEOUT) -> list[dict[str, Any]]:
-    """What botbuilder's `_OpenIdMetadata._refresh` fetches, with timeouts (blocking)."""
-    response = requests.get(url, timeout=timeout)
-    response.raise_for_status()
-    keys = requests.get(response.json()["jwks_uri"], timeout=timeout)
-    keys.raise_for_status()
-    return list(keys.json()["keys"])
 
 
 class AuthRefresher:
@@ -325,10 +334,7 @@ class AuthRefresher:
 
     async def _load_signing_keys(self) -> None:
         for url in self.openid_urls:
-            keys = await off_loop(functools.partial(fetch_signing_keys, url), self.fetch_timeout)
-            metadata = JwtTokenExtractor.get_open_id_metadata(url)  # botbuilder's shared cache
-            metadata.keys = keys
-            metadata.last_updated = datetime.now()
+            await install_signing_keys(url).refresh(self.fetch_timeout)  # botbuilder's shared cache
 
 
 def bot_configuration(settings: Settings) -> SimpleNamespace:
@@ -341,11 +347,25 @@ def bot_configuration(settings: Settings) -> SimpleNamespace:
     )
 
 
+_FACTORIES: weakref.WeakKeyDictionary[CloudAdapter, CachingCredentialFactory] = weakref.WeakKeyDictionary()
+
+
 def build_cloud_adapter(settings: Settings) -> tuple[CloudAdapter, CachingCredentialFactory]:
+    use_signing_keys(settings.teams_openid_metadata_url)  # inbound keys never fetched on the loop
     config = bot_configuration(settings)
     credentials = CachingCredentialFactory(ConfigurationServiceClientCredentialFactory(config))
     auth = ConfigurationBotFrameworkAuthentication(config, credentials_factory=credentials)
-    return CloudAdapter(auth), credentials
+    cloud = CloudAdapter(auth)
+    _FACTORIES[cloud] = credentials
+    return cloud, credentials
+
+
+async def token_ready(cloud: CloudAdapter, app_id: str) -> None:
+    """Wait (off the loop) until outbound calls of `cloud` have a token; `TokenNotReady` if none
+    comes. Nothing to wait for without an app id (unauthenticated development mode)."""
+    credentials = _FACTORIES.get(cloud)
+    if credentials is not None and app_id:
+        await credentials.ensure(outbound_credentials_key(cloud, app_id))
 
 
 async def run_in_conversation(
@@ -361,6 +381,7 @@ async def run_in_conversation(
         context.activity.id = None  # send into the conversation, not as a reply to a random id
         result.append(await fn(context))
 
+    await token_ready(cloud, app_id)
     await cloud.continue_conversation(reference, callback, app_id)
     return result[0]
 

@@ -22,7 +22,7 @@ CITATION_ABSTRACT_LIMIT = 160
 class StreamInfoEntity(Entity):
     """`{"type": "streaminfo", "streamId", "streamType", "streamSequence"}` (omitted when None)."""
 
-    _attribute_map = {
+    _attribute_map = {  # msrest reads this class attribute
         "type": {"key": "type", "type": "str"},
         "stream_id": {"key": "streamId", "type": "str"},
         "stream_type": {"key": "streamType", "type": "str"},
@@ -44,7 +44,7 @@ class StreamInfoEntity(Entity):
 
 
 class Appearance(Model):
-    _attribute_map = {
+    _attribute_map = {  # msrest reads this class attribute
         "type": {"key": "@type", "type": "str"},
         "name": {"key": "name", "type": "str"},
         "url": {"key": "url", "type": "str"},
@@ -62,7 +62,7 @@ class Appearance(Model):
 
 
 class Claim(Model):
-    _attribute_map = {
+    _attribute_map = {  # msrest reads this class attribute
         "type": {"key": "@type", "type": "str"},
         "position": {"key": "position", "type": "int"},
         "appearance": {"key": "appearance", "type": "Appearance"},
@@ -78,7 +78,7 @@ class Claim(Model):
 class AIMessageEntity(Entity):
     """The one root `Message` entity: "AI generated" label plus citation claims for `[n]`."""
 
-    _attribute_map = {
+    _attribute_map = {  # msrest reads this class attribute
         "type": {"key": "type", "type": "str"},
         "schema_type": {"key": "@type", "type": "str"},
         "context": {"key": "@context", "type": "str"},

@@ -32,7 +32,7 @@ async def submit_feedback(
     except MoveworksError as exc:
         log.warning("feedback failed: %s", exc)
         return FeedbackAck(texts.FEEDBACK_FAILED, False)
-    except Exception:
+    except Exception:  # a bad button value must still get an answer
         log.exception("feedback failed unexpectedly")
         return FeedbackAck(texts.FEEDBACK_FAILED, False)
     return FeedbackAck(texts.FEEDBACK_THANKS_HELPFUL if helpful else texts.FEEDBACK_THANKS_UNHELPFUL, True)

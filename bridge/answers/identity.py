@@ -60,6 +60,6 @@ class Identities:
     async def _lookup_email(self, user: ChatUser) -> str | None:
         try:
             return await self._lookup(user)
-        except Exception:
+        except Exception:  # a directory outage must not lose the question
             log.warning("email lookup failed for a %s user", user.platform, exc_info=True)
             return None

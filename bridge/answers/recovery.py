@@ -37,5 +37,5 @@ async def announce_interrupted(
                     continue
                 sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
                 await sink.fail(texts.RESTARTED)
-        except Exception:
+        except Exception:  # best effort; the thread may be gone
             log.info("could not tell a thread about its interrupted answer", exc_info=True)

@@ -18,9 +18,9 @@ from bridge import texts
 from bridge.answers.feedback import submit_feedback
 from bridge.answers.identity import Identities, NoIdentity
 from bridge.answers.recovery import Interrupted, announce_interrupted
-from bridge.answers.renderer import AnswerFailed, StreamRenderer
+from bridge.answers.renderer import AnswerFailed, AnswerTimedOut, StreamRenderer
 from bridge.contract import ChatAdapter, FeedbackAck, ReplySink
-from bridge.errors import PlatformError, UserCanceled
+from bridge.errors import PlatformError, StoreUnavailable, UserCanceled
 from bridge.mechanisms.gate import ThreadGate
 from bridge.mechanisms.ratelimit import Budgets, Sleep
 from bridge.mechanisms.tasks import TaskSet
@@ -39,6 +39,9 @@ from bridge.store import Store
 log = logging.getLogger(__name__)
 
 
+NOTE_TIMEOUT = 5.0  # seconds a restart note may take while shutting down
+
+
 def apology_for(exc: BaseException) -> str:
     """The short, kind text a user sees for a failure (never the exception itself)."""
     if isinstance(exc, RateLimited):
@@ -47,6 +50,8 @@ def apology_for(exc: BaseException) -> str:
         return texts.SIGN_IN_FAILED
     if isinstance(exc, AnswerFailed):
         return texts.ANSWER_FAILED
+    if isinstance(exc, TimeoutError | AnswerTimedOut):
+        return texts.TOO_SLOW
     if isinstance(exc, MoveworksError):
         return texts.UNAVAILABLE
     return texts.BUG
@@ -61,6 +66,7 @@ class Relay:
         per_employee: bool,
         budgets: Budgets | None = None,
         gate: ThreadGate | None = None,
+        answer_timeout: float = 180.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -69,6 +75,7 @@ class Relay:
         self.per_employee = per_employee
         self.budgets = budgets or Budgets(clock=clock, sleep=sleep)
         self.gate = gate or ThreadGate()
+        self.answer_timeout = answer_timeout  # seconds from the first step to the end of an answer
         self.adapters: dict[str, ChatAdapter] = {}
         self.identities = Identities(store, per_employee=per_employee, lookup=self._lookup_email)
         self._clock = clock
@@ -130,7 +137,11 @@ class Relay:
 
     async def handle(self, inbound: Inbound) -> None:
         platform = inbound.thread.platform
-        if not self.store.inbound.claim(platform, inbound.dedupe_id):
+        try:
+            fresh = self.store.inbound.claim(platform, inbound.dedupe_id)
+        except StoreUnavailable:
+            fresh = True  # cannot dedupe; the asker is told below rather than left in silence
+        if not fresh:
             metrics.INBOUND_DUPLICATES.labels(platform).inc()
             log.info("duplicate delivery %s dropped", inbound.dedupe_id)
             return
@@ -143,16 +154,20 @@ class Relay:
             sink = await adapter.open_reply(
                 inbound.thread, inbound.address, user=inbound.user, proactive=False
             )
-        except Exception:
+        except Exception:  # nowhere to write, so nothing kinder to do
             log.warning("cannot open a reply in a %s thread", platform, exc_info=True)
             metrics.ANSWERS.labels(platform, "undeliverable").inc()
             return
+        renderer = self._renderer(inbound, sink)
         outcome = "failed"
         try:
             async with self.gate.hold(inbound.thread):
                 metrics.ACTIVE_ANSWERS.inc()
                 try:
-                    outcome = await self._answer(inbound, sink)
+                    outcome = await self._answer(inbound, renderer)
+                except StoreUnavailable:
+                    log.error("the store cannot be written; telling the asker")
+                    await self._fail_quietly(renderer, texts.STORE_DOWN)
                 finally:
                     metrics.ACTIVE_ANSWERS.dec()
         except _Interrupted:
@@ -162,50 +177,74 @@ class Relay:
             # Shutdown before the answer started streaming (waiting for the thread, looking up
             # the employee, creating the conversation): say so rather than go silent. Once
             # streaming, `_stream` has already said it.
-            if outcome != "interrupted":
-                outcome = "interrupted"
-                await self._note_restart(sink)
+            outcome = "interrupted"
+            if not await self._note_restart(renderer):
+                log.warning("a question cancelled by the shutdown before it streamed could not be "
+                            "told so in its %s thread", platform)
             raise
         finally:
             metrics.ANSWERS.labels(platform, outcome).inc()
 
     @staticmethod
-    async def _note_restart(sink: ReplySink) -> None:
+    async def _note_restart(renderer: StreamRenderer) -> bool:
+        """The restart note, within a few seconds; False when it could not be written."""
         try:
-            await asyncio.wait_for(asyncio.shield(sink.fail(texts.RESTARTED)), 5.0)
-        except Exception:  # noqa: BLE001 - best effort while shutting down
-            log.info("could not mark an interrupted answer")
+            await asyncio.wait_for(asyncio.shield(renderer.fail(texts.RESTARTED)), NOTE_TIMEOUT)
+        except Exception:  # noqa: BLE001 - best effort while shutting down; the caller says what happened
+            return False
+        return True
 
-    async def _answer(self, inbound: Inbound, sink: ReplySink) -> str:
+    def _renderer(self, inbound: Inbound, sink: ReplySink) -> StreamRenderer:
+        platform = inbound.thread.platform
+
+        def first_text(seconds: float) -> None:
+            metrics.FIRST_TEXT_SECONDS.labels(platform).observe(seconds)
+            for observer in self._first_text_observers:
+                observer(platform, seconds)
+
+        budget = self.budgets.get(sink.budget_key, sink.capabilities.write_budget)
+        return StreamRenderer(sink, budget, platform=platform, clock=self._clock, sleep=self._sleep,
+                              on_first_text=first_text)
+
+    async def _answer(self, inbound: Inbound, renderer: StreamRenderer) -> str:
         text = inbound.text.strip()
         if inbound.callback_id is None:
             if not text:
-                await sink.fail(texts.EMPTY_QUESTION)
+                await renderer.fail(texts.EMPTY_QUESTION)
                 return "rejected"
             if len(text) > texts.MAX_INPUT_CHARS:
-                await sink.fail(texts.TOO_LONG)
+                await renderer.fail(texts.TOO_LONG)
                 return "rejected"
+        # The thinking status shows now, before the slow steps (directory lookup, token,
+        # conversation), and everything until the answer ends runs against one deadline.
+        renderer.begin()
+        deadline = asyncio.get_running_loop().time() + self.answer_timeout
         try:
-            identity = await self.identities.identity_for(inbound.user)
+            async with asyncio.timeout_at(deadline):
+                identity = await self.identities.identity_for(inbound.user)
+                self.store.employees.save(inbound.user, active=True)
+                for observer in self._activity_observers:
+                    try:
+                        observer(identity)
+                    except Exception:  # an observer must never cost an answer
+                        log.warning("activity observer failed", exc_info=True)
+                link = await self._link_for(inbound, identity)
         except NoIdentity:
-            await sink.fail(texts.NO_IDENTITY)
+            await renderer.fail(texts.NO_IDENTITY)
             return "rejected"
-        self.store.employees.save(inbound.user, active=True)
-        for observer in self._activity_observers:
-            try:
-                observer(identity)
-            except Exception:
-                log.warning("activity observer failed", exc_info=True)
-        try:
-            link = await self._link_for(inbound, identity)
         except _Refused as refused:
-            await sink.fail(refused.message)
+            await renderer.fail(refused.message)
             return "rejected"
+        except TimeoutError:
+            log.warning("no conversation after %.0fs (directory, token or Moveworks too slow)",
+                        self.answer_timeout)
+            await self._fail_quietly(renderer, texts.TOO_SLOW)
+            return "timed_out"
         except MoveworksError as exc:
             log.warning("could not create a conversation: %s", exc)
-            await sink.fail(apology_for(exc))
+            await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
-        return await self._stream(inbound, link, sink, retry_lost=True)
+        return await self._stream(inbound, link, renderer, deadline, retry_lost=True)
 
     async def _link_for(self, inbound: Inbound, identity: str | None) -> ThreadLink:
         if inbound.callback_id is not None:
@@ -229,27 +268,13 @@ class Relay:
             inbound.address,
         )
 
-    async def _stream(self, inbound: Inbound, link: ThreadLink, sink: ReplySink, *, retry_lost: bool) -> str:
+    async def _stream(
+        self, inbound: Inbound, link: ThreadLink, renderer: StreamRenderer, deadline: float, *, retry_lost: bool
+    ) -> str:
         identity = link.identity or None
-        budget = self.budgets.get(sink.budget_key, sink.capabilities.write_budget)
         reply_id = self.store.replies.start(link.id)
-        platform = inbound.thread.platform
-
-        def first_text(seconds: float) -> None:
-            metrics.FIRST_TEXT_SECONDS.labels(platform).observe(seconds)
-            for observer in self._first_text_observers:
-                observer(platform, seconds)
-
-        renderer = StreamRenderer(
-            sink,
-            budget,
-            platform=platform,
-            clock=self._clock,
-            sleep=self._sleep,
-            on_response_id=lambda rid: self.store.replies.finish(reply_id, "streaming", response_id=rid),
-            on_first_text=first_text,
-            on_checkpoint=lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint),
-        )
+        renderer.on_response_id = lambda rid: self.store.replies.finish(reply_id, "streaming", response_id=rid)
+        renderer.on_checkpoint = lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint)
         events = self.client.stream_response(
             identity,
             link.conversation_id,
@@ -257,36 +282,45 @@ class Relay:
             callback_id=inbound.callback_id,
         )
         try:
-            result = await renderer.run(events)
+            result = await renderer.run(events, deadline=deadline)
         except asyncio.CancelledError:
-            self.store.replies.finish(reply_id, "interrupted")
-            try:
-                await asyncio.wait_for(asyncio.shield(renderer.fail(texts.RESTARTED)), 5.0)
-            except Exception:  # noqa: BLE001 - best effort while shutting down
-                log.info("could not mark an interrupted answer")
+            # Shutdown: the store says "interrupted" only once the thread says so too; a reply
+            # whose note could not be written stays "streaming", so the next start tells it.
+            if await self._note_restart(renderer):
+                self.store.replies.finish(reply_id, "interrupted")
+            else:
+                log.warning("an answer cut off by the shutdown could not be marked in its thread; "
+                            "the next start will tell it")
             raise _Interrupted() from None
         except UserCanceled:
             self.store.replies.finish(reply_id, "canceled")
             log.info("the user stopped the answer")
             return "canceled"
+        except AnswerTimedOut:
+            self.store.replies.finish(reply_id, "failed")
+            log.warning("the answer did not end within %.0fs; ended it", self.answer_timeout)
+            await self._fail_quietly(renderer, texts.TOO_SLOW)
+            return "timed_out"
         except NotFound as exc:
             self.store.replies.finish(reply_id, "failed")
             if retry_lost and renderer.response_id is None and inbound.callback_id is None:
                 # The conversation is gone on the Moveworks side: start a new one once.
                 log.info("conversation %s not found; starting a new one", link.conversation_id)
                 self.store.links.deactivate(link.id)
+                retry = self._renderer(inbound, renderer.sink)
                 try:
-                    fresh = await self._link_for(inbound, identity)
-                except MoveworksError as err:
-                    await renderer.fail(apology_for(err))
+                    async with asyncio.timeout_at(deadline):
+                        fresh = await self._link_for(inbound, identity)
+                except (MoveworksError, TimeoutError) as err:
+                    await self._fail_quietly(retry, apology_for(err))
                     return "failed"
-                return await self._stream(inbound, fresh, sink, retry_lost=False)
-            await renderer.fail(apology_for(exc))
+                return await self._stream(inbound, fresh, retry, deadline, retry_lost=False)
+            await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
         except InvalidRequest as exc:
             self.store.replies.finish(reply_id, "failed")
             log.warning("Moveworks refused the request: %s", exc)
-            await renderer.fail(texts.CALLBACK_GONE if inbound.callback_id else texts.ANSWER_FAILED)
+            await self._fail_quietly(renderer, texts.CALLBACK_GONE if inbound.callback_id else texts.ANSWER_FAILED)
             return "failed"
         except PlatformError as exc:
             self.store.replies.finish(reply_id, "failed")
@@ -302,23 +336,30 @@ class Relay:
             log.warning("answer failed: %s", exc)
             await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
+        except StoreUnavailable:
+            raise  # the caller tells the asker; nothing more can be recorded
         except Exception:
             self.store.replies.finish(reply_id, "failed")
             log.exception("unexpected error while answering")
             await self._fail_quietly(renderer, texts.BUG)
             return "failed"
-        self.store.replies.finish(
-            reply_id, "final", response_id=result.response_id, platform_message_ids=result.platform_ids
-        )
-        for message_id in result.message_ids:
-            self.store.replies.mark_shown(message_id, link.id, "stream")
+        try:
+            self.store.replies.finish(
+                reply_id, "final", response_id=result.response_id, platform_message_ids=result.platform_ids
+            )
+            for message_id in result.message_ids:
+                self.store.replies.mark_shown(message_id, link.id, "stream")
+        except StoreUnavailable:
+            # The answer is visible; only the bookkeeping is lost (the poller may post the same
+            # message again if Moveworks also lists it as an event).
+            log.error("the answer was shown but the store could not record it")
         return "answered"
 
     @staticmethod
     async def _fail_quietly(renderer: StreamRenderer, message: str = texts.ANSWER_FAILED) -> None:
         try:
             await renderer.fail(message)
-        except Exception:
+        except Exception:  # the platform itself is failing; nothing more to do
             log.warning("could not post the failure message", exc_info=True)
 
 

@@ -40,6 +40,11 @@ from bridge.process import metrics
 log = logging.getLogger(__name__)
 
 
+class AnswerTimedOut(Exception):
+    """The answer did not end by its deadline (keep-alives that reset a read timeout cannot keep
+    an answer open forever)."""
+
+
 class AnswerFailed(Exception):
     """Moveworks ended the answer with FAILED or ERROR."""
 
@@ -78,9 +83,9 @@ class StreamRenderer:
         self._clock = clock
         self._sleep = sleep
         self._max_strikes = max_strikes
-        self._on_response_id = on_response_id
+        self.on_response_id = on_response_id
         self._on_first_text = on_first_text
-        self._on_checkpoint = on_checkpoint
+        self.on_checkpoint = on_checkpoint
         self._checkpoint: dict[str, Any] | None = None
         self._interval = max(0.0, self.caps.min_edit_interval)
         self._latest = Frame(text="", status=None)
@@ -113,38 +118,27 @@ class StreamRenderer:
             if self._nap is not None and self._first_words_replace_status():
                 self._nap.cancel()
 
-    async def run(self, events: AsyncIterator[StreamEvent]) -> RenderResult:
-        """Consume the stream and finish the sink. Raises on failure (the caller then calls
-        `fail` with a kind message); the flusher is always stopped first."""
-        if self._edits_enabled:
+    def begin(self) -> None:
+        """Show the thinking line now, before the answer stream opens (slow steps come first:
+        directory lookups, tokens, creating the conversation). `run` does it if nobody did."""
+        if self._edits_enabled and self._flusher is None and not self._closing:
             self._flusher = asyncio.create_task(self._flush_loop(), name="stream-flusher")
-            self._dirty.set()  # show the thinking line at once
+            self._dirty.set()
+
+    async def run(self, events: AsyncIterator[StreamEvent], *, deadline: float | None = None) -> RenderResult:
+        """Consume the stream and finish the sink. Raises on failure (the caller then calls
+        `fail` with a kind message); the flusher is always stopped first. `deadline` (loop
+        time): the stream is closed then and `AnswerTimedOut` raised."""
+        self.begin()
         final: Response | None = None
+        limit = asyncio.timeout_at(deadline)
         try:
-            async for event in events:
-                if self._failure is not None:
-                    raise self._failure
-                if isinstance(event, ResponseCreated):
-                    self.response_id = event.response.response_id
-                    if self._on_response_id:
-                        self._on_response_id(self.response_id)
-                elif isinstance(event, OutputDelta):
-                    output = event.output
-                    if isinstance(output, ReasoningMessage):
-                        self._reasoning = output.text
-                    elif isinstance(output, Message) and output.actor != "USER":
-                        if self._first_delta_at is None and output.text:
-                            self._first_delta_at = self._clock()
-                        self._messages[output.message_id] = output
-                    self._update()
-                elif isinstance(event, ResponseCompleted):
-                    final = event.response
-                    break
-                elif isinstance(event, ResponseFailed):
-                    err = event.response.error
-                    raise AnswerFailed(err.code if err else "FAILED", err.message if err else "")
-                elif isinstance(event, StreamError):
-                    raise AnswerFailed(event.code, event.message)
+            async with limit:
+                final = await self._consume(events)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            raise AnswerTimedOut() from None
         finally:
             await self._stop_flusher()
             if isinstance(events, AsyncGenerator):
@@ -166,6 +160,33 @@ class StreamRenderer:
             platform_ids=list(platform_ids or []),
             frames_shown=self.frames_shown,
         )
+
+    async def _consume(self, events: AsyncIterator[StreamEvent]) -> Response | None:
+        """Read the stream until it completes (the final response) or fails (raises)."""
+        async for event in events:
+            if self._failure is not None:
+                raise self._failure
+            if isinstance(event, ResponseCreated):
+                self.response_id = event.response.response_id
+                if self.on_response_id:
+                    self.on_response_id(self.response_id)
+            elif isinstance(event, OutputDelta):
+                output = event.output
+                if isinstance(output, ReasoningMessage):
+                    self._reasoning = output.text
+                elif isinstance(output, Message) and output.actor != "USER":
+                    if self._first_delta_at is None and output.text:
+                        self._first_delta_at = self._clock()
+                    self._messages[output.message_id] = output
+                self._update()
+            elif isinstance(event, ResponseCompleted):
+                return event.response
+            elif isinstance(event, ResponseFailed):
+                err = event.response.error
+                raise AnswerFailed(err.code if err else "FAILED", err.message if err else "")
+            elif isinstance(event, StreamError):
+                raise AnswerFailed(event.code, event.message)
+        return None
 
     async def fail(self, message: str) -> None:
         await self._stop_flusher()
@@ -197,7 +218,7 @@ class StreamRenderer:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # we are being cancelled ourselves, not just the flusher
-            except Exception:
+            except Exception:  # a failed frame must not hide the final answer
                 log.debug("intermediate frame failed", exc_info=True)
 
     async def _flush_loop(self) -> None:
@@ -275,9 +296,9 @@ class StreamRenderer:
     def _save_checkpoint(self) -> None:
         """Hand the sink's checkpoint (what a restarted process needs to close this reply in
         place) to the owner when it changed: once per stream, not once per frame."""
-        if self._on_checkpoint is None:
+        if self.on_checkpoint is None:
             return
         state = self.sink.checkpoint()
         if state != self._checkpoint:
             self._checkpoint = state
-            self._on_checkpoint(state)
+            self.on_checkpoint(state)

@@ -29,7 +29,7 @@ from bridge import texts
 from bridge.answers.compose import answer_from_message
 from bridge.contract import ChatAdapter
 from bridge.events.codec import event_time, event_to_json
-from bridge.events.routing import Outcome, Result, Routes, Transient
+from bridge.events.routing import Busy, Outcome, Result, Routes, Transient
 from bridge.mechanisms.gate import ThreadGate
 from bridge.moveworks.models import Event
 from bridge.process import metrics
@@ -72,7 +72,17 @@ class Delivery:
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1
 
-    # --- the public entry point ---------------------------------------------------------------
+    # --- the public entry points --------------------------------------------------------------
+
+    def defer(self, ev: Event, key: str, reason: str) -> None:
+        """Store `ev` for the next poll without trying it (an earlier event of its conversation
+        is waiting for a busy thread, and order within a conversation holds)."""
+        if ev.event_id in self._inflight:
+            return
+        payload = json.dumps(event_to_json(ev), separators=(",", ":"))
+        if self.store.events.claim(ev.event_id, key, ev.conversation_id, payload):
+            self.store.events.finish(ev.event_id, "retry", reason)
+            self._count("deferred")
 
     async def deliver(
         self, ev: Event, key: str, *, started_at: float | None = None, first_poll: bool = False
@@ -92,6 +102,8 @@ class Delivery:
         try:
             try:
                 result = await self._handle(ev, key, started_at, first_poll)
+            except Busy as exc:
+                result = Result(Outcome.DEFERRED, str(exc))
             except Transient as exc:
                 result = Result(Outcome.RETRY, str(exc), retry_after=exc.retry_after)
             except asyncio.CancelledError:
@@ -122,6 +134,11 @@ class Delivery:
             return result
         if result.outcome is Outcome.SKIPPED:
             return self._skip(ev.event_id, result)
+        if result.outcome is Outcome.DEFERRED:  # not a failure: no attempt counted
+            self.store.events.finish(ev.event_id, "retry", result.detail[:500])
+            self._count("deferred")
+            log.info("event %s deferred: %s", ev.event_id, result.detail)
+            return result
         attempts = self._attempts.get(ev.event_id, 0) + 1
         self._attempts[ev.event_id] = attempts
         if attempts >= self.max_attempts:

@@ -222,8 +222,13 @@ class Poller:
         async with self._locks(key):
             return await self._poll(key)
 
-    async def _deliver_pending(self, key: str, started_at: float | None) -> tuple[int, bool, float | None]:
-        """Re-deliver this identity's claimed-but-unfinished and retryable events, in order."""
+    async def _deliver_pending(
+        self, key: str, started_at: float | None, waiting: set[str] | None = None
+    ) -> tuple[int, bool, float | None]:
+        """Re-deliver this identity's claimed-but-unfinished and retryable events, in order.
+        `waiting` collects the conversations whose thread is busy: their later events wait too,
+        the other conversations' go on."""
+        waiting = set() if waiting is None else waiting
         delivered = 0
         for row in self.store.events.pending(key):
             if self._stopping:
@@ -233,9 +238,13 @@ class Poller:
                 log.error("event %s: stored payload unreadable; skipped", row.get("event_id"))
                 self.store.events.finish(row["event_id"], "skipped", "unreadable stored payload")
                 continue
+            if ev.conversation_id in waiting:
+                continue  # stays pending, behind its conversation's earlier event
             result = await self.delivery.deliver(ev, key, started_at=started_at)
             if result.outcome is Outcome.SENT:
                 delivered += 1
+            elif result.outcome is Outcome.DEFERRED:
+                waiting.add(ev.conversation_id)
             elif result.outcome is Outcome.RETRY:
                 return delivered, False, result.retry_after
         return delivered, True, None
@@ -244,7 +253,8 @@ class Poller:
         last, started_at = self._ensure_checkpoint(key)
         started_at -= self.history_grace
         first_poll = last is None
-        delivered, ok, retry_after = await self._deliver_pending(key, started_at)
+        waiting: set[str] = set()  # conversations whose thread is busy in this poll
+        delivered, ok, retry_after = await self._deliver_pending(key, started_at, waiting)
         if not ok or self._stopping:
             return delivered, ok, retry_after
         api_identity = self._api_identity(key)
@@ -302,7 +312,13 @@ class Poller:
                     log.info("event %s: listed twice in one poll; handled once", ev.event_id)
                     continue
                 seen.add(ev.event_id)
+                if ev.conversation_id in waiting:
+                    self.delivery.defer(ev, key, "waiting for an earlier event of its conversation")
+                    self.store.checkpoints.advance(key, ev.event_id)  # stored: the next poll has it
+                    continue
                 result = await self.delivery.deliver(ev, key, started_at=started_at, first_poll=first_poll)
+                if result.outcome is Outcome.DEFERRED:
+                    waiting.add(ev.conversation_id)
                 if result.outcome is Outcome.RETRY:
                     return delivered, False, result.retry_after
                 if result.outcome is Outcome.SENT:

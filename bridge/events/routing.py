@@ -32,6 +32,9 @@ class Outcome(Enum):
     SKIPPED = "skipped"
     DUPLICATE = "duplicate"  # already sent or skipped earlier (or by another process)
     RETRY = "retry"  # transient failure: left for a later attempt, checkpoint not advanced
+    # The thread is busy (an answer is streaming there): stored for the next poll, and the poll
+    # goes on with other conversations, so one busy or stuck thread never holds the rest back.
+    DEFERRED = "deferred"
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class Transient(Exception):
     def __init__(self, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class Busy(Transient):
+    """Something is being written into the event's thread right now: never wait for it."""
 
 
 class Routes:
@@ -84,14 +91,16 @@ class Routes:
         if adapter is None:
             log.info("event %s: no %s adapter running for its thread", ev.event_id, link.thread.platform)
             return None
+        if self.gate.busy(link.thread):
+            raise Busy("an answer is streaming in this thread")
         try:
             async with self.gate.hold(link.thread):
-                if self.store.replies.was_shown(message_id):  # a live answer finished while we waited
+                if self.store.replies.was_shown(message_id):  # a live answer showed it already
                     return Result(Outcome.SKIPPED, "already shown live")
                 if self.store.replies.streaming_in(link.thread):
                     # Another process (`serve`, with a separate `poll` worker) is streaming an
-                    # answer here: the in-process lock cannot see it, the store can.
-                    raise Transient("an answer is streaming in this thread", 2.0)
+                    # answer here: the in-process gate cannot see it, the store can.
+                    raise Busy("an answer is streaming in this thread (another process)")
                 sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
                 ids = await sink.finish(answer)
                 self.store.replies.mark_shown(message_id, link.id, "event")

@@ -13,7 +13,8 @@ request is accepted (documented: set a secret on any deployment reachable from t
 Several secrets (key rotation grace period) may be given as a list.
 
 Payload: JSON; the identity is read from `identity`, `user_email`, `email` or `user.email`. An
-empty or non-JSON body (after a valid signature) triggers the recently active identities.
+empty or non-JSON body (after a valid signature) triggers the recently active identities; JSON
+nested too deeply to parse is a 400.
 """
 
 from __future__ import annotations
@@ -84,12 +85,12 @@ def make_webhook_handler(poller: Any, secret: str | Iterable[str] | None):
     async def handler(request: web.Request) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return web.json_response({"error": "body too large"}, status=413)
-        buffer = bytearray()
-        while chunk := await request.content.read(64 * 1024):  # a body may arrive in many chunks
-            buffer += chunk
-            if len(buffer) > MAX_BODY:
-                return web.json_response({"error": "body too large"}, status=413)
-        body = bytes(buffer)
+        try:  # `read`, not the stream: `serve` may have read (and cached) the body already
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "body too large"}, status=413)
+        if len(body) > MAX_BODY:
+            return web.json_response({"error": "body too large"}, status=413)
         if secrets:
             header = next((request.headers.get(h) for h in SIGNATURE_HEADERS if request.headers.get(h)), None)
             if not verify(body, header, secrets):
@@ -99,6 +100,8 @@ def make_webhook_handler(poller: Any, secret: str | Iterable[str] | None):
         if body.strip():
             try:
                 payload = json.loads(body)
+            except RecursionError:
+                return web.json_response({"error": "JSON nested too deeply"}, status=400)
             except ValueError:
                 log.info("webhook: body is not JSON; polling the recently active identities")
         identity = identity_of(payload)

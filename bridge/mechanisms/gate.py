@@ -42,6 +42,10 @@ class KeyedLock:
     def __len__(self) -> int:
         return len(self._locks)
 
+    def held(self, key: str) -> bool:
+        """Does someone hold or wait for `key` right now?"""
+        return key in self._locks
+
 
 class ThreadGate:
     """Per-thread ordering for answers and event deliveries in this process (the store's reply
@@ -53,6 +57,11 @@ class ThreadGate:
     def hold(self, thread: ThreadKey) -> AbstractAsyncContextManager[None]:
         """Held while anything is written into `thread`."""
         return self._locks(thread.lock_key)
+
+    def busy(self, thread: ThreadKey) -> bool:
+        """Is something being written into `thread` (or waiting to be)? Checked and then held
+        with no await in between, a False stays true until `hold` has the thread."""
+        return self._locks.held(thread.lock_key)
 
     def __len__(self) -> int:
         return len(self._locks)

@@ -10,6 +10,7 @@ from .errors import (
     NotFound,
     RateLimited,
     StreamFailed,
+    TokenTimeout,
 )
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "NotFound",
     "RateLimited",
     "StreamFailed",
+    "TokenTimeout",
     "UserJwtAuth",
 ]

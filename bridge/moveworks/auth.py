@@ -8,7 +8,9 @@
   refreshed single-flight per employee.
 
 Secrets (API keys, client secrets, private keys, assertions, access tokens) never appear in
-exception messages, logs or reprs.
+exception messages, logs or reprs: every one of them is registered with the process-wide secret
+registry (`bridge.process.logs.remember_secret`; access tokens and assertions until shortly after
+they expire), which the log formatters and the error paths here and in transport.py scrub with.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .errors import AuthError, MoveworksUnavailable, RateLimited
+from bridge.process.logs import remember_secret, scrub
+
+from .errors import AuthError, MoveworksUnavailable, RateLimited, TokenTimeout
 
 log = logging.getLogger("bridge.moveworks")
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DEFAULT_TOKEN_TTL = 60.0  # when the token endpoint omits expires_in (current docs: 60 s tokens)
+SECRET_GRACE = 600.0  # an issued token stays masked this long after it expires (late echoes)
 MAX_ASSERTION_TTL = 3600
+TOKEN_READ_TIMEOUT = 10.0  # seconds
 
 
 class AuthConfigError(AuthError, ValueError):
@@ -99,6 +105,7 @@ class ApiKeyAuth:
 
     def __init__(self, api_key: str) -> None:
         self._api_key = _require(api_key, "MOVEWORKS_API_KEY")
+        remember_secret(self._api_key)
 
     async def bearer(self, identity: str | None) -> str:
         return self._api_key
@@ -130,7 +137,9 @@ class _TokenExchangeAuth:
         self._token_url = _require(token_url, "MOVEWORKS_TOKEN_URL")
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
+            # A token comes back in well under a second; a hanging endpoint must end the
+            # question kindly within seconds, not hold it for a minute.
+            timeout=httpx.Timeout(connect=5.0, read=TOKEN_READ_TIMEOUT, write=10.0, pool=10.0)
         )
         self._clock = clock
         self._cache: dict[str | None, tuple[str, float]] = {}
@@ -190,6 +199,7 @@ class _TokenExchangeAuth:
         form, secrets = self._form(key)
         token, expires_in = await self._exchange(form, secrets)
         ttl = expires_in if expires_in is not None else DEFAULT_TOKEN_TTL
+        remember_secret(token, ttl + SECRET_GRACE)  # masked wherever an upstream echoes it
         self._store(key, token, self._clock() + _cache_lifetime(ttl))
         log.debug("moveworks auth: new token for %s, expires in %.0fs", self._describe(key), ttl)
         return token
@@ -209,6 +219,9 @@ class _TokenExchangeAuth:
             resp = await self._http.post(
                 self._token_url, data=form, headers={"Accept": "application/json"}
             )
+        except httpx.TimeoutException as exc:
+            log.warning("moveworks auth: token endpoint timed out (%s)", type(exc).__name__)
+            raise TokenTimeout("Moveworks token endpoint did not answer in time") from None
         except httpx.HTTPError as exc:
             log.warning("moveworks auth: token endpoint unreachable: %s", type(exc).__name__)
             # `from None`: the chained httpx exception carries the request, whose body has secrets
@@ -240,10 +253,7 @@ class _TokenExchangeAuth:
                 expires_in = None
             return token, expires_in
 
-        code, detail = _token_error_detail(body)
-        for secret in secrets:
-            if secret and detail:
-                detail = detail.replace(secret, "***")
+        code, detail = _token_error_detail(body, secrets)
         status = resp.status_code
         text = f"Moveworks token endpoint refused the {self._what} (HTTP {status}"
         text += f", {code})" if code else ")"
@@ -262,7 +272,9 @@ class _TokenExchangeAuth:
         raise MoveworksUnavailable(text, status=status, code=code, root_uuid=root)
 
 
-def _token_error_detail(body: Any) -> tuple[str | None, str | None]:
+def _token_error_detail(body: Any, secrets: list[str]) -> tuple[str | None, str | None]:
+    """(code, message) of a token endpoint's error body, scrubbed of `secrets` and every known
+    secret before they are shortened (a cut-off secret would no longer be recognised)."""
     if not isinstance(body, dict):
         return None, None
     err = body.get("error")
@@ -272,8 +284,15 @@ def _token_error_detail(body: Any) -> tuple[str | None, str | None]:
         code, message = err, body.get("error_description") or body.get("message")
     else:  # flat {"code", "message"}
         code, message = body.get("code"), body.get("message")
-    code = str(code)[:60] if code else None
-    message = " ".join(str(message).split())[:200] if message else None
+    def clean(value: Any) -> str:
+        text = str(value)
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return scrub(text)
+
+    code = clean(code)[:60] if code else None
+    message = " ".join(clean(message).split())[:200] if message else None
     return code, message
 
 
@@ -293,6 +312,7 @@ class ClientCredentialsAuth(_TokenExchangeAuth):
     ) -> None:
         self._client_id = _require(client_id, "MOVEWORKS_CLIENT_ID")
         self._client_secret = _require(client_secret, "MOVEWORKS_CLIENT_SECRET")
+        remember_secret(self._client_secret)
         super().__init__(token_url, http=http, clock=clock)
 
     def _form(self, key: str | None) -> tuple[dict[str, str], list[str]]:
@@ -381,7 +401,9 @@ class UserJwtAuth(_TokenExchangeAuth):
             "jti": uuid.uuid4().hex,
         }
         headers = {"kid": self._key_id} if self._key_id else None
-        return jwt.encode(claims, self._private_key, algorithm="RS256", headers=headers)
+        signed = jwt.encode(claims, self._private_key, algorithm="RS256", headers=headers)
+        remember_secret(signed, self._assertion_ttl + SECRET_GRACE)
+        return signed
 
     def _form(self, key: str | None) -> tuple[dict[str, str], list[str]]:
         assert key is not None

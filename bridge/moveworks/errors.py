@@ -34,6 +34,10 @@ class MoveworksUnavailable(MoveworksError):
     """Network failure, timeout or 5xx that survived the retries: try again later."""
 
 
+class TokenTimeout(MoveworksUnavailable):
+    """The token endpoint did not answer in time. Not retried: the asker hears at once."""
+
+
 class RateLimited(MoveworksError):
     """429 that survived the retries. `retry_after` is in seconds when the server said."""
 

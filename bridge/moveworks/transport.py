@@ -3,7 +3,9 @@
 Every endpoint goes through `Transport`, so every call fails alike: typed errors (errors.py) carrying
 HTTP status, API error code and `x-moveworks-root-uuid`; explicit timeouts (JSON calls: connect 5 s /
 read 30 s; stream: read 90 s between bytes); jittered exponential backoff honouring `Retry-After`;
-a 401 drops the cached token and retries once with a fresh one.
+a 401 drops the cached token and retries once with a fresh one. Upstream error text (JSON
+`message`/`code`, an HTML page's title) is scrubbed of the bearer sent and of every other known
+credential (`bridge.process.logs.scrub`) before it becomes an exception message or a log line.
 
 Retry policy per call:
 
@@ -37,6 +39,8 @@ from urllib.parse import quote
 
 import httpx
 
+from bridge.process.logs import scrub
+
 from .auth import AuthProvider, parse_retry_after
 from .errors import (
     AuthError,
@@ -45,6 +49,7 @@ from .errors import (
     MoveworksUnavailable,
     NotFound,
     RateLimited,
+    TokenTimeout,
 )
 
 log = logging.getLogger("bridge.moveworks")
@@ -168,6 +173,8 @@ class Transport:
         """The bearer, or a retryable (unsent) failure; an AuthError propagates."""
         try:
             return await self.auth.bearer(identity)
+        except TokenTimeout:
+            raise
         except (RateLimited, MoveworksUnavailable) as exc:
             retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             return AttemptFailed(exc, sent=False, token=None, retry_after=retry_after)
@@ -265,18 +272,18 @@ class Transport:
                 code, message = err, data.get("error_description") or data.get("message")
             else:
                 code, message = data.get("code"), data.get("message")
-        code = str(code)[:80] if code else None
+        # Scrubbed before anything is shortened: an upstream may echo a credential back, and a
+        # cut-off one would no longer be recognised.
+        code = self.clean(str(code), token)[:80] if code else None
         if message:
-            message = str(message)
-            if token and token in message:
-                message = message.replace(token, "***")
+            message = self.clean(str(message), token)
         else:
             ctype = resp.headers.get("content-type", "").split(";")[0].strip() or "no content type"
             if not resp.content:
                 message = "empty body"
             else:
                 message = f"non-JSON body ({ctype})"
-                match = re.search(r"<title[^>]*>(.*?)</title>", resp.text[:4096], re.I | re.S)
+                match = re.search(r"<title[^>]*>(.*?)</title>", self.clean(resp.text[:8192], token), re.I | re.S)
                 if match and match.group(1).strip():
                     message += f": {match.group(1).strip()[:100]}"
         if status == 400:
@@ -309,6 +316,7 @@ class Transport:
         retry_after: float | None = None,
     ) -> MoveworksError:
         """A typed error naming the endpoint, status and root uuid (and logged once)."""
+        detail, code = scrub(detail), scrub(code) if code else code
         status = resp.status_code if resp is not None else None
         root = None
         if resp is not None:
@@ -322,6 +330,13 @@ class Transport:
         if cls is RateLimited:
             return RateLimited(text, retry_after=retry_after, status=status, code=code, root_uuid=root)
         return cls(text, status=status, code=code, root_uuid=root)
+
+    @staticmethod
+    def clean(text: str, token: str | None = None) -> str:
+        """Upstream text without the bearer just sent or any other known credential."""
+        if token and token in text:
+            text = text.replace(token, "***")
+        return scrub(text)
 
     @staticmethod
     def ambiguous(failure: AttemptFailed) -> bool:

@@ -45,6 +45,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     shutdown_grace: float = 20.0
+    answer_timeout: float = 180.0
     unmapped_dm: str = "sole"
 
     moveworks_base_url: str = DEFAULT_BASE_URL
@@ -76,6 +77,7 @@ class Settings:
     teams_app_type: str = "MultiTenant"
     teams_allowed_tenants: frozenset[str] = field(default_factory=frozenset)
     teams_text_format: str = "markdown"
+    teams_openid_metadata_url: str | None = None  # None: botbuilder's (the Bot Framework's)
 
     def __repr__(self) -> str:
         shown = []
@@ -121,6 +123,7 @@ class Settings:
                 "BRIDGE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             shutdown_grace=reader.float("BRIDGE_SHUTDOWN_GRACE", 20.0, low=0.0),
+            answer_timeout=reader.float("BRIDGE_ANSWER_TIMEOUT", 180.0, low=5.0),
             unmapped_dm=reader.choice("BRIDGE_UNMAPPED_DM", ("sole", "last_active", "off"), "sole"),
             moveworks_base_url=reader.url("MOVEWORKS_BASE_URL", DEFAULT_BASE_URL),
             moveworks_assistant_name=reader.str("MOVEWORKS_ASSISTANT_NAME") or "",
@@ -153,6 +156,7 @@ class Settings:
             teams_text_format=reader.choice(
                 "TEAMS_TEXT_FORMAT", ("markdown", "extendedmarkdown"), "markdown"
             ),
+            teams_openid_metadata_url=reader.url("TEAMS_OPENID_METADATA_URL", "") or None,
         )
         if (
             settings.per_employee

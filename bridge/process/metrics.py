@@ -60,6 +60,33 @@ POLLS = Counter(
     "bridge_polls", "Event polls by identity class", ["cls"], registry=REGISTRY
 )
 POLL_ERRORS = Counter("bridge_poll_errors", "Failed event polls", ["kind"], registry=REGISTRY)
+EVENT_LOOP_LAG = Gauge(
+    "bridge_event_loop_lag_seconds",
+    "Latest event-loop lag: how late the watchdog's 0.25 s sleep woke up (serve only)",
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG_SECONDS = Histogram(
+    "bridge_event_loop_lag_observed_seconds",
+    "Every event-loop lag measurement of the watchdog",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+HTTP_CONNECTIONS = Gauge(
+    "bridge_http_connections_open", "Inbound HTTP connections open now (serve only)", registry=REGISTRY
+)
+HTTP_CONNECTIONS_REFUSED = Counter(
+    "bridge_http_connections_refused",
+    "Inbound connections closed at once because the connection cap was reached",
+    registry=REGISTRY,
+)
+HTTP_CONNECTIONS_EVICTED = Counter(
+    "bridge_http_connections_evicted",
+    "Idle or slow inbound connections closed to make room for a new one at the cap",
+    registry=REGISTRY,
+)
+HTTP_SLOW_REQUESTS = Counter(
+    "bridge_http_slow_requests", "Requests whose body did not arrive in time (408)", registry=REGISTRY
+)
 
 
 def render() -> bytes:

@@ -60,7 +60,7 @@ class Runtime:
         for adapter in self.adapters:
             try:
                 await adapter.stop_inbound()
-            except Exception:
+            except Exception:  # keep shutting down
                 log.warning("adapter %s did not stop receiving cleanly", adapter.platform, exc_info=True)
 
     async def aclose(self) -> None:
@@ -69,7 +69,7 @@ class Runtime:
         for adapter in self.adapters:
             try:
                 await adapter.stop()
-            except Exception:
+            except Exception:  # shut the rest down regardless
                 log.warning("adapter %s did not stop cleanly", adapter.platform, exc_info=True)
         await self.client.aclose()
         if self.poller_client is not None:
@@ -138,7 +138,7 @@ def build_runtime(
     client = build_client(settings, auth, **(client_kw or {}))
     budgets = Budgets(clock=clock, sleep=sleep)
     relay = Relay(store=store, client=client, per_employee=auth.per_employee, budgets=budgets,
-                  clock=clock, sleep=sleep)
+                  answer_timeout=settings.answer_timeout, clock=clock, sleep=sleep)
     services = Services(settings=settings, store=store, relay=relay, budgets=budgets)
     runtime = Runtime(settings=settings, store=store, auth=auth, client=client, relay=relay,
                       budgets=budgets, services=services, interrupted=interrupted)

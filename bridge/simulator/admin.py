@@ -2,12 +2,14 @@
 
     POST /_sim/answers   Script the next answer(s). JSON:
                          {text, match?, identity?, reasoning?: [str],
-                          citations?: [{title, url, body?, offset?}],
+                          citations?: [{title, url, body?, offset?,
+                                        title_type?: "PLAIN_TEXT"|"MARKDOWN_TEXT"|"COMMONMARK_TEXT"}],
                           actions?: [{type: "CALLBACK_ACTION"|"URL_ACTION", label, url?}],
                           chunks?: int (number of MESSAGE snapshots),
                           delay?: seconds between snapshots (overrides pacing),
                           status?: "COMPLETED"|"FAILED", followup?: {text, delay},
-                          times?: int (default 1)}
+                          times?: int (default 1),
+                          content_type?: "COMMONMARK_TEXT" (default)|"MARKDOWN_TEXT"|"PLAIN_TEXT"}
                          Scripts are consumed FIFO by the first text question that contains
                          `match` (case-insensitive; absent = any) from `identity` (absent = any).
                          `followup` injects an event with that text into the same conversation
@@ -51,16 +53,17 @@ if TYPE_CHECKING:
 SUMMARY = """\
 Admin API (no auth):
   POST /_sim/answers   script the next answer  {text, match?, identity?, reasoning?, citations?, actions?,
-                                               chunks?, delay?, status?, followup?, times?}
+                                               chunks?, delay?, status?, followup?, times?, content_type?}
   POST /_sim/events    inject an event         {identity, text, conversation_id?, actions?, citations?}
   POST /_sim/faults    inject a fault          {kind: rate_limit|server_error|stream_cut|stream_error|
-                                               response_failed|slow|expire_tokens, endpoint?, count?,
+                                               response_failed|slow|stall|expire_tokens, endpoint?, count?,
                                                retry_after?, delay?}
   GET  /_sim/requests  request log     POST /_sim/reset   clear state
   GET  /_sim/state     state summary   POST /_sim/config  {pace?, token_ttl?, token_body?}"""
 
 _SCRIPT_KEYS = (
     "text", "match", "identity", "reasoning", "citations", "actions", "chunks", "delay", "status", "followup", "times",
+    "content_type",
 )
 _EVENT_KEYS = ("identity", "text", "conversation_id", "actions", "citations", "content_type")
 _FAULT_KEYS = ("kind", "endpoint", "count", "retry_after", "delay", "html")

@@ -16,8 +16,9 @@ from aiohttp import web
 
 from . import engine
 from .errors import ApiError, bad_input, not_found
-from .pagination import paginate
+from .pagination import page_error, paginate
 from .state import CallbackRef, UserState
+from .taps import Sent
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -97,15 +98,20 @@ class ConversationsApi:
         return resp
 
     def _input(self, request: web.Request, body: dict[str, Any], conversation_id: str):
-        """(question, None) or (None, (callback_id, ref)); accepts G1/G2 and the G3 `chat` shape."""
+        """(question, None) or (None, (callback_id, ref)), with the input shapes of the request's base:
+        `{text}` on /rest/v1beta1 (its spec has no other), `{text}` or `{callback_id}` on /assistant/v1,
+        and also the `{chat: {text}}` / `{callback: {callback_id}}` shapes on /rest/v1."""
         inp = body.get("input")
         if not isinstance(inp, dict):
             raise bad_input("input is required")
         text, callback_id = inp.get("text"), inp.get("callback_id")
-        if isinstance(inp.get("chat"), dict):
-            text = inp["chat"].get("text")
-        if isinstance(inp.get("callback"), dict):
-            callback_id = inp["callback"].get("callback_id")
+        if request.path.startswith("/rest/v1/"):
+            if isinstance(inp.get("chat"), dict):
+                text = inp["chat"].get("text")
+            if isinstance(inp.get("callback"), dict):
+                callback_id = inp["callback"].get("callback_id")
+        elif request.path.startswith("/rest/v1beta1/") and callback_id is not None:
+            raise bad_input("input.text is required (this API version takes text input only)")
         if text is not None and callback_id is not None:
             raise bad_input("input must have exactly one of text or callback_id")
         if callback_id is not None:
@@ -131,7 +137,7 @@ class ConversationsApi:
     async def list_conversations(self, request: web.Request) -> web.Response:
         raw = request.query.get("archived", "false").lower()
         if raw not in ("true", "false", "1", "0"):
-            raise bad_input("archived must be true or false")
+            raise page_error("archived must be true or false")
         archived = raw in ("true", "1")
         convs = [c for c in self._user(request).conversations.values() if bool(c.get("archived")) == archived]
         convs.sort(key=lambda c: (c["updated_at"], c["conversation_id"]), reverse=True)
@@ -219,6 +225,7 @@ class ConversationsApi:
         run = await self._start(request, "stream")
         faults = self.sim.faults
         cut = faults.take("stream", ("stream_cut",)) is not None
+        stall = faults.take("stream", ("stall",)) is not None
         run.stream_error = faults.take("stream", ("stream_error",)) is not None
         queue = run.subscribe()
         engine.launch(self.sim, run)
@@ -242,8 +249,15 @@ class ConversationsApi:
                     seq += 1
                     rest = {k: v for k, v in data.items() if k != "event_type"}
                     data = {"event_type": event_type, "sequence_number": seq, **rest}
-                frame = f"event: {event_type}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-                await resp.write(frame.encode())
+                payload = json.dumps(data, ensure_ascii=False)
+                await resp.write(f"event: {event_type}\ndata: {payload}\n\n".encode())
+                if self.sim.taps:
+                    self.sim.sent(Sent(request.method, request.path, 200, "text/event-stream",
+                                       event=event_type, data=json.loads(payload)))
+                if stall and event_type == "RESPONSE_CREATED":
+                    while True:  # keep-alives only, until the client gives up
+                        await asyncio.sleep(self.sim.config.ping_interval)
+                        await resp.write(b": ping\n\n")
                 if event_type == "RESPONSE_IN_PROGRESS":
                     await resp.write(b": ping\n\n")
                 if (cut and event_type == "RESPONSE_CREATED") or event_type in (
@@ -294,7 +308,10 @@ class ConversationsApi:
         msg = self._user(request).messages.get(mid)
         if msg is None or msg["response_id"] != resp["response_id"]:
             raise not_found("Message")
-        body = await json_body(request)
+        try:
+            body = await json_body(request)
+        except ApiError as exc:  # the spec's only 400 body here is INVALID_REQUEST
+            raise ApiError(400, "INVALID_REQUEST", exc.message) from None
         cb = body.get("callback_id")
         ref: CallbackRef | None = self.sim.state.callbacks.get(cb) if isinstance(cb, str) else None
         if (ref is None or ref.message_id != mid or ref.kind not in ("helpful", "unhelpful")

@@ -31,7 +31,7 @@ def build_message(
     *,
     message_id: str | None = None,
     created_at: str | None = None,
-    content_type: str = "COMMONMARK_TEXT",
+    content_type: str | None = None,
 ) -> dict[str, Any]:
     """A final assistant message: citations + ordered content_references, actions, feedback ids."""
     text = plan.text
@@ -40,7 +40,7 @@ def build_message(
         "conversation_id": conversation_id,
         "response_id": response_id,
         "actor": "ASSISTANT",
-        "content": content(content_type, text),
+        "content": content(content_type or plan.content_type, text),
         "created_at": created_at or now_iso(),
     }
     citations, refs = [], []
@@ -51,8 +51,8 @@ def build_message(
                 "citation_id": cid,
                 "url": c["url"],
                 "display": {
-                    "title": content("PLAIN_TEXT", c["title"]),
-                    "body": content("COMMONMARK_TEXT", c.get("body") or ""),
+                    "title": content(c.get("title_type") or "PLAIN_TEXT", c["title"]),
+                    "body": content(c.get("body_type") or "COMMONMARK_TEXT", c.get("body") or ""),
                     "attributes": [],
                 },
             }
@@ -213,13 +213,13 @@ async def _play(sim: Simulator, run: Run) -> None:
             "conversation_id": conv_id,
             "response_id": resp_id,
             "actor": "ASSISTANT",
-            "content": content("COMMONMARK_TEXT", ""),
+            "content": content(plan.content_type, ""),
             "created_at": created_at,
         }
         msg_output = {"type": "MESSAGE", "message": snapshot}
         for i, text in enumerate(split_snapshots(plan.text, cfg.chunk_words, plan.chunks)):
             await asyncio.sleep(pause(cfg.chunk_delay))
-            snapshot["content"] = content("COMMONMARK_TEXT", text)
+            snapshot["content"] = content(plan.content_type, text)
             resp["outputs"] = copy.deepcopy(outputs + [msg_output])
             if i == 0:
                 sim.timeline(resp_id, run.question)["first_text"] = time.monotonic()

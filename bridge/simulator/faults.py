@@ -17,6 +17,7 @@ KINDS = (
     "stream_error",  # ERROR event after the first MESSAGE snapshot; response ends FAILED
     "response_failed",  # terminal RESPONSE_FAILED (stream) / FAILED (async)
     "slow",  # `delay` seconds before the first byte (plain endpoints) or before the answer
+    "stall",  # the stream sends RESPONSE_CREATED, then only keep-alive comments, never an end
     "expire_tokens",  # immediate: every minted token expires now (not queued)
 )
 ENDPOINTS = (

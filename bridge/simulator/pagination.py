@@ -3,7 +3,8 @@
 A cursor is urlsafe base64 of JSON `{"l": list-name, "o": offset, "a": anchor-id}`: lists ordered by
 id (messages, events) resume *after the anchor id*, so items created between pages neither repeat
 nor get skipped; the conversation list (ordered by mutable `updated_at`) uses the offset. A cursor
-that does not decode, or belongs to another list, is 400 `INVALID_CURSOR`.
+that does not decode, or belongs to another list, is 400 `INVALID_CURSOR`, and so is a bad `limit`:
+the published spec declares `INVALID_CURSOR` as the only 400 body of the list endpoints.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .errors import ApiError, bad_input
+from .errors import ApiError
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -29,10 +30,15 @@ def parse_limit(request: web.Request) -> int:
     try:
         limit = int(raw)
     except ValueError:
-        raise bad_input("limit must be an integer between 1 and 100") from None
+        raise page_error("limit must be an integer between 1 and 100") from None
     if not 1 <= limit <= MAX_LIMIT:
-        raise bad_input("limit must be between 1 and 100")
+        raise page_error("limit must be between 1 and 100")
     return limit
+
+
+def page_error(message: str) -> ApiError:
+    """A bad list parameter: 400 with the one code the spec declares for list endpoints."""
+    return ApiError(400, "INVALID_CURSOR", message)
 
 
 def encode_cursor(list_name: str, offset: int, anchor: str | None) -> str:
@@ -41,7 +47,7 @@ def encode_cursor(list_name: str, offset: int, anchor: str | None) -> str:
 
 
 def decode_cursor(cursor: str, list_name: str) -> tuple[int, str | None]:
-    bad = ApiError(400, "INVALID_CURSOR", "Invalid cursor")
+    bad = page_error("Invalid cursor")
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError, UnicodeDecodeError):

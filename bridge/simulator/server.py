@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from .errors import CODES, ApiError
 from .faults import Fault, FaultBoard
 from .ids import now_iso
 from .state import SYSTEM_TITLE, SimState
+from .taps import Sent
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Simulator:
         self.faults = FaultBoard()
         self.scripts: list[Script] = []
         self.requests: list[dict[str, Any]] = []
+        self.taps: list[Callable[[Sent], None]] = []  # see `Sent`; not cleared by reset
         # response id -> {question, first_text, end} (time.monotonic): when each answer's first text
         # and its end left the simulator, so benchmarks can measure what the bridge adds after them.
         self.timings: dict[str, dict[str, Any]] = {}
@@ -61,7 +63,9 @@ class Simulator:
     # -- lifecycle ------------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        return f"{self.url}/rest/v1beta1"
+        """The newest base with a published spec, which has every feature simulated (actions,
+        callback input); `/rest/v1beta1` and `/rest/v1` answer too."""
+        return f"{self.url}/assistant/v1"
 
     @property
     def token_url(self) -> str:
@@ -122,10 +126,12 @@ class Simulator:
         status: str = "COMPLETED",
         followup: dict[str, Any] | None = None,
         times: int = 1,
+        content_type: str = "COMMONMARK_TEXT",
     ) -> dict[str, Any]:
         script = Script(
             text=text, match=match, identity=identity, reasoning=reasoning, citations=citations or [],
             actions=actions or [], chunks=chunks, delay=delay, status=status, followup=followup, times=times,
+            content_type=content_type,
         )
         self.scripts.append(script)
         return script.as_dict()
@@ -176,6 +182,13 @@ class Simulator:
             self.tokens.expire_all()
             return
         self.faults.add(Fault(kind, endpoint, count, retry_after, delay, html))
+
+    def sent(self, item: Sent) -> None:
+        for tap in list(self.taps):
+            try:
+                tap(item)
+            except Exception:  # a tap must never break the API it watches
+                log.exception("simulator: tap failed")
 
     def timeline(self, response_id: str, question: str) -> dict[str, Any]:
         return self.timings.setdefault(response_id, {"question": question})
@@ -236,6 +249,9 @@ class Simulator:
                 raise
             response = ApiError(exc.status, CODES.get(exc.status, "INVALID_REQUEST"), exc.reason).response()
         record["status"] = response.status
+        if self.taps and isinstance(response, web.Response):
+            body = response.body if isinstance(response.body, bytes) else None
+            self.sent(Sent(request.method, request.path, response.status, response.content_type or "", body=body))
         return response
 
     async def _dispatch(self, request: web.Request, handler, name: str | None, record: dict[str, Any]):
@@ -270,7 +286,7 @@ def banner(sim: Simulator) -> str:
     return "\n".join(
         [
             "Moveworks Conversations API simulator",
-            f"  base URL        {sim.base_url}   (also /assistant/v1, /rest/v1)",
+            f"  base URL        {sim.base_url}   (also /rest/v1beta1, /rest/v1)",
             f"  token URL       {sim.token_url}   (client_credentials: {cfg.client_id} / {cfg.client_secret})",
             f"  Assistant-Name  {cfg.assistant_name}",
             f"  demo API key    {key}   (acts as {who})",

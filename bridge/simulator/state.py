@@ -62,13 +62,10 @@ class SimState:
     # -- factories -------------------------------------------------------------------------
     def new_conversation(self, identity: str, title: str | None) -> dict[str, Any]:
         ts = now_iso()
-        conv: dict[str, Any] = {
-            "conversation_id": new_id("conv_"),
-            "title": title,
-            "archived": False,
-            "created_at": ts,
-            "updated_at": ts,
-        }
+        conv: dict[str, Any] = {"conversation_id": new_id("conv_")}
+        if title is not None:  # the spec's title is a string: an untitled conversation has none
+            conv["title"] = title
+        conv.update(archived=False, created_at=ts, updated_at=ts)
         self.user(identity).conversations[conv["conversation_id"]] = conv
         return conv
 

@@ -12,7 +12,10 @@ database:
   an in-process lock, so exactly one caller across all processes wins;
 - `checkpoints.advance` never moves a checkpoint backwards, even when two processes race;
 - `employees.save` never forgets a known email, name or timestamp;
-- times come from the store's `clock`, so tests can move them.
+- times come from the store's `clock`, so tests can move them;
+- a database that cannot be used now (disk full, read-only, I/O error, not a database) raises
+  `bridge.errors.StoreUnavailable` (a message without data) from any method; other errors (a
+  constraint the logic relies on, a programming error) are not translated.
 """
 
 from __future__ import annotations
@@ -242,7 +245,14 @@ class BridgeStore(Protocol):
 
     @property
     def ready(self) -> bool:
-        """Is the schema complete (no pending migrations) and the database reachable?"""
+        """`health()[0]`: the database is the file opened, writable, and migrated."""
+        ...
+
+    def health(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz. Not ready after a `StoreUnavailable` until a later write
+        succeeds ("database not writable"), when the file was deleted or replaced since it was
+        opened ("database file replaced or deleted", logged once), or with pending migrations
+        ("database not migrated")."""
         ...
 
     def applied_migrations(self) -> list[str]: ...

@@ -2,10 +2,26 @@
 
 The real `slack_sdk` client talks to it through `base_url` (`SLACK_API_URL`), so requests, JSON and
 form encoding, 429 handling and retries are exercised for real. It records every call, keeps message
-state (so a test reads what a user would see), can inject errors, and can enforce Slack's documented
-limits with an injectable clock: Tier 3 on `chat.update` per workspace, the stream methods' tiers
-(start/stop Tier 2, append Tier 4), and the ~1 per second per channel of `chat.postMessage` (short
-bursts allowed); 429 with `Retry-After` beyond them. `rate_limit_writes(s)` is a whole-app outage.
+state (so a test reads what a user would see), can inject errors, and enforces the rules Slack
+documents (see the reference notes' `slack-platform-rules.md`), with an injectable clock:
+
+* **blocks**: every `blocks` payload is parsed and validated by slack_sdk's own Block Kit models
+  (`Block.parse(...).validate_json()`), plus the limits those models miss: 1-3,000 characters per
+  text object, non-empty element lists, button values <= 2,000, URLs <= 3,000, action ids <= 255,
+  at most 50 blocks, and at most 12,000 text characters summed over all blocks of one message
+  (`msg_blocks_too_long`; `text` of every text object and markdown block counts). An empty
+  `markdown` block is refused (`invalid_blocks`);
+* **streaming state**: `chat.update` of a message that is still streaming fails
+  `streaming_state_conflict` (and `chat.delete` fails `cant_delete_message`) and leaves the stream
+  open; `appendStream`/`stopStream` of a stream that ended fail `message_not_in_streaming_state`;
+  `stopStream` refuses more than 50 blocks (`msg_blocks_too_many`);
+* **tiers**: the documented per-method, per-workspace rate tiers (`TIERS`: start/stop Tier 2 in
+  separate buckets, append Tier 4, update/delete/conversations.open Tier 3, ...), answered with 429,
+  `ratelimited` and `Retry-After`; optionally (`enforce_post_rate`) the ~1 per second per channel of
+  `chat.postMessage` (short bursts allowed). `rate_limit_writes(s)` is a whole-app outage;
+* **text**: `chat.update` `text` at most 4,000 characters (`msg_too_long`); `chat.postMessage`
+  truncates `text` past 40,000; `markdown_text` cannot be combined with `blocks` or `text`
+  (`markdown_text_conflict`).
 
 Usage:
     fake = FakeSlack(); await fake.start()
@@ -29,17 +45,37 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import Block
 
 STREAM_CHUNK_LIMIT = 12_000  # markdown_text per start/append/stop call
 STREAM_TOTAL_LIMIT = 40_000  # whole streamed message
-TEXT_LIMIT = 40_000  # `text` of a message
-MARKDOWN_BLOCKS_LIMIT = 12_000  # cumulative over all markdown blocks of one message
-SECTION_TEXT_LIMIT = 3_000
+TEXT_LIMIT = 40_000  # `text` of chat.postMessage: truncated past this
+UPDATE_TEXT_LIMIT = 4_000  # `text` of chat.update: msg_too_long past this
+BLOCKS_TEXT_LIMIT = 12_000  # text characters summed over all blocks of one message
+TEXT_OBJECT_LIMIT = 3_000  # one mrkdwn/plain_text text object (slack_sdk does not check it)
 BUTTON_VALUE_LIMIT = 2_000
+URL_LIMIT = 3_000
+ACTION_ID_LIMIT = 255
 MAX_BLOCKS = 50
 BODY_BLOCK_TYPES = ("markdown", "section", "rich_text", "header")
 WRITE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.delete", "chat.startStream",
                            "chat.appendStream", "chat.stopStream", "chat.postEphemeral"})
+# Slack's documented rate tiers, per method and per workspace (calls a minute): Tier 2 ~20,
+# Tier 3 ~50, Tier 4 ~100. chat.startStream and chat.stopStream are separate Tier 2 buckets.
+# chat.postMessage (~1 per second per channel) is `enforce_post_rate`; assistant.threads.setStatus
+# is "special" with no published figure, so it is not limited here.
+STREAM_TIERS = {"chat.startStream": 20, "chat.appendStream": 100, "chat.stopStream": 20}
+TIER3_METHODS = ("chat.update", "chat.delete", "conversations.open")
+TIERS: dict[str, int] = {
+    **STREAM_TIERS,
+    **dict.fromkeys(TIER3_METHODS, 50),
+    "chat.postEphemeral": 100,
+    "users.info": 100,
+}
+# Error codes that mean "rate limited": `ratelimited` (HTTP 429 with Retry-After) and
+# `rate_limited`, which some methods document as a plain error.
+RATE_LIMIT_ERRORS = frozenset({"ratelimited", "rate_limited"})
 
 
 @dataclass
@@ -89,9 +125,10 @@ class FakeSlack:
         bot_user_id: str = "UBOT",
         bot_id: str = "BBOT",
         app_token: str = "xapp-fake",
-        enforce_tier3: bool = False,
+        enforce_tiers: bool | None = None,
+        enforce_tier3: bool | None = None,
         tier3_per_minute: int = 50,
-        enforce_streams: bool = False,
+        enforce_streams: bool | None = None,
         enforce_post_rate: bool = False,
         post_burst: int = 3,
         clock: Callable[[], float] = time.monotonic,
@@ -100,10 +137,22 @@ class FakeSlack:
         self.token = token
         self.app_token = app_token
         self.enforce_post_rate = enforce_post_rate
-        # Per-method, per-workspace calls per minute: the documented tiers of the stream methods.
-        self.per_minute: dict[str, int] = {"chat.update": tier3_per_minute} if enforce_tier3 else {}
-        if enforce_streams:
-            self.per_minute.update({"chat.startStream": 20, "chat.appendStream": 100, "chat.stopStream": 20})
+        # Per-method, per-workspace calls per minute (`TIERS`), on unless turned off. The older
+        # switches still work: `enforce_tier3=False` / `enforce_streams=False` turn those groups
+        # off, and both False (with `enforce_tiers` unset) every tier, as they used to.
+        if enforce_tiers is None:
+            enforce_tiers = not (enforce_tier3 is False and enforce_streams is False)
+        self.per_minute: dict[str, int] = dict(TIERS) if enforce_tiers else {}
+        if enforce_tier3 is False:
+            for method in TIER3_METHODS:
+                self.per_minute.pop(method, None)
+        elif enforce_tier3 or enforce_tiers:
+            self.per_minute.update(dict.fromkeys(TIER3_METHODS, tier3_per_minute))
+        if enforce_streams is False:
+            for method in STREAM_TIERS:
+                self.per_minute.pop(method, None)
+        elif enforce_streams:
+            self.per_minute.update(STREAM_TIERS)
         self._windows: dict[tuple[str, str], deque[float]] = defaultdict(deque)
         self.outage_until = 0.0  # every write answers 429 until then (see rate_limit_writes)
         self.post_burst = post_burst
@@ -162,7 +211,8 @@ class FakeSlack:
         retry_after: float | None = None,
         status: int | None = None,
     ) -> None:
-        """The next `count` calls of `method` fail with `error` (`ratelimited` -> HTTP 429).
+        """The next `count` calls of `method` fail with `error` (`ratelimited` -> HTTP 429 with
+        Retry-After; `rate_limited` -> the documented error of that name, HTTP 200 unless `status`).
 
         `message_not_in_streaming_state` also ends the stream for real, as Slack does.
         """
@@ -333,6 +383,8 @@ class FakeSlack:
                 self.rate_limited += 1
                 headers = {"Retry-After": str(int(math.ceil(fault.retry_after or 1)))}
                 return reply({"ok": False, "error": "ratelimited"}, fault.status or 429, headers)
+            if fault.error in RATE_LIMIT_ERRORS:
+                self.rate_limited += 1
             return reply({"ok": False, "error": fault.error}, fault.status or 200)
 
         if method == "apps.connections.open":
@@ -418,30 +470,34 @@ class FakeSlack:
             raise _ApiError("msg_too_long")
         if md and len(md) > STREAM_CHUNK_LIMIT:
             raise _ApiError("msg_too_long")
-        if md and blocks and not stream:  # a message body is either markdown_text or blocks
-            raise _ApiError("invalid_arguments")
-        if blocks:
-            FakeSlack._check_blocks(blocks)
+        if md and (blocks or text) and not stream:  # markdown_text is the whole body on its own
+            raise _ApiError("markdown_text_conflict")
+        if blocks is not None:
+            FakeSlack.check_blocks(blocks)
 
     @staticmethod
-    def _check_blocks(blocks: Any) -> None:
-        if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
-            raise _ApiError("invalid_blocks")
-        markdown_total = 0
+    def check_blocks(blocks: Any, *, stop: bool = False) -> None:
+        """Slack's Block Kit rules for one message's `blocks` (see the module docstring); raises
+        the error Slack answers. `stop`: the `blocks` of chat.stopStream."""
+        if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
+            raise _ApiError("invalid_blocks_format")
+        if len(blocks) > MAX_BLOCKS:
+            raise _ApiError("msg_blocks_too_many" if stop else "invalid_blocks")
         for block in blocks:
-            kind = block.get("type")
-            if kind == "markdown":
-                markdown_total += len(block.get("text", ""))
-            elif kind == "section":
-                if len((block.get("text") or {}).get("text", "")) > SECTION_TEXT_LIMIT:
+            try:
+                parsed = Block.parse(block)
+                if parsed is None:  # a block type slack_sdk does not know
                     raise _ApiError("invalid_blocks")
-            for element in block.get("elements") or []:
-                if len(str(element.get("value", ""))) > BUTTON_VALUE_LIMIT:
-                    raise _ApiError("invalid_blocks")
-                for key in ("positive_button", "negative_button"):
-                    if len(str((element.get(key) or {}).get("value", ""))) > BUTTON_VALUE_LIMIT:
-                        raise _ApiError("invalid_blocks")
-        if markdown_total > MARKDOWN_BLOCKS_LIMIT:
+                parsed.validate_json()
+                shape = parsed.to_dict()
+            except (SlackObjectFormationError, TypeError, ValueError, KeyError, AttributeError):
+                raise _ApiError("invalid_blocks") from None
+            elements = block.get("elements")
+            if block.get("type") in ("context", "actions", "context_actions"):
+                if not elements or None in (shape.get("elements") or [None]):
+                    raise _ApiError("invalid_blocks")  # empty, or an element type nobody knows
+            _check_limits(block)
+        if sum(_text_chars(b) for b in blocks) > BLOCKS_TEXT_LIMIT:
             raise _ApiError("msg_blocks_too_long")
 
     def _require_channel(self, params: dict[str, Any]) -> str:
@@ -469,6 +525,8 @@ class FakeSlack:
 
     def _m_chat_postMessage(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(params)
+        if isinstance(params.get("text"), str) and len(params["text"]) > TEXT_LIMIT:
+            params = {**params, "text": params["text"][:TEXT_LIMIT]}  # Slack truncates, it does not refuse
         self._check_content(params)
         message = {
             "ts": self._new_ts(),
@@ -490,6 +548,10 @@ class FakeSlack:
     def _m_chat_update(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(params)
         message = self._find(channel, params.get("ts", ""))
+        if message.get("streaming"):  # end it with chat.stopStream first; the stream stays open
+            raise _ApiError("streaming_state_conflict")
+        if isinstance(params.get("text"), str) and len(params["text"]) > UPDATE_TEXT_LIMIT:
+            raise _ApiError("msg_too_long")
         self._check_content(params)
         if params.get("markdown_text") is not None:
             message["markdown_text"], message["blocks"] = params["markdown_text"], None
@@ -506,6 +568,8 @@ class FakeSlack:
     def _m_chat_delete(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(params)
         message = self._find(channel, params.get("ts", ""))
+        if message.get("streaming"):  # seen by peers against Slack; not in the method's docs
+            raise _ApiError("cant_delete_message")
         self.messages[channel].remove(message)
         return {"ok": True, "channel": channel, "ts": message["ts"]}
 
@@ -564,9 +628,11 @@ class FakeSlack:
         return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
 
     def _m_chat_stopStream(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
-        message = self._streaming(params)
+        channel = self._require_channel(params)
+        if self._find(channel, params.get("ts", "")).get("streaming") and params.get("blocks") is not None:
+            self.check_blocks(params["blocks"], stop=True)  # refused before anything changes
+        message = self._streaming({k: v for k, v in params.items() if k != "blocks"})
         if params.get("blocks"):
-            self._check_blocks(params["blocks"])
             message["blocks"] = params["blocks"]
         message["streaming"] = False
         return {"ok": True, "channel": message["channel"], "ts": message["ts"], "message": dict(message)}
@@ -640,6 +706,35 @@ class FakeSlack:
             "enterprise": None,
             "is_enterprise_install": False,
         }
+
+
+def _text_chars(value: Any) -> int:
+    """Text characters of a block: every `text` string in it (markdown, text objects, labels)."""
+    if isinstance(value, dict):
+        return sum(len(v) if k == "text" and isinstance(v, str) else _text_chars(v) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    return 0
+
+
+def _check_limits(value: Any) -> None:
+    """The limits slack_sdk's models do not check, anywhere inside a block."""
+    if isinstance(value, list):
+        for item in value:
+            _check_limits(item)
+        return
+    if not isinstance(value, dict):
+        return
+    if value.get("type") in ("mrkdwn", "plain_text"):
+        text = value.get("text")
+        if not isinstance(text, str) or not 1 <= len(text) <= TEXT_OBJECT_LIMIT:
+            raise _ApiError("invalid_blocks")
+    for key, limit in (("value", BUTTON_VALUE_LIMIT), ("url", URL_LIMIT), ("action_id", ACTION_ID_LIMIT)):
+        if isinstance(value.get(key), str) and len(value[key]) > limit:
+            raise _ApiError("invalid_blocks")
+    for item in value.values():
+        if isinstance(item, dict | list):
+            _check_limits(item)
 
 
 class _ApiError(Exception):

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
+
+from bridge.store.sqlite.guard import Query
 
 TABLE = "poll_checkpoints"
 
 
 @dataclass
-class CheckpointQuery:
-    db: Database
-    clock: Callable[[], float]
+class CheckpointQuery(Query):
 
     def get(self, identity: str) -> tuple[str | None, float] | None:
         """(last handled event id, when polling of this identity started) or None if new."""

@@ -6,10 +6,17 @@ microseconds, so they run directly on the event loop thread on one connection. S
 (`serve` and `poll`) may share the file: WAL mode and a busy timeout make that safe, and every
 "create once" operation relies on a UNIQUE constraint rather than on in-process locks alone.
 All SQL is parameterised. `bridge.store.migrations` is the only place the schema is defined.
+
+Faults (`bridge.store.sqlite.guard`): a database that cannot be used now (disk full, read-only,
+I/O error, a file that is not a database) raises `StoreUnavailable` from every method; at
+start-up it is a `ConfigError` naming BRIDGE_DB. `Store.health()` is the readiness view.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -17,16 +24,35 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, StoreUnavailable
 from bridge.store.interfaces import HISTORY_TTL
 from bridge.store.migrations import migrations
 from bridge.store.sqlite.checkpoints import CheckpointQuery
 from bridge.store.sqlite.employees import EmployeeQuery
 from bridge.store.sqlite.events import EventQuery
+from bridge.store.sqlite.guard import Availability, guard, startup_error, unavailable_reason
 from bridge.store.sqlite.inbound import InboundQuery
 from bridge.store.sqlite.kv import KVQuery
 from bridge.store.sqlite.links import LinkQuery
 from bridge.store.sqlite.replies import ReplyQuery
+
+log = logging.getLogger("bridge.store")
+
+PROBE_INTERVAL = 10.0  # seconds between write probes by health() while writes are failing
+PROBE_NAMESPACE = "bridge.store"  # kv row written and deleted again by the write probe
+
+
+def _memory(path: str) -> bool:
+    return path in ("", ":memory:")
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the database file, None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def connect(path: str) -> Database:
@@ -34,13 +60,20 @@ def connect(path: str) -> Database:
     try:
         conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     except sqlite3.Error as exc:
-        raise ConfigError(f"BRIDGE_DB: cannot open the database: {exc}") from None
+        raise startup_error(exc) or ConfigError(f"BRIDGE_DB: cannot open the database: {exc}") from None
     db = Database(conn)
-    db.execute("PRAGMA busy_timeout = 10000")
-    db.execute("PRAGMA foreign_keys = ON")
-    if path != ":memory:":
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
+    try:
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA foreign_keys = ON")
+        if not _memory(path):
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.Error as exc:
+        conn.close()
+        error = startup_error(exc)
+        if error is None:
+            raise
+        raise error from None
     return db
 
 
@@ -62,19 +95,32 @@ class Store:
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
         self.clock = clock
+        self.availability = Availability()
+        self.probe_interval = PROBE_INTERVAL
+        self._file = None if _memory(self.path) else os.path.abspath(self.path)
+        self._moved_logged = False
         self.db = connect(self.path)
         try:
             migrate(self.db)
+            self._commit_probe()  # a read-only or unwritable database stops start-up, not the first answer
+        except sqlite3.Error as exc:
+            self.db.conn.close()
+            error = startup_error(exc)
+            if error is None:
+                raise
+            raise error from None
         except BaseException:
             self.db.conn.close()
             raise
-        self.links = LinkQuery(self.db, self._now)
-        self.employees = EmployeeQuery(self.db, self._now)
-        self.replies = ReplyQuery(self.db, self._now)
-        self.inbound = InboundQuery(self.db, self._now)
-        self.events = EventQuery(self.db, self._now)
-        self.checkpoints = CheckpointQuery(self.db, self._now)
-        self.kv = KVQuery(self.db, self._now)
+        # the file this connection writes to; health() notices when the path no longer names it
+        self._opened = _identity(self._file) if self._file else None
+        self.links = LinkQuery(self.db, self._now, self.availability)
+        self.employees = EmployeeQuery(self.db, self._now, self.availability)
+        self.replies = ReplyQuery(self.db, self._now, self.availability)
+        self.inbound = InboundQuery(self.db, self._now, self.availability)
+        self.events = EventQuery(self.db, self._now, self.availability)
+        self.checkpoints = CheckpointQuery(self.db, self._now, self.availability)
+        self.kv = KVQuery(self.db, self._now, self.availability)
 
     def _now(self) -> float:
         return self.clock()
@@ -83,17 +129,68 @@ class Store:
 
     @property
     def ready(self) -> bool:
-        try:
-            return not migrations.pending(self.db)
-        except sqlite3.Error:
-            return False
+        return self.health()[0]
 
+    def health(self) -> tuple[bool, str]:
+        """(ready, reason) for /readyz: the file at BRIDGE_DB is still the one opened, writes are
+        not failing, and the schema is complete. Cheap: one stat, and a small write probe at most
+        every `probe_interval` seconds while writes are failing (so readiness recovers by itself
+        once space is freed, even without traffic)."""
+        if self._file is not None and _identity(self._file) != self._opened:
+            if not self._moved_logged:
+                self._moved_logged = True
+                log.error(
+                    "BRIDGE_DB: the database file %s was deleted or replaced while the bridge was "
+                    "running; what it writes now is lost at the next restart (answered messages "
+                    "would be answered again). Restore the file, or restart the bridge",
+                    self._file,
+                )
+            return False, "database file replaced or deleted"
+        if self.availability.reason is not None:
+            if time.monotonic() - self.availability.failed_at >= self.probe_interval:
+                try:
+                    self._write_probe()
+                except StoreUnavailable:
+                    pass
+            if self.availability.reason is not None:
+                return False, "database not writable"
+        try:
+            pending = migrations.pending(self.db)
+        except sqlite3.Error as exc:
+            if unavailable_reason(exc) is not None:
+                return False, "database not writable"
+            return False, "database not migrated"
+        if pending:
+            return False, "database not migrated"
+        return True, "ready"
+
+    def _commit_probe(self) -> None:
+        """Commit a real write that leaves nothing behind (a kv row inserted and deleted)."""
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO kv (namespace, key, value, updated_at) VALUES (?, 'probe', '', ?)",
+                (PROBE_NAMESPACE, self.clock()),
+            )
+            conn.execute("DELETE FROM kv WHERE namespace = ?", (PROBE_NAMESPACE,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    _write_probe = guard(_commit_probe)  # the same probe, reported to `availability`
+
+    @guard
     def applied_migrations(self) -> list[str]:
         return [m.name for m in migrations.applied(self.db)]
 
     def close(self) -> None:
         self.db.conn.close()
 
+    @guard
     def prune_history(self, older_than: float = HISTORY_TTL) -> int:
         """Forget finished bookkeeping older than a month, so the database stays small. The
         mappings (thread links, employees, kv, checkpoints) are kept."""

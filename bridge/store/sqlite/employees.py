@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from bridge.models import ChatUser, Employee
+from bridge.store.sqlite.guard import Query
 
 TABLE = "employees"
 
@@ -26,9 +25,7 @@ def _employee(row: dict[str, Any]) -> Employee:
 
 
 @dataclass
-class EmployeeQuery:
-    db: Database
-    clock: Callable[[], float]
+class EmployeeQuery(Query):
 
     def get(self, platform: str, workspace: str, user_id: str) -> Employee | None:
         try:

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
+
+from bridge.store.sqlite.guard import Query
 
 TABLE = "event_deliveries"
 PENDING = "('claimed', 'retry', 'new')"
 
 
 @dataclass
-class EventQuery:
-    db: Database
-    clock: Callable[[], float]
+class EventQuery(Query):
 
     def claim(self, event_id: str, identity: str, conversation_id: str, payload: str) -> bool:
         """Claim an event for delivery. False if it was already sent or skipped.

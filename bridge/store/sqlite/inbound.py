@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlite_utils import Database
-
 from bridge.store.interfaces import INBOUND_TTL
+from bridge.store.sqlite.guard import Query
 
 
 @dataclass
-class InboundQuery:
-    db: Database
-    clock: Callable[[], float]
+class InboundQuery(Query):
 
     def claim(self, platform: str, dedupe_id: str) -> bool:
         """True the first time a delivery is seen, across processes and restarts: the primary key

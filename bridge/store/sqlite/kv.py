@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlite_utils import Database
-
 from bridge.store.interfaces import HISTORY_TTL
+from bridge.store.sqlite.guard import Query
 
 TABLE = "kv"
 
 
 @dataclass
-class KVQuery:
-    db: Database
-    clock: Callable[[], float]
+class KVQuery(Query):
 
     def get(self, namespace: str, key: str) -> str | None:
         rows = list(

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from bridge.models import ThreadKey, ThreadLink
+from bridge.store.sqlite.guard import Query
 
 TABLE = "thread_links"
 THREAD_WHERE = "platform = ? AND workspace = ? AND channel = ? AND thread = ?"
@@ -33,9 +32,7 @@ def _thread(thread: ThreadKey) -> list[str]:
 
 
 @dataclass
-class LinkQuery:
-    db: Database
-    clock: Callable[[], float]
+class LinkQuery(Query):
 
     def get(self, thread: ThreadKey, user_id: str) -> ThreadLink | None:
         rows = list(

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
 from bridge.models import ThreadKey
 from bridge.store.interfaces import STREAMING_STALE
+from bridge.store.sqlite.guard import Query
 
 TABLE = "replies"
 SHOWN = "shown_messages"
 
 
 @dataclass
-class ReplyQuery:
-    db: Database
-    clock: Callable[[], float]
+class ReplyQuery(Query):
 
     def start(self, link_id: int) -> int:
         now = self.clock()
