@@ -28,7 +28,6 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -48,9 +47,6 @@ from bridge.testing.waiting import until
 IDENTITY = "employee@example.com"  # whom the bench's API key acts as (api_key mode)
 DEEP = 100_000  # nesting depth of the hostile JSON documents (Python's parser breaks near 1,000)
 NOTE_TIMEOUT = 5.0  # bridge.answers.relay.NOTE_TIMEOUT: how long a restart note may take at shutdown
-
-Drill = Callable[[Context, Stack, Table], Awaitable[None]]
-
 
 def words(prefix: str, n: int) -> str:
     """An answer of `n` unique words (`prefix0 prefix1 …`), so what a user sees can be checked."""
@@ -108,7 +104,7 @@ class Healthz:
     timeout: float = 3.0
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
-    why: dict[str, int] = field(default_factory=dict)  # failures by kind: a status, "timeout", "error"
+    why: dict[str, int] = field(default_factory=dict)  # failures: by status, "timeout" or the socket error
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Healthz:
@@ -116,10 +112,15 @@ class Healthz:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """No more probes (before a shutdown the drill causes on purpose)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     async def _run(self) -> None:
         while True:
@@ -234,11 +235,15 @@ def message_of(line: str) -> str:
     return str(record.get("message") or record.get("msg") or line) if isinstance(record, dict) else line
 
 
-def quote_log(serve: ServeProcess, *needles: str, since_bytes: int = 0, limit: int = 2) -> list[str]:
-    """Up to `limit` log messages of `serve` that contain one of `needles` (for the notes)."""
-    found = [message_of(line) for line in log_lines(serve, since_bytes)
-             if any(n.lower() in line.lower() for n in needles)]
-    return [f"`{serve.name}`: {m[:220]}" for m in found[:limit]]
+def quote_log(serve: ServeProcess, *needles: str, since_bytes: int = 0) -> list[str]:
+    """For the table's notes: the first log message of `serve` containing each of `needles`."""
+    lines = [message_of(line) for line in log_lines(serve, since_bytes)]
+    found: list[str] = []
+    for needle in needles:
+        first = next((m for m in lines if needle.lower() in m.lower()), None)
+        if first is not None and first not in found:
+            found.append(first)
+    return [f"`{serve.name}`: {' '.join(m.split())[:220]}" for m in found]
 
 
 def conversation_of(stack: Stack, tag: str) -> str | None:
@@ -354,11 +359,14 @@ async def disk_full(ctx: Context, stack: Stack, table: Table) -> None:
                 else "; /readyz still 503 25 s after the limit was lifted"
     accepted = sum(1 for *_, status in asked if status == 200)
     silent = results.count("silent") + results.count("raw")
-    table.notes += quote_log(serve, "BRIDGE_DB", "store cannot", since_bytes=log_mark)
+    table.notes += quote_log(serve, "BRIDGE_DB", "telling the asker", "could not record it", since_bytes=log_mark)
     ready_text = (f"/readyz {readyz} {not_ready_after:.1f} s after writes began failing"
                   if not_ready_after is not None else f"/readyz still {readyz} 15 s after writes began failing")
+    during, after = results[:n], results[n:]
+    split = (f"streaming when writes began failing: {during.count('full')} answered, {during.count('kind')} told; "
+             f"asked after: {after.count('full')} answered, {after.count('kind')} told")
     verdict(table, name, accepted, results.count("full"), results.count("kind"), silent, health,
-            f"/readyz {ready_before} before; {ready_text}{recovered}; refused events: {len(asked) - accepted}",
+            f"{split}; /readyz {ready_before} before, {ready_text}{recovered}; refused events: {len(asked) - accepted}",
             silent == 0 and accepted == len(asked) and ready_before == 200 and readyz == 503)
 
 
@@ -490,6 +498,7 @@ async def sigterm_mixed(ctx: Context, stack: Stack, table: Table) -> None:
             await asyncio.sleep(0.5)
             in_flight = int(await stack.metric(native, "bridge_active_answers")
                             + await stack.metric(edit, "bridge_active_answers"))
+            await health.stop()  # /healthz is down during the shutdown on purpose
             # Slack refuses every write of the edit workspace until both processes have exited.
             blocked.rate_limit_writes(grace + NOTE_TIMEOUT + 30)
             term = time.monotonic()
@@ -653,6 +662,10 @@ async def slow_flood(ctx: Context, stack: Stack, table: Table, *, pause: float) 
                 peak_files = max(peak_files, len(os.listdir(f"/proc/{serve.pid}/fd")))
             await asyncio.sleep(0.05)
 
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 4 * conns:  # this process holds the other ends
+        want = 4 * conns if hard == resource.RLIM_INFINITY else min(hard, 4 * conns)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
     async with Healthz(serve.port, timeout=5.0) as health:
         stop_at = time.monotonic() + seconds
         counter = asyncio.create_task(count_files())
@@ -687,7 +700,8 @@ async def slow_flood(ctx: Context, stack: Stack, table: Table, *, pause: float) 
                + f" (event: {attempts}); slow connections opened {flood.opened:,}; peak open files {peak_files} "
                f"of 1,024; log grew {lines1 - lines0} lines, {bytes1 - bytes0:,} bytes ({accept_errors} "
                "accept() errors)")
-    table.notes += quote_log(serve, "connection cap", "out of system resource", "Too many open files",
+    table.notes += quote_log(serve, "every connection is busy", "longest idle", "out of system resource",
+                             "Too many open files",
                              since_bytes=bytes0)
     ok = answered and health.failures == 0 and lines1 - lines0 <= 5
     verdict(table, name, 1, int(answered), 0, int(not answered), health, figures, ok)

@@ -249,7 +249,10 @@ class NativeStreamSink(ReplySink):
                 try:
                     await self._final(lambda: self._stop_call(seg, text, None))
                     return
-                except (PlatformError, _Fallback, _Gone, _Refused):
+                except _Refused:  # the note does not fit: end the stream as it is, then post it
+                    with contextlib.suppress(PlatformError, _Fallback, _Gone, _Refused):
+                        await self._final(lambda: self._stop_call(seg, "", None))
+                except (PlatformError, _Fallback, _Gone):
                     log.info("could not end the stream with the failure note; posting it")
             await self._final(lambda: self._post(note, None))
         finally:

@@ -85,7 +85,9 @@ HTTP_CONNECTIONS_EVICTED = Counter(
     registry=REGISTRY,
 )
 HTTP_SLOW_REQUESTS = Counter(
-    "bridge_http_slow_requests", "Requests whose body did not arrive in time (408)", registry=REGISTRY
+    "bridge_http_slow_requests",
+    "Requests whose headers (connection closed) or body (408) did not arrive in time",
+    registry=REGISTRY,
 )
 
 

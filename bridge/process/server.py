@@ -7,14 +7,16 @@ their thread), then close the platform and Moveworks clients and the database.
 
 Hostile or broken clients cannot take the process down:
 
-* a request's line and headers must arrive within `HEADER_TIMEOUT` seconds of the connection (or
-  of the previous response), which is also how long an idle keep-alive connection stays open; its
-  body within `BODY_TIMEOUT` (else 408);
+* once a request's first byte has arrived, its line and headers must follow within
+  `HEADER_TIMEOUT` seconds (else the connection is closed), its body within `BODY_TIMEOUT` (else
+  408). An idle keep-alive connection is closed after `IDLE_TIMEOUT`, which is longer than the
+  idle timeouts of common load balancers (a proxy must never reuse a connection we are closing),
+  or at once when a new connection needs its place (below);
 * `serve` accepts at most `connection_limit()` connections at once, well below the open-file
   limit (headroom for the database, outbound HTTPS and Socket Mode). At the cap a new connection
   takes the place of the longest idle one (a keep-alive connection, or one still sending its
-  headers); when every connection is busy it is closed at once with a 503, counted, not logged
-  one by one;
+  headers, idle for at least `EVICT_IDLE_AFTER`); when there is none it is closed at once with a
+  503, counted, not logged one by one;
 * a JSON body (or Slack's form-encoded `payload`) nested deeper than `MAX_JSON_DEPTH` is a 400
   before any route parses it;
 * a watchdog measures the event loop's lag (`bridge_event_loop_lag_seconds`) and writes the
@@ -46,12 +48,13 @@ log = logging.getLogger(__name__)
 RUNTIME = web.AppKey("runtime", Runtime)
 MAX_BODY = 1024 * 1024  # Slack and Bot Framework payloads are far smaller; refuse giant bodies
 MAX_JSON_DEPTH = 64  # Slack blocks and Teams cards nest far less; Python's parser breaks near 1,000
-HEADER_TIMEOUT = 5.0  # request line + headers, and idle keep-alive connections
+HEADER_TIMEOUT = 5.0  # request line + headers, from the request's first byte
 BODY_TIMEOUT = 10.0
+IDLE_TIMEOUT = 620.0  # idle keep-alive: above AWS ALB's 60 s, nginx's 75 s, Google's LB's 600 s
 LINGERING_TIME = 2.0  # reading what is left of a refused body before closing
 HANDLER_ARGS: dict[str, Any] = {
     "access_log": None,
-    "keepalive_timeout": HEADER_TIMEOUT,
+    "keepalive_timeout": IDLE_TIMEOUT,
     "lingering_time": LINGERING_TIME,
 }
 FD_RESERVE_MIN = 192  # open files kept for the database, outbound HTTPS, Socket Mode, accept bursts
@@ -220,9 +223,10 @@ def connection_limit(soft: int | None = None) -> int:
 
 
 class GuardedHandler(RequestHandler):
-    """aiohttp's protocol for one connection, known to the `ConnectionGuard` that made it."""
+    """aiohttp's protocol for one connection, known to the `ConnectionGuard` that made it; closes
+    the connection when a request's headers do not follow its first byte within `HEADER_TIMEOUT`."""
 
-    __slots__ = ("busy", "guard", "released", "since")
+    __slots__ = ("busy", "guard", "header_timer", "released", "since")
 
     def __init__(self, guard: ConnectionGuard, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -230,8 +234,26 @@ class GuardedHandler(RequestHandler):
         self.busy = 0  # requests being handled now
         self.since = time.monotonic()  # connected, or last request finished
         self.released = False
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if data and not self.busy and self.header_timer is None and not self.released:
+            self.header_timer = self.guard.loop.call_later(HEADER_TIMEOUT, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self.header_timer = None
+        if not self.busy and self.transport is not None:
+            metrics.HTTP_SLOW_REQUESTS.inc()
+            self.force_close()
+
+    def stop_header_timer(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self.stop_header_timer()
         try:
             super().connection_lost(exc)
         finally:
@@ -266,8 +288,8 @@ class ConnectionGuard:
         if len(self.open) >= self.limit and not self._evict():
             self.refused += 1
             metrics.HTTP_CONNECTIONS_REFUSED.inc()
-            self._note("refused", "connection cap of %d reached and every connection is busy: refusing new "
-                       "connections (counted in bridge_http_connections_refused)")
+            self._note("refused", "connection cap of %d reached and no connection has been idle long enough "
+                       "to close: refusing new connections (counted in bridge_http_connections_refused)")
             return _Refused()
         handler = GuardedHandler(self, self.server, loop=self.loop, **self.handler_args)
         self.open[handler] = None
@@ -276,6 +298,7 @@ class ConnectionGuard:
 
     def begin(self, handler: GuardedHandler) -> None:
         handler.busy += 1
+        handler.stop_header_timer()  # the headers are in; the body has its own deadline
 
     def end(self, handler: GuardedHandler) -> None:
         handler.busy = max(0, handler.busy - 1)
