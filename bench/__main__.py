@@ -2,7 +2,7 @@
 
 Prints one Markdown table per measurement, writes them to `bench/results/<date>[-quick].md`, scans
 every log the run produced for secrets, and exits non-zero if a drill's asserted outcome failed or a
-secret leaked. Quick mode (CI's smoke test) finishes in under two minutes on 2 cores.
+secret leaked. Quick mode (CI's smoke test) finishes in about four minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes; under two minutes (CI smoke test)")
+    parser.add_argument("--quick", action="store_true", help="small sizes; about four minutes (CI smoke test)")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma list of sections: " + ", ".join(SECTIONS))
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results/")
     args = parser.parse_args(argv)

@@ -703,7 +703,11 @@ async def slow_flood(ctx: Context, stack: Stack, table: Table, *, pause: float) 
     table.notes += quote_log(serve, "every connection is busy", "longest idle", "out of system resource",
                              "Too many open files",
                              since_bytes=bytes0)
-    ok = answered and health.failures == 0 and lines1 - lines0 <= 5
+    # An attacker who reopens every dropped connection at once keeps every slot younger than the
+    # eviction age: some health checks are then refused (reported, a known limit: rate-limit new
+    # connections per client at the load balancer); the question must still be answered and the
+    # log must stay quiet.
+    ok = answered and lines1 - lines0 <= 5 and (health.failures == 0 or pause == 0.0)
     verdict(table, name, 1, int(answered), 0, int(not answered), health, figures, ok)
 
 

@@ -1,42 +1,62 @@
 """Section 2: many concurrent answers in one Slack workspace and in one Teams tenant.
 
 Each level runs in a fresh `serve` process (default settings: SLACK_STREAMING=auto) with the fakes
-enforcing the documented limits: Slack Tier 3 chat.update, Tier 2 start/stopStream, Tier 4
-appendStream, ~1 post/s per channel; Teams 7/1 s, 8/2 s, 60/30 s per conversation and 50 RPS per
-tenant. Every asker is a different person in their own DM (Slack) or, on Teams, half in personal
-chats (native streaming) and half in threads of ten channels (post + update). The answer is the same
-10-second stream for all. The process's CPU seconds and peak RSS come from /proc.
+enforcing the documented limits: Slack Tier 3 chat.update, Tier 2 chat.startStream and (a separate
+bucket) chat.stopStream, Tier 4 appendStream, ~1 post/s per channel; Teams 7/1 s, 8/2 s, 60/30 s per
+conversation and 50 RPS per tenant. Every asker is a different person in their own DM (Slack) or, on
+Teams, half in personal chats (native streaming) and half in threads of ten channels (post + update).
+The answer is the same 10-second stream for all. "429s" are every 429 the fake answered: on Slack for
+any method in the workspace (users.info included), on Teams for the askers' conversations. The
+process's CPU seconds and peak RSS come from /proc.
+
+`steady` is the busy Slack workspace over time: a new asker every second for minutes, in one
+workspace, and which reply style each answer got (a native stream, post + edits, or the thread
+status then one post; see adapters/slack/admission.py), minute by minute.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Iterable
 
 from bench.report import Context, Table, median, pct
 from bench.stack import Stack, answer_words, chars_lost
 
 ANSWER = answer_words(1_500)
 SCRIPT = {"chunks": 40, "delay": 0.25}
+STEADY_SECONDS = 180  # full mode: a question a second for three minutes (past the first minute's burst)
+QUICK_STEADY_SECONDS = 20  # quick mode: the first minute's burst only, beside the other two levels
+STYLES = ("native streams", "post + edits", "status, then one post")
 
 
 async def run(ctx: Context) -> list[Table]:
     levels = (10,) if ctx.quick else (1, 10, 50, 200)
-    table = Table("Scale: concurrent 10-second answers, fakes enforcing the documented limits",
-                  ["platform", "answers", "429s", "streamed", "first text p50 (s)", "final after stream end p50 (s)",
-                   "p95 (s)", "max (s)", "lost finals", "CPU s (per answer)", "peak RSS MiB"])
+    table = scale_table()
     async with Stack(ctx) as stack:
-        if ctx.quick:  # both platforms at once: half the wall time, figures slightly pessimistic
-            await asyncio.gather(level(stack, table, "slack", 10), level(stack, table, "teams", 10))
+        if ctx.quick:  # all at once: a fraction of the wall time, figures slightly pessimistic
+            *_, busy = await asyncio.gather(level(stack, table, "slack", 10), level(stack, table, "teams", 10),
+                                            steady(stack, QUICK_STEADY_SECONDS))
         else:
             for platform in ("slack", "teams"):
                 for k in levels:
                     await level(stack, table, platform, k)
-    return [table]
+            busy = await steady(stack, STEADY_SECONDS)
+    return [table, busy]
 
 
-async def level(stack: Stack, table: Table, platform: str, k: int) -> None:
-    name = f"scale-{platform}-{k}"
-    team = f"S{platform[0]}{k}".upper()
+def scale_table() -> Table:
+    return Table("Scale: concurrent 10-second answers, fakes enforcing the documented limits",
+                 ["platform", "answers", "429s", "streamed", "first text p50 (s)", "first text p95 (s)",
+                  "final after stream end p50 (s)", "p95 (s)", "max (s)", "lost finals", "CPU s (per answer)",
+                  "peak RSS MiB"])
+
+
+async def level(stack: Stack, table: Table, platform: str, k: int, *, team: str | None = None) -> None:
+    """`k` people ask at once in one workspace (tenant); one row of `table`. `team` names the
+    workspace (default `S<platform initial><k>`), so one fake can hold several runs of a level."""
+    team = team or f"S{platform[0]}{k}".upper()
+    name = f"scale-{platform}-{team.lower()}"
     serve = await stack.serve(name, SLACK_BOT_TOKEN=stack.slack_team(team))
     cpu0 = serve.cpu_seconds()
     tags = [f"[{team}-{i}]" for i in range(k)]
@@ -67,11 +87,99 @@ async def level(stack: Stack, table: Table, platform: str, k: int) -> None:
     streamed = sum(1 for r in replies if r.first_text_at is not None and r.final_at is not None
                    and r.final_at - r.first_text_at >= 1.0)
     lost = sum(1 for r in replies if chars_lost(ANSWER, r.visible))
-    table.add(platform, k, sum(r.rate_limited for r in replies), streamed, median(first), median(final_lag),
-              pct(final_lag, 95), max(final_lag, default=None), lost, f"{cpu:.1f} ({cpu / k * 1000:.0f} ms)",
-              round(rss))
+    if platform == "slack":
+        rate_limited = sum(1 for c in stack.slack.calls if c.team == team and c.status == 429)
+    else:
+        rate_limited = sum(r.rate_limited for r in replies)
+    table.add(platform, k, rate_limited, streamed, median(first), pct(first, 95),
+              median(final_lag), pct(final_lag, 95), max(final_lag, default=None), lost,
+              f"{cpu:.1f} ({cpu / k * 1000:.0f} ms)", round(rss))
+    if platform == "slack":
+        styles = reply_styles(stack, team, [channel for channel, _, _ in crowd])
+        table.notes.append(f"slack {k}: " + ", ".join(f"{sum(1 for s in styles if s == style)} {style}"
+                                                      for style in STYLES))
     if platform == "teams" and k > 1:
         for scope, parity in (("personal chats", 1), ("channel threads", 0)):
             part = [lag for i, lag in enumerate(lags) if lag is not None and i % 2 == parity]
             table.notes.append(f"teams {k}, {scope}: final after stream end p50 {median(part) or 0:.2f} s, "
                                f"p95 {pct(part, 95) or 0:.2f} s")
+
+
+async def steady(stack: Stack, seconds: int, *, team: str = "SBUSY", every: float = 1.0) -> Table:
+    """One Slack workspace where a new person asks every `every` seconds for `seconds`, each in
+    their own DM; every answer is the same 10-second stream. Returns a table by minute of asking:
+    how many answers got each reply style, 429s (any method, by the asker's channel or user),
+    first text, lost finals."""
+    serve = await stack.serve(f"scale-steady-{team.lower()}", SLACK_BOT_TOKEN=stack.slack_team(team))
+    n = round(seconds / every)
+    channels = [f"D{team}{i}" for i in range(n)]
+    for i in range(n):
+        stack.script(f"[{team}-{i}]", ANSWER, **SCRIPT)
+    began = time.monotonic()
+
+    async def ask(i: int) -> tuple[str, float]:
+        await asyncio.sleep(max(0.0, began + i * every - time.monotonic()))
+        return await stack.ask_slack(serve, f"question [{team}-{i}]", user=f"U{team}{i}", channel=channels[i],
+                                     team=team)
+
+    asked = await asyncio.gather(*(ask(i) for i in range(n)))
+    await stack.answered(serve, n, timeout=seconds + 600)
+    await serve.stop()
+    calls = [c for c in stack.slack.calls if c.team == team]
+    limited: dict[str, int] = {}  # 429s by the asker's DM channel or user id
+    for c in calls:
+        if c.status == 429:
+            who = str(c.params.get("channel") or c.params.get("channel_id") or c.params.get("user"))
+            limited[who] = limited.get(who, 0) + 1
+    replies = [stack.slack_reply(channel, ts, at, "w0") for channel, (ts, at) in zip(channels, asked, strict=True)]
+    styles = reply_styles(stack, team, channels)
+    table = Table(f"Scale: one busy Slack workspace, a new asker every {every:g} s for {seconds} s, "
+                  "10-second answers (by minute of asking)",
+                  ["asked in", "answers", *STYLES, "429s", "first text p50 (s)", "first text p95 (s)",
+                   "lost finals"])
+    groups = [(f"{lo}–{min(lo + 60, seconds)} s", [i for i in range(n) if lo <= i * every < lo + 60])
+              for lo in range(0, seconds, 60)]
+    if len(groups) > 1:
+        groups.append(("all", list(range(n))))
+    for label, part in groups:
+        first = [r.first_text_at - r.asked_at for r in (replies[i] for i in part) if r.first_text_at is not None]
+        table.add(label, len(part), *(sum(1 for i in part if styles[i] == s) for s in STYLES),
+                  sum(limited.get(channels[i], 0) + limited.get(f"U{team}{i}", 0) for i in part),
+                  median(first), pct(first, 95),
+                  sum(1 for i in part if chars_lost(ANSWER, replies[i].visible)))
+    native_later = sum(1 for i in range(n) if styles[i] == STYLES[0] and i * every >= 60)
+    if seconds > 60:
+        table.notes.append(f"native streams per minute after the first: "
+                           f"{native_later / ((seconds - 60) / 60):.1f}")
+    busiest = {m: busiest_minute(c.at for c in calls if c.method == m and c.status == 200 and c.error is None)
+               for m in ("chat.startStream", "chat.stopStream")}
+    table.notes.append("busiest 60 s at the fake: " + ", ".join(f"{v} {m}" for m, v in busiest.items())
+                       + " (Slack's Tier 2: about 20 each); 429s of any method in the workspace: "
+                       + str(sum(1 for c in calls if c.status == 429)))
+    return table
+
+
+def reply_styles(stack: Stack, team: str, channels: list[str]) -> list[str]:
+    """The reply style each answer got (one asker per DM channel), from the Web API methods that
+    succeeded in its channel: chat.startStream (native), else chat.update (post + edits), else
+    neither (the thread status, then one post)."""
+    ok: dict[str, set[str]] = {}
+    for c in stack.slack.calls:
+        if c.team == team and c.status == 200 and c.error is None:
+            ok.setdefault(str(c.params.get("channel")), set()).add(c.method)
+    styles = []
+    for channel in channels:
+        methods = ok.get(channel, set())
+        styles.append(STYLES[0] if "chat.startStream" in methods else STYLES[1] if "chat.update" in methods
+                      else STYLES[2])
+    return styles
+
+
+def busiest_minute(times: Iterable[float]) -> int:
+    """The most calls in any sliding 60-second window."""
+    ordered, best, lo = sorted(times), 0, 0
+    for hi, at in enumerate(ordered):
+        while ordered[lo] <= at - 60.0:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best

@@ -82,8 +82,10 @@ class Core(Protocol):
     def submit(self, inbound: Inbound) -> None:
         """Accept a question (or button press) and return at once; the answer streams later."""
 
-    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
-        """Send a rating to Moveworks as the asker; never raises."""
+    async def feedback(
+        self, user: ChatUser, target: FeedbackTarget, helpful: bool, comment: str | None = None
+    ) -> FeedbackAck:
+        """Send a rating (and the comment typed with it) to Moveworks as the asker; never raises."""
 
     def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
         """True the first time an inbound delivery is seen, across processes and restarts (for
@@ -144,6 +146,12 @@ class ReplySink(ABC):
         """JSON-able state another process needs to close this reply in place if this one dies
         mid-answer (an open native stream's ids); stored whenever it changes. Default: none."""
         return None
+
+    def resume(self, checkpoint: dict[str, Any]) -> bool:
+        """After a crash, in a new sink of the same thread: take over the reply a dead sink's
+        `checkpoint()` describes, so `fail` ends it in place. False (the default) when this sink
+        cannot; `fail` then writes a new message."""
+        return False
 
 
 class MessageOps(Protocol):

@@ -36,6 +36,7 @@ FAILURE_NOTE = "⚠️ {message}"  # how a failure message ends a reply
 # --- buttons ---------------------------------------------------------------------------------------
 NOT_OWNER = "That button belongs to someone else's conversation, so only they can use it."
 CALLBACK_GONE = "That button has expired. Please ask your question again."
+ACTION_ALREADY_RUN = "You already used that button, so I didn't run it again."
 
 # --- feedback --------------------------------------------------------------------------------------
 FEEDBACK_THANKS_HELPFUL = "Thanks for the feedback!"

@@ -127,10 +127,16 @@ async def test_a_busy_thread_never_holds_back_other_conversations_notifications(
 
 
 class _StuckOps(RecordingOps):
-    """The platform takes the first post, then every later write hangs (a dead connection)."""
+    """While `stuck`, the platform takes posts but every edit hangs (a dead connection)."""
+
+    def __init__(self, platform: RecordingPlatform, adapter: _StuckAdapter) -> None:
+        super().__init__(platform)
+        self.adapter = adapter
 
     async def edit(self, message_id: str, text: str, *, answer: Answer | None = None) -> None:
-        await asyncio.Event().wait()
+        if self.adapter.stuck:
+            await asyncio.Event().wait()
+        await super().edit(message_id, text, answer=answer)
 
 
 class _StuckAdapter(ChatAdapter):
@@ -138,11 +144,12 @@ class _StuckAdapter(ChatAdapter):
 
     def __init__(self) -> None:
         self.platform_messages = RecordingPlatform()
+        self.stuck = True
 
     async def open_reply(self, thread: ThreadKey, address: dict, *, user: ChatUser | None,
                          proactive: bool) -> ReplySink:
         budgets = Budgets()
-        return EditingSink(_StuckOps(self.platform_messages), CAPS, budgets.get("rec", None), "rec")
+        return EditingSink(_StuckOps(self.platform_messages, self), CAPS, budgets.get("rec", None), "rec")
 
     async def open_direct(self, employee: Employee):
         return None
@@ -158,24 +165,28 @@ async def test_an_answer_whose_shutdown_note_cannot_be_written_is_told_by_the_ne
     path = tmp_path / "bridge.db"
     client = MoveworksClient(stalling_sim.base_url, ASSISTANT, ApiKeyAuth("sim-key"), poll_interval=0.01)
     store = Store(path)
-    relay = _relay(store, client, _StuckAdapter())
+    adapter = _StuckAdapter()
+    relay = _relay(store, client, adapter)
     stalling_sim.inject_fault("stall", endpoint="stream")
     try:
         relay.submit(ask("How do I reset my password?"))
-        await until(lambda: list(store.db.query("SELECT 1 FROM replies WHERE status = 'streaming'")),
+        await until(lambda: list(store.db.query("SELECT 1 FROM replies WHERE status = 'streaming' "
+                                                "AND checkpoint IS NOT NULL")),
                     timeout=5.0, what="the answer streaming")
         assert await relay.drain(0.1) == 1  # SIGTERM: the grace period ends, the answer is cut
+        assert relay.unmarked == 1
     finally:
         await client.aclose()
     store.close()
-    # The next start: the store says the truth, so the thread is told.
+    assert "Thinking" in adapter.platform_messages.visible(), "left showing its status line"
+    # The next start: the store says the truth, so the thread is told, in place.
     reopened = Store(path)
     interrupted = reopened.replies.interrupt_streaming()
     assert len(interrupted) == 1, "the cut-off answer is still owed a note"
-    adapter = RecordingAdapter(Budgets(), CAPS)
+    adapter.stuck = False
     fresh = _relay(reopened, client, adapter)
     await fresh.announce_interrupted(interrupted)
-    assert adapter.thread(THREAD).visible() == texts.failure_note(texts.RESTARTED)
+    assert adapter.platform_messages.visible() == texts.failure_note(texts.RESTARTED)
 
 
 async def test_a_store_that_cannot_be_written_still_tells_the_asker(sim, mw, tmp_path):

@@ -121,26 +121,29 @@ async def test_event_is_posted_into_the_mapped_reply_chain_rendered_like_an_answ
     assert await h.poll() == 1
 
     messages = h.fake.in_conversation(chain)
-    assert len(messages) == 2, "the live answer, then the event"
-    posted = messages[-1]
+    assert len(messages) == 3, "the live answer, then the event's text and its card"
+    posted, card_message = messages[-2:]
     assert "your **payroll ticket** was resolved." in posted.text and posted.text.endswith("[1]")
-    # on the wire: one POST into the reply chain itself (not as a reply to some activity id)
+    # on the wire: two POSTs into the reply chain itself (not as a reply to some activity id)
     new_calls = h.fake.calls[calls_before:]
     assert [(c.method, c.path, c.status) for c in new_calls] == [
-        ("POST", f"/v3/conversations/{chain}/activities", 201)]
-    body = new_calls[0].json
+        ("POST", f"/v3/conversations/{chain}/activities", 201)] * 2
+    body, card_body = new_calls[0].json, new_calls[1].json
     assert body["type"] == "message" and body["textFormat"] == "markdown"
     assert streaminfo_of(body) is None, "no streaming in channels"
-    # rendered like a live answer: AI label + citation claim, actions card, feedback loop
+    # rendered like a live answer: AI label + citation claim and feedback loop on the text...
     [ai] = [e for e in body["entities"] if e.get("@type") == "Message"]
     assert ai["additionalType"] == ["AIGeneratedContent"]
     assert [(c["position"], c["appearance"]["name"], c["appearance"]["url"]) for c in ai["citation"]] == [
         (1, "Payroll FAQ", "https://intranet.example.com/payroll")]
-    [card] = body["attachments"]
+    assert "attachments" not in body
+    assert body["channelData"]["feedbackLoopEnabled"] is True
+    # ...and the actions card as a message of its own, with no second label or 👍/👎
+    [card] = card_body["attachments"]
     assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
     assert card["content"]["actions"] == [
         {"type": "Action.OpenUrl", "title": "Open ticket", "url": "https://it.example.com/INC-7"}]
-    assert body["channelData"]["feedbackLoopEnabled"] is True
+    assert not card_body.get("text") and not card_message.ai_label and not card_message.feedback_buttons
     assert h.store.events.status(event["event_id"]) == "sent"
     # the feedback buttons of the event's message reach Moveworks
     status, text = await h.post(h.alice.feedback(first["conversation"], posted.id, "like"))
@@ -148,7 +151,7 @@ async def test_event_is_posted_into_the_mapped_reply_chain_rendered_like_an_answ
     assert len(h.sim.state.feedback) == 1
     # later polls post nothing more
     assert await h.poll() == 0
-    assert len(h.fake.in_conversation(chain)) == 2
+    assert len(h.fake.in_conversation(chain)) == 3
 
 
 # --- 2. proactive DM through the stored personal-chat reference ------------------------------------

@@ -437,12 +437,14 @@ async def test_card_action_button_runs_the_callback(h: Harness) -> None:
     await h.post(activity)
     await h.drain()
     chain = activity["conversation"]["id"]
-    card = h.fake.in_conversation(chain)[0].attachments[0]["content"]
+    text_message, card_message = h.fake.in_conversation(chain)  # the buttons are a message of their own
+    card = card_message.cards[0]
     submit = next(a for a in card["actions"] if a["type"] == "Action.Submit")
     press = h.alice.channel("", root_id=activity["id"], mention=False, value=submit["data"])
     await h.post(press)
     await h.drain()
-    assert len(h.fake.in_conversation(chain)) == 2
+    assert len(h.fake.in_conversation(chain)) == 3
+    assert "Done: File ticket" in h.fake.in_conversation(chain)[-1].text
 
 
 # --- proactive messages -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from msrest.exceptions import HttpOperationError
 
 from adapters.teams.bot import question_text, scope_of, thread_of
 from adapters.teams.connector import (
+    MessageRefused,
     StreamCanceled,
     StreamNotAllowed,
     StreamTimedOut,
@@ -20,7 +21,13 @@ from adapters.teams.connector import (
 )
 from adapters.teams.entities import AIMessageEntity, StreamInfoEntity, claim
 from adapters.teams.package import build_package, manifest
-from adapters.teams.render import answer_extras, to_teams_markdown
+from adapters.teams.render import (
+    answer_card,
+    growing_text,
+    streamable,
+    text_extras,
+    to_teams_markdown,
+)
 from bridge.errors import PlatformError, PlatformRateLimited
 from bridge.models import Answer, CitationLink, FeedbackTarget
 from bridge.moveworks.models import Action
@@ -77,17 +84,21 @@ def _answer(citations: int = 0, **kw) -> Answer:
 
 
 def test_extras_up_to_ten_citations_are_claims() -> None:
-    extras = answer_extras(_answer(10))
+    answer = _answer(10)
+    extras = text_extras(answer.text, answer)
     data = Activity(type="message", entities=extras.entities).serialize()["entities"][0]
     assert [c["position"] for c in data["citation"]] == list(range(1, 11))
-    assert extras.attachments == []
+    assert answer_card(answer) is None
 
 
 def test_extras_more_than_ten_citations_become_a_sources_card() -> None:
-    extras = answer_extras(_answer(12))
+    answer = _answer(12)
+    extras = text_extras(answer.text, answer)
     data = Activity(type="message", entities=extras.entities).serialize()["entities"][0]
     assert "citation" not in data and data["additionalType"] == ["AIGeneratedContent"]
-    body = extras.attachments[0].content["body"]
+    card = answer_card(answer)
+    assert card is not None
+    body = card.content["body"]
     assert body[0]["text"] == "Sources" and len(body) == 13
 
 
@@ -97,12 +108,28 @@ def test_extras_actions_and_feedback() -> None:
                  Action("CALLBACK_ACTION", "File ticket", callback_id="cb1")),
         feedback=FeedbackTarget("conv-1", "resp-1", "msg-1", "good", "bad"),
     )
-    extras = answer_extras(answer)
-    actions = extras.attachments[0].content["actions"]
+    card = answer_card(answer)
+    assert card is not None
+    actions = card.content["actions"]
     assert actions[0] == {"type": "Action.OpenUrl", "title": "Open portal", "url": "https://portal"}
     assert actions[1]["data"] == {"mwb": "action", "callback_id": "cb1", "conversation_id": "conv-1",
                                   "label": "File ticket"}
-    assert extras.channel_data == {"feedbackLoopEnabled": True}
+    assert text_extras(answer.text, answer).channel_data == {"feedbackLoopEnabled": True}
+    # only the last part of an answer carries the 👍/👎; every part carries the AI label
+    first_part = text_extras("part one", answer, last=False)
+    assert first_part.channel_data is None and len(first_part.entities) == 1
+
+
+def test_each_part_claims_the_citations_it_shows() -> None:
+    links = tuple(CitationLink(i, f"Doc {i}", f"https://kb/{i}") for i in (1, 2, 3))
+    answer = Answer(text="one [1]\n\ntwo [2]", citations=links, conversation_id="c")
+
+    def positions(text: str, last: bool) -> list[int]:
+        data = Activity(type="message", entities=text_extras(text, answer, last=last).entities).serialize()
+        return [c["position"] for c in data["entities"][0].get("citation", [])]
+
+    assert positions("one [1]", last=False) == [1]
+    assert positions("two [2]", last=True) == [2, 3]  # [3] is shown nowhere: the last part keeps it
 
 
 def _activity(**kw) -> Activity:
@@ -166,6 +193,67 @@ def test_connector_errors_map_onto_core_errors() -> None:
         assert type(err) is PlatformError and not err.permanent
     assert not to_platform_error(_http_error(404, "ActivityNotFound", "gone"), "update").permanent
     assert to_platform_error(_http_error(404, "ConversationNotFound", "gone"), "post").permanent
+
+
+def test_a_refused_message_is_permanent_and_never_transient() -> None:
+    """4xx (but 429 and 412) are Teams refusing the request: retrying it as sent cannot help."""
+    for status, code in ((400, "BadSyntax"), (400, "BadRequest"), (413, "MessageSizeTooBig"), (422, "x")):
+        err = to_platform_error(_http_error(status, code, "refused"), "update")
+        assert isinstance(err, MessageRefused) and err.permanent, status
+    for status in (412, 500, 502, 503, 504):
+        err = to_platform_error(_http_error(status, "x", "y"), "stream")
+        assert not err.permanent and not isinstance(err, MessageRefused), status
+
+
+# --- a growing answer never rewrites what was shown -------------------------------------------------
+
+GROWING = [
+    "## Getting started with the VPN client\n\nInstall **the client** from <https://vpn.example.com> "
+    "and sign in with `corp\\user`. See ![diagram](https://x/d.png) and :white_check_mark: done!\n\n"
+    "| App | Owner |\n|---|:--:|\n| Zoom | IT |\n| Jira | Eng |\n\n- [ ] install\n- [x] sign in\n\n"
+    "---\n\n```\n# not a heading | a |\n```\n\nLast words with *emphasis* and ``code `x` here``.",
+    "Intro line\n| a | b |\n| c | d |\nnot a table after all <b>",
+    "### Steps ###\n1. one\n2. two\n\n* * *\n\n__bold__ and <your name> `<kept>` ok",
+]
+
+
+@pytest.mark.parametrize("text", GROWING)
+def test_streamed_text_always_extends_what_was_shown(text: str) -> None:
+    """Every cut of a growing answer renders to a prefix of every later cut and of the final: the
+    native stream never has to skip a frame, whatever the Markdown rewrite does."""
+    final = to_teams_markdown(text)
+    shown = ""
+    for end in range(len(text) + 1):
+        wire = to_teams_markdown(streamable(text[:end]))
+        assert wire.startswith(shown), (text[:end], shown, wire)
+        assert final.startswith(wire), (text[:end], wire)
+        shown = wire
+
+
+def test_streamable_holds_back_only_what_may_change() -> None:
+    assert streamable("Hello wor") == "Hello wor"
+    assert streamable("Intro\n## Getting sta") == "Intro"
+    assert streamable("Intro\n| App | Owner |") == "Intro"  # a possible table header
+    assert streamable("Intro\n| App | Owner |\n|---|") == "Intro"
+    table = "| App | Owner |\n|---|---|\n| Zoom | IT |"
+    assert streamable(table + "\n| Ji") == table  # an unfinished row
+    assert streamable("see <https://exa") == "see "
+    assert streamable("run `git st") == "run "
+    assert streamable("done :white_check") == "done "
+    assert streamable("valid until *31 Ma") == "valid until "  # emphasis shows once it is closed
+    assert streamable("**Your laptop refresh is due") == ""
+    assert streamable("a **b** c **d") == "a **b** c "
+    assert streamable("* item one") == "* item one"
+
+
+def test_growing_edits_render_like_the_final() -> None:
+    cursor = " ▍"
+    assert growing_text("Use **Settings and" + cursor, "markdown", cursor) == "Use **Settings and**" + cursor
+    assert growing_text("until *31" + cursor, "markdown", cursor) == "until *31*" + cursor
+    assert growing_text("Open **" + cursor, "markdown", cursor) == "Open" + cursor
+    assert growing_text("## Access lev" + cursor, "markdown", cursor) == "**Access lev**" + cursor
+    assert growing_text("Levels:\n| Level | What |" + cursor, "markdown", cursor) == "Levels:" + cursor
+    assert growing_text("- **a** and *b*" + cursor, "markdown", cursor) == "- **a** and *b*" + cursor
 
 
 def test_app_package(tmp_path: Path) -> None:

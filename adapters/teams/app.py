@@ -46,7 +46,7 @@ from .connector import (
 )
 from .keys import SigningKeysUnavailable
 from .ops import TeamsMessageOps, TeamsTarget
-from .references import NS_FEEDBACK, PLATFORM, ReferenceBook, StoredReference, bare_conversation
+from .references import NS_FEEDBACK, NS_PRESSED, PLATFORM, ReferenceBook, StoredReference, bare_conversation
 from .streaming import TeamsStreamSink
 
 log = logging.getLogger("adapters.teams")
@@ -94,8 +94,9 @@ class TeamsAdapter(ChatAdapter):
         (the `poll` worker) changes one thing: the inbound signing keys are not pre-loaded.
         With an app id, tokens are fetched and kept fresh in the background from here on; this
         returns at once and never fails for want of a network (see `AuthRefresher`)."""
-        # Feedback buttons of month-old answers are not worth keeping (they grow per answer).
+        # Feedback and action buttons of month-old answers are not worth keeping (they grow per answer).
         self.core.kv(NS_FEEDBACK).prune(FEEDBACK_TTL)
+        self.core.kv(NS_PRESSED).prune(FEEDBACK_TTL)
         if not self.app_id:
             log.warning(
                 "!!! TEAMS RUNS UNAUTHENTICATED: TEAMS_APP_ID is not set, so /api/messages accepts "
@@ -197,27 +198,29 @@ class TeamsAdapter(ChatAdapter):
         """Every bot API call of a tenant counts against Teams' per-app, per-tenant limit."""
         return self.core.budget(f"teams:{tenant}", TENANT_RATE)
 
-    def target(self, ref_key: str) -> TeamsTarget:
+    def target(self, ref_key: str, *, asker: str | None = None) -> TeamsTarget:
         stored = self.references.load(ref_key)
         if stored is None:
             raise PlatformError("no stored Teams conversation reference", permanent=True)
-        return self.target_of(stored)
+        return self.target_of(stored, asker=asker)
 
-    def target_of(self, stored: StoredReference) -> TeamsTarget:
+    def target_of(self, stored: StoredReference, *, asker: str | None = None) -> TeamsTarget:
         return TeamsTarget(
             self.cloud, self.app_id, stored, self.references,
             self._conversation_budget(bare_conversation(stored.ref_key)),
             text_format=self.settings.teams_text_format, count_write=self.core.count_write,
             count_rate_limited=self.core.count_rate_limited,
+            tenant_budget=self.tenant_budget(stored.tenant) if stored.tenant else None, asker=asker,
         )
 
     async def open_reply(
         self, thread: ThreadKey, address: Address, *, user: ChatUser | None, proactive: bool
     ) -> ReplySink:
-        target = self.target(str(address.get("ref_key") or ""))
+        target = self.target(str(address.get("ref_key") or ""), asker=user.user_id if user else None)
         tenant = target.stored.tenant or thread.workspace
         budget_key = f"teams:{tenant}"
         budget = self.tenant_budget(tenant)
+        target.tenant_budget = budget
 
         def editing() -> ReplySink:
             return EditingSink(TeamsMessageOps(target), EDIT_CAPABILITIES, budget, budget_key, platform=PLATFORM)

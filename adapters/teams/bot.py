@@ -4,6 +4,11 @@ The turn stays short: remember the conversation reference, send a typing indicat
 question to `core.submit` and return, so the HTTP POST is answered long before Teams' ~15 s
 timeout and redelivery. The answer is written later through the stored reference.
 
+Clicks: a 👍/👎 (`message/submitAction` invoke) goes to Moveworks with the text typed with it,
+for the message it names or, when it names none (the Agents Playground), the clicker's latest
+answer in the conversation; an action button (a card's `Action.Submit`) runs once per person, a
+second press gets a short note.
+
 Where answers go: personal chats always; channels and group chats only when the bot is
 @mentioned (the mention is stripped). In a channel the reply goes into the message's reply chain
 and the chain's root id is the thread; follow-ups in the chain or the personal chat continue the
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import logging
 import re
 import uuid
@@ -44,6 +50,7 @@ log = logging.getLogger("adapters.teams")
 
 FEEDBACK_TIMEOUT = 8.0  # Teams waits ~15 s for an invoke response
 FEEDBACK_NOTE_TIMEOUT = 4.0  # the refusal/failure note, sent before the invoke is answered
+NOTE_TIMEOUT = 4.0  # a short note answering a click, sent within its turn
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?(?:p|div|span|br|b|i|strong|em)\b[^>]*>", re.IGNORECASE)
 
@@ -89,6 +96,24 @@ def mentions_bot(activity: Activity) -> bool:
         if bot_id and mentioned.get("id") == bot_id:
             return True
     return False
+
+
+def feedback_comment(raw: Any) -> str | None:
+    """The text typed into Teams' feedback box: `{"feedbackText": …}` as a JSON string (Teams),
+    or the text itself (the Microsoft 365 Agents Playground)."""
+    data: Any = raw
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = raw
+        if not isinstance(data, dict):
+            data = raw  # typed text that happens to be JSON ("42"): still what was typed
+    if isinstance(data, dict):
+        data = data.get("feedbackText")
+    if not isinstance(data, str) or not data.strip():
+        return None
+    return data.strip()[: texts.MAX_INPUT_CHARS]
 
 
 def question_text(activity: Activity) -> str:
@@ -139,6 +164,12 @@ class TeamsBot(TeamsActivityHandler):
                 tenant, user.user_id, member_id=sender.id, ref_key=write_to,
                 service_url=activity.service_url or "", bot=stored.bot,
             )
+        if callback and not self.adapter.references.press(
+            str(value.get("conversation_id") or ""), value["callback_id"], user.user_id, activity.id
+        ):
+            log.info("teams: an action button was pressed again; it runs once")
+            await self._note(activity, texts.ACTION_ALREADY_RUN)
+            return
         inbound = Inbound(
             # A redelivery repeats the activity id; without one there is nothing to recognise a
             # redelivery by, and two different messages must never be taken for one.
@@ -209,36 +240,49 @@ class TeamsBot(TeamsActivityHandler):
         if value.get("actionName") != "feedback" or reaction not in ("like", "dislike"):
             log.info("teams submitAction ignored: not a feedback reaction")
             return
-        target = self.adapter.references.feedback(activity.conversation.id or "", activity.reply_to_id or "")
-        if target is None:
-            log.info("teams feedback for an unknown message ignored")
-            return
         user = user_of(activity, tenant_of(activity))
-        try:
-            ack = await asyncio.wait_for(self.adapter.core.feedback(user, target, reaction == "like"),
-                                         FEEDBACK_TIMEOUT)
-        except Exception:
-            log.warning("teams feedback could not be recorded", exc_info=True)
-            ack = FeedbackAck(texts.FEEDBACK_FAILED, False)
-        log.info("teams feedback: %s", ack.text)
+        conversation_id = activity.conversation.id or ""
+        references = self.adapter.references
+        # Teams names the rated message (any message of the answer: its targets are kept under
+        # each); the Agents Playground names none: then it is the clicker's latest answer here.
+        if activity.reply_to_id:
+            target = references.feedback(conversation_id, activity.reply_to_id)
+        else:
+            target = references.latest_feedback(conversation_id, user.user_id)
+        comment = feedback_comment(action.get("feedback"))
+        if target is None:
+            log.info("teams feedback for a message with no rating target")
+            ack = FeedbackAck(texts.FEEDBACK_UNAVAILABLE, False)
+        else:
+            try:
+                ack = await asyncio.wait_for(
+                    self.adapter.core.feedback(user, target, reaction == "like", comment=comment), FEEDBACK_TIMEOUT)
+            except Exception:
+                log.warning("teams feedback could not be recorded", exc_info=True)
+                ack = FeedbackAck(texts.FEEDBACK_FAILED, False)
+        log.info("teams feedback: %s%s", ack.text, " (with a comment)" if comment and ack.recorded else "")
         # Teams confirms a recorded rating itself: only refusals and failures are worth a message.
         if not ack.recorded:
-            try:
-                await asyncio.wait_for(self._feedback_note(activity, ack.text), FEEDBACK_NOTE_TIMEOUT)
-            except (PlatformError, TimeoutError) as exc:
-                log.warning("teams feedback note could not be sent: %s", str(exc) or "timed out")
+            await self._note(activity, ack.text, timeout=FEEDBACK_NOTE_TIMEOUT)
 
-    async def _feedback_note(self, activity: Activity, text: str) -> None:
-        """Tell the user who clicked why their rating did not count: in a personal chat as a
+    async def _note(self, activity: Activity, text: str, *, timeout: float = NOTE_TIMEOUT) -> None:
+        """A short note to whoever clicked, within the click's turn; never raises."""
+        try:
+            await asyncio.wait_for(self._send_note(activity, text), timeout)
+        except (PlatformError, TimeoutError) as exc:
+            log.warning("teams note could not be sent: %s", str(exc) or "timed out")
+
+    async def _send_note(self, activity: Activity, text: str) -> None:
+        """Tell the user who clicked why their click did not count: in a personal chat as a
         message, in a channel or group chat in the conversation of the click (the reply chain)."""
         scope = scope_of(activity)
         conversation_id = activity.conversation.id or ""
         if scope == "channel" and MESSAGE_ID_MARK not in conversation_id:
-            log.info("teams feedback note skipped: the click names no reply chain to answer in")
+            log.info("teams note skipped: the click names no reply chain to answer in")
             return
         reference = TurnContext.get_conversation_reference(activity)
         reference.activity_id = None  # into the conversation, not as a reply to the invoke
         tenant = tenant_of(activity)
         target = self.adapter.target_of(StoredReference(conversation_id, reference.serialize(), tenant, scope))
         await self.adapter.tenant_budget(tenant).acquire(final=True)
-        await target.send(target.message(text), final=True)
+        await target.send(target.text_message(text, ai=False), final=True)

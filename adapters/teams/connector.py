@@ -24,7 +24,9 @@ instead of blocking; inbound signing keys come from keys.py's `SigningKeys`.
 
 `to_platform_error` maps connector failures onto the core's errors: 429 → `PlatformRateLimited` (with
 Retry-After), 412/5xx/network → transient `PlatformError`, 403 writes blocked / bot removed and
-404 conversation → permanent; the streaming 403s get their own subclasses.
+404 conversation → permanent; the streaming 403s get their own subclasses. Any other 4xx is Teams
+refusing this one message (`MessageRefused`, permanent: sending it again cannot help, but the
+conversation stays writable), so the caller sends it without its extras instead of retrying.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from botframework.connector.auth import (
 )
 from botframework.connector.auth.channel_validation import ChannelValidation
 from msal import ConfidentialClientApplication
-from msrest.exceptions import ClientRequestError, HttpOperationError
+from msrest.exceptions import HttpOperationError
 
 from bridge.errors import PlatformError, PlatformRateLimited, StreamExpired
 from bridge.moveworks.auth import parse_retry_after
@@ -69,7 +71,9 @@ __all__ = ["fetch_signing_keys"]  # re-exported: where it lived before keys.py
 log = logging.getLogger("adapters.teams")
 
 T = TypeVar("T")
-TRANSIENT_STATUSES = frozenset({408, 412, 500, 502, 503, 504})
+# Worth retrying: 412 and 5xx (Teams' rate-limit doc), 408 (a request timeout is the network's),
+# plus 429 and network failures, handled on their own. Every other 4xx refuses this request.
+TRANSIENT_STATUSES = frozenset({408, 412})
 
 
 class StreamTimedOut(StreamExpired):
@@ -82,6 +86,19 @@ class StreamCanceled(PlatformError):
 
 class StreamNotAllowed(PlatformError):
     """Native streaming refused here (403 ContentStreamNotAllowed, 405): use edits instead."""
+
+
+class MessageRefused(PlatformError):
+    """Teams refused this message (400 BadSyntax/BadRequest, 413 too large, …): retrying the same
+    request cannot help, yet the conversation is still writable (nothing is forgotten)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+def refused(exc: BaseException) -> bool:
+    """True when Teams refused a message's content (send it again without extras, or give up)."""
+    return isinstance(exc, MessageRefused)
 
 
 CredentialsKey = tuple[str, str, str, bool]  # app id, OAuth scope, login endpoint, validate authority
@@ -443,8 +460,6 @@ def _classify(exc: BaseException, op: str) -> PlatformError:
     if status == 404:
         # A missing conversation is permanent; a missing message (deleted by a user) is not.
         return PlatformError(detail, permanent=op in ("post", "create"))
-    if status is None and isinstance(exc, (ClientRequestError, OSError, TimeoutError)):
-        return PlatformError(detail)
-    if status in TRANSIENT_STATUSES or status is None:
-        return PlatformError(detail)
-    return PlatformError(detail)  # 400/413: the caller may retry without extras
+    if status is None or status in TRANSIENT_STATUSES or status >= 500:
+        return PlatformError(detail)  # network failures, timeouts, 412, 5xx: try again
+    return MessageRefused(detail)  # 400 BadSyntax, 413 too large, …: send it differently

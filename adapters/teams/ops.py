@@ -7,24 +7,42 @@ by a token bucket per conversation, on top of the tenant budget the renderer dra
 wait with priority. A permanent failure (403 writes blocked, bot removed, conversation gone) drops
 the stored reference so neither the relay nor the poller writes there again; a 404 on a channel
 reply chain (its root message deleted) drops only that chain, not the channel and its other chains.
+A refused message (400, 413: `MessageRefused`) drops nothing: it is sent again with less.
+
+An answer is its text messages plus one card message for its buttons (see render.py): the text
+message carries the AI label, its citation claims and (the last part) the feedback flag; when
+Teams refuses those, the text goes with the label and claims only, then alone. Feedback targets
+are remembered under every message id of the answer, and as the asker's latest answer in the
+conversation, for ratings that name no message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity, ActivityTypes, Attachment, Entity
 
+from bridge import texts
 from bridge.errors import PlatformError, PlatformRateLimited
 from bridge.mechanisms.ratelimit import WriteBudget
 from bridge.models import Answer
 
-from .connector import run_in_conversation, to_platform_error
+from .connector import refused, run_in_conversation, to_platform_error
 from .references import MESSAGE_ID_MARK, PLATFORM, ReferenceBook, StoredReference
-from .render import answer_extras, render_text
+from .render import (
+    FULL,
+    NO_FEEDBACK,
+    TEXT_ONLY,
+    answer_card,
+    cited,
+    growing_text,
+    is_answer_text,
+    render_text,
+    text_extras,
+)
 
 log = logging.getLogger("adapters.teams")
 
@@ -43,6 +61,8 @@ class TeamsTarget:
         text_format: str = "markdown",
         count_write: Callable[[str, str], None] = lambda platform, op: None,
         count_rate_limited: Callable[[str], None] = lambda platform: None,
+        tenant_budget: WriteBudget | None = None,
+        asker: str | None = None,
     ) -> None:
         self.cloud = cloud
         self.app_id = app_id
@@ -52,6 +72,8 @@ class TeamsTarget:
         self.text_format = text_format
         self.count_write = count_write
         self.count_rate_limited = count_rate_limited
+        self.tenant_budget = tenant_budget  # for the calls an answer makes beyond the renderer's
+        self.asker = asker  # whose answers these are (None: a notification)
         self.calls = 0
 
     @property
@@ -66,8 +88,8 @@ class TeamsTarget:
         error = to_platform_error(exc, op)
         if isinstance(error, PlatformRateLimited):
             self.count_rate_limited(PLATFORM)
-        if not error.permanent:
-            return error
+        if not error.permanent or refused(error):
+            return error  # a refused message says nothing about the conversation
         if getattr(error, "status", None) == 404 and MESSAGE_ID_MARK in self.stored.ref_key:
             log.warning("teams reply chain is gone (%s); dropping it, the channel stays", error)
             self.references.forget_chain(self.stored.ref_key)
@@ -121,48 +143,122 @@ class TeamsTarget:
         except Exception as exc:  # noqa: BLE001
             raise self._failed(exc, "delete") from None
 
-    def remember_answer(self, message_id: str, answer: Answer | None) -> None:
-        """Feedback arrives later as an invoke naming only the message id: keep the target."""
-        if answer is not None and answer.feedback is not None and message_id:
-            self.references.remember_feedback(self.conversation_id, message_id, answer.feedback)
+    async def extra_call(self, *, final: bool = True) -> None:
+        """Take a tenant token for a call the renderer did not pay for (a card, a fall-back)."""
+        if self.tenant_budget is not None:
+            await self.tenant_budget.acquire(final=final)
 
-    def final_message(self, text: str, answer: Answer | None, *, plain: bool = False) -> Activity:
-        extras = answer_extras(answer, with_citations=not plain, with_card=not plain)
-        return self.message(text, entities=extras.entities, attachments=extras.attachments,
-                            channel_data=extras.channel_data)
+    def text_message(self, text: str, answer: Answer | None = None, *, last: bool = True, ai: bool = True,
+                     level: int = FULL) -> Activity:
+        """One text message of an answer: `text` (Markdown) and its extras (see render.py)."""
+        extras = text_extras(text, answer, last=last, ai=ai, level=level)
+        return self.message(text, entities=extras.entities, channel_data=extras.channel_data)
+
+    def growing_message(self, text: str, *, level: int = FULL) -> Activity:
+        """An intermediate edit of an answer (`text` ends with the cursor), rendered as the final."""
+        extras = text_extras(text, None, ai=True, level=level)
+        return self.message(growing_text(text, self.text_format, texts.CURSOR), entities=extras.entities,
+                            raw_text=True)
+
+    def card_message(self, answer: Answer | None) -> Activity | None:
+        """The answer's buttons (and sources beyond ten) as a message of their own: no text, no AI
+        label, no feedback flag (the text message has them)."""
+        card = answer_card(answer)
+        if card is None:
+            return None
+        return Activity(type=ActivityTypes.message, attachments=[card])
+
+    def remember_answer(self, message_ids: Iterable[str | None], answer: Answer | None) -> None:
+        """Feedback arrives later as an invoke naming (at best) one message id: keep the target
+        under every message of the answer, and as the asker's latest answer here."""
+        if answer is None or answer.feedback is None:
+            return
+        ids = [message_id for message_id in message_ids if message_id]
+        for message_id in ids:
+            self.references.remember_feedback(self.conversation_id, message_id, answer.feedback)
+        if ids:
+            self.references.remember_latest(self.conversation_id, self.asker, answer.feedback)
 
 
 class TeamsMessageOps:
-    """`MessageOps` for `EditingSink`: post / update_activity / delete of one Teams message."""
+    """`MessageOps` for `EditingSink`: post / update_activity / delete of one answer's messages,
+    plus the answer's card message after its final text."""
 
     def __init__(self, target: TeamsTarget) -> None:
         self.target = target
+        self.card_id: str | None = None
+        self.parts: dict[str, str] = {}  # message id -> Markdown last written, in posting order
 
-    async def _with_fallback(self, write, text: str, answer: Answer | None) -> Any:
-        try:
-            return await write(self.target.final_message(text, answer))
-        except PlatformError as exc:
-            # A 400 on a message with extras (entity or card Teams refused): the text matters
-            # more than the decorations, so send it plainly rather than lose it.
-            if answer is None or getattr(exc, "status", None) not in (400, 413):
-                raise
-            log.warning("teams refused a message's extras (%s); sending it without them", exc)
-            return await write(self.target.final_message(text, answer, plain=True))
+    def _activity(self, text: str, answer: Answer | None, level: int) -> Activity:
+        if answer is not None:
+            return self.target.text_message(text, answer, level=level)
+        if text.endswith(texts.CURSOR):
+            return self.target.growing_message(text, level=level)
+        return self.target.text_message(text, None, ai=is_answer_text(text), level=level)
+
+    async def _write(self, write: Callable[[Activity], Any], text: str, answer: Answer | None) -> Any:
+        """Write the text message; when Teams refuses it, again with less (see the module doc)."""
+        levels = (FULL, NO_FEEDBACK, TEXT_ONLY) if answer is not None else (FULL, TEXT_ONLY)
+        for n, level in enumerate(levels):
+            if n:
+                await self.target.extra_call(final=answer is not None)
+            try:
+                return await write(self._activity(text, answer, level))
+            except PlatformError as exc:
+                if not refused(exc) or level == levels[-1]:
+                    raise
+                log.warning("teams refused a message (%s); sending it with less", exc)
+        raise AssertionError("unreachable")
 
     async def post(self, text: str, *, answer: Answer | None = None) -> str:
         final = answer is not None
-        message_id = await self._with_fallback(
+        message_id = await self._write(
             lambda activity: self.target.send(activity, op="post", final=final), text, answer
         )
-        self.target.remember_answer(message_id, answer)
-        return message_id
+        self.parts[message_id] = text
+        if answer is not None:
+            await self._finish(message_id, answer)
+        return str(message_id)
 
     async def edit(self, message_id: str, text: str, *, answer: Answer | None = None) -> None:
         final = answer is not None
-        await self._with_fallback(
-            lambda activity: self.target.update(message_id, activity, final=final), text, answer
-        )
-        self.target.remember_answer(message_id, answer)
+        await self._write(lambda activity: self.target.update(message_id, activity, final=final), text, answer)
+        self.parts[message_id] = text
+        if answer is not None:
+            await self._finish(message_id, answer)
 
     async def delete(self, message_id: str) -> None:
         await self.target.delete(message_id)
+        self.parts.pop(message_id, None)
+
+    async def _finish(self, last_id: str, answer: Answer) -> None:
+        """After the last part's final text: claims on earlier parts that show citation markers,
+        the card message, and the feedback targets."""
+        for message_id, text in list(self.parts.items()):
+            if message_id == last_id or not cited(text, answer, last=False):
+                continue
+            await self.target.extra_call()
+            try:
+                await self.target.update(message_id, self.target.text_message(text, answer, last=False),
+                                         final=True)
+            except PlatformError as exc:
+                if not refused(exc):
+                    raise
+                log.warning("teams refused the citations of an earlier part (%s)", exc)
+        await self._card(answer)
+        self.target.remember_answer([*self.parts, self.card_id], answer)
+
+    async def _card(self, answer: Answer) -> None:
+        activity = self.target.card_message(answer)
+        if activity is None:
+            return
+        await self.target.extra_call()
+        try:
+            if self.card_id is None:
+                self.card_id = await self.target.send(activity, op="post", final=True)
+            else:  # the final is written again (a retry): the card is there already
+                await self.target.update(self.card_id, activity, final=True)
+        except PlatformError as exc:
+            if not refused(exc):
+                raise
+            log.warning("teams refused an answer's card (%s); the answer stands without it", exc)

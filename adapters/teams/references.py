@@ -10,12 +10,17 @@ and for opening a personal chat with `create_conversation`.
 
 Namespaces: `teams.references` (ref_key -> `{"reference", "tenant", "scope"}` JSON),
 `teams.personal` (user id -> ref_key of their personal chat), `teams.members`
-(`tenant|user id` -> member JSON), `teams.feedback` (`conversation|message` -> target JSON).
+(`tenant|user id` -> member JSON), `teams.feedback` (`conversation|message` -> target JSON, and
+`latest|conversation|user` -> the target of that person's latest answer there, for ratings that
+name no message), `teams.pressed` (`conversation|callback|user` -> the activity that pressed an
+action button, so a button runs once).
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +36,7 @@ NS_REFERENCES = "teams.references"
 NS_PERSONAL = "teams.personal"
 NS_MEMBERS = "teams.members"
 NS_FEEDBACK = "teams.feedback"
+NS_PRESSED = "teams.pressed"
 MESSAGE_ID_MARK = ";messageid="
 
 
@@ -75,6 +81,7 @@ class ReferenceBook:
         self.personals = kv(NS_PERSONAL)
         self.members = kv(NS_MEMBERS)
         self.feedbacks = kv(NS_FEEDBACK)
+        self.pressed = kv(NS_PRESSED)
         self.end_threads = end_threads
 
     # --- conversation references ---------------------------------------------------------------
@@ -152,20 +159,60 @@ class ReferenceBook:
 
     # --- feedback targets ----------------------------------------------------------------------
 
-    def remember_feedback(self, conversation_id: str, message_id: str, target: FeedbackTarget) -> None:
-        value = {
+    @staticmethod
+    def _target_json(target: FeedbackTarget, **more: Any) -> str:
+        return json.dumps({
             "conversation_id": target.conversation_id,
             "response_id": target.response_id,
             "message_id": target.message_id,
             "helpful": target.helpful,
             "unhelpful": target.unhelpful,
-        }
-        self.feedbacks.set(f"{bare_conversation(conversation_id)}|{message_id}", json.dumps(value))
+            **more,
+        })
 
-    def feedback(self, conversation_id: str, message_id: str) -> FeedbackTarget | None:
-        raw = self.feedbacks.get(f"{bare_conversation(conversation_id)}|{message_id}")
+    @staticmethod
+    def _target(raw: str | None) -> FeedbackTarget | None:
         if not raw:
             return None
         data = json.loads(raw)
         return FeedbackTarget(data["conversation_id"], data["response_id"], data["message_id"],
                               data.get("helpful"), data.get("unhelpful"))
+
+    def remember_feedback(self, conversation_id: str, message_id: str, target: FeedbackTarget) -> None:
+        self.feedbacks.set(f"{bare_conversation(conversation_id)}|{message_id}", self._target_json(target))
+
+    def feedback(self, conversation_id: str, message_id: str) -> FeedbackTarget | None:
+        return self._target(self.feedbacks.get(f"{bare_conversation(conversation_id)}|{message_id}"))
+
+    def remember_latest(self, conversation_id: str, user_id: str | None, target: FeedbackTarget) -> None:
+        """`target` is the latest answer to `user_id` (None: to nobody in particular, a
+        notification) in this conversation, its reply chain and its channel."""
+        value = self._target_json(target, at=time.time())
+        for conversation in dict.fromkeys((conversation_id, bare_conversation(conversation_id))):
+            self.feedbacks.set(f"latest|{conversation}|{user_id or ''}", value)
+            self.feedbacks.set(f"latest|{conversation}|*", value)  # anyone's
+
+    def latest_feedback(self, conversation_id: str, user_id: str) -> FeedbackTarget | None:
+        """The answer a rating that names no message is about: the latest answer to `user_id`
+        here (or a newer notification), in this reply chain (or chat) first, then anywhere in the
+        channel; else the latest answer to anyone (whose owner the core then checks)."""
+        for whose in ((user_id, ""), ("*",)):
+            for conversation in dict.fromkeys((conversation_id, bare_conversation(conversation_id))):
+                found = [json.loads(raw) for raw in (self.feedbacks.get(f"latest|{conversation}|{who}")
+                                                     for who in dict.fromkeys(whose)) if raw]
+                if found:
+                    return self._target(json.dumps(max(found, key=lambda d: d.get("at") or 0)))
+        return None
+
+    # --- action buttons ------------------------------------------------------------------------
+
+    def press(self, conversation_id: str, callback_id: str, user_id: str, activity_id: str | None) -> bool:
+        """Record that `user_id` pressed the action `callback_id` (of Moveworks conversation
+        `conversation_id`); False when they pressed it before (a redelivery of the same press is
+        not a second press)."""
+        key = f"{conversation_id}|{callback_id}|{user_id}"
+        seen = self.pressed.get(key)
+        if seen is None:
+            self.pressed.set(key, activity_id or f"no-id:{uuid.uuid4()}")
+            return True
+        return bool(activity_id) and seen == activity_id

@@ -5,9 +5,19 @@ current reasoning step, then cumulative `streaming` text, sequence numbers 1, 2,
 `message` with `streamType: final` that carries the exact final text, AI entity, cards and
 feedback flag. The renderer already guarantees one call at a time, at least a second apart.
 
+Teams requires every streamed text to extend the one before, so only what the Markdown rewrite
+will not change later is streamed (`render.streamable`: an unfinished heading, table row or code
+span waits for its end) and the text keeps moving through headings and tables.
+
+The final message carries the text, the AI label, the citation claims and the feedback flag; the
+action buttons follow as a card message of their own (a final with text and a card shows as two
+messages, each with a label and 👍/👎). A 4xx is never retried: Teams refused the message, so it
+is sent again without the feedback flag, then as text alone, and if the stream cannot be ended
+with it at all, ended by an update.
+
 Recovery paths, so an answer is never lost:
-* a frame whose text does not extend what was streamed (Teams requires cumulative content) is
-  skipped: the final message carries the exact text anyway;
+* a frame whose text does not extend what was streamed (an upstream rewrite) is skipped: the
+  final message carries the exact text anyway;
 * 403 "exceeded streaming time" (2 minutes): the streamed message is finished with a plain
   `update_activity` of the full text (and intermediate frames keep updating it that way);
 * 403 "canceled by user": `UserCanceled`, so the relay stops the Moveworks request;
@@ -35,10 +45,10 @@ from bridge.errors import PlatformError, PlatformRateLimited, StreamDeclined, St
 from bridge.mechanisms.ratelimit import Sleep, WriteBudget
 from bridge.models import Answer, Capabilities, Frame
 
-from .connector import StreamCanceled, StreamNotAllowed, StreamTimedOut
+from .connector import StreamCanceled, StreamNotAllowed, StreamTimedOut, refused
 from .entities import StreamInfoEntity
 from .ops import TeamsTarget
-from .render import render_text, status_text
+from .render import FULL, NO_FEEDBACK, TEXT_ONLY, cited, is_answer_text, render_text, status_text, streamable
 
 log = logging.getLogger("adapters.teams")
 
@@ -69,6 +79,7 @@ class TeamsStreamSink(ReplySink):
         self.message_ids: list[str] = []
         self._full: list[str] = []  # parts of a long answer already ended as their own messages
         self._full_ids: list[str] = []
+        self.card_id: str | None = None
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The open stream a restarted process must end after a crash (Teams keeps it spinning)."""
@@ -101,9 +112,13 @@ class TeamsStreamSink(ReplySink):
             if len(parts) > len(self._full) + 1 and self._state == "streaming":
                 await self._rotate(parts[len(self._full)])
             text = parts[min(len(self._full), len(parts) - 1)]
+        if self.target.text_format != "extendedmarkdown":
+            text = streamable(text)  # never what the rewrite may still change
         wire = render_text(text, self.target.text_format)
+        if not wire.strip() or wire == self._streamed:
+            return False  # nothing new that is safe to show yet
         if not wire.startswith(self._streamed):
-            return False  # not cumulative (a table rewritten as it completed): wait for the final
+            return False  # not cumulative (Moveworks rewrote its text): the final reconciles it
         await self._stream(wire, "streaming")
         self._streamed = wire
         self._shown_answer = text
@@ -146,7 +161,7 @@ class TeamsStreamSink(ReplySink):
         if not frame.text or not self.stream_id or len(frame.text) > self._limit:
             return
         body = balance_fences(frame.text) + texts.CURSOR
-        await self.target.update(self.stream_id, self.target.message(body))
+        await self.target.update(self.stream_id, self.target.growing_message(body))
         self._shown_answer = frame.text
 
     # --- the end -------------------------------------------------------------------------------
@@ -173,35 +188,74 @@ class TeamsStreamSink(ReplySink):
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 
-    async def _end_stream(self, text: str, answer: Answer | None) -> str:
+    async def _end_stream(self, text: str, answer: Answer | None, *, last: bool = True, ai: bool = True) -> str:
         """Finish the stream with `text` (Markdown): the final streaming message, or a plain
-        update of the streamed message when the stream has ended on Teams' side."""
+        update of the streamed message when the stream has ended on Teams' side. When Teams
+        refuses the message (a 4xx), it goes again with less (no feedback flag, then the text
+        alone) at once, never retried as it was."""
         assert self.stream_id is not None
         stream_id = self.stream_id
+        levels = [FULL, NO_FEEDBACK, TEXT_ONLY] if answer is not None else [FULL, TEXT_ONLY]
         if self._state == "streaming":
-            activity = self.target.final_message(text, answer)
-            activity.entities = [StreamInfoEntity(stream_type="final", stream_id=stream_id),
-                                 *(activity.entities or [])]
+            for level in levels:
+                activity = self.target.text_message(text, answer, last=last, ai=ai, level=level)
+                activity.entities = [StreamInfoEntity(stream_type="final", stream_id=stream_id),
+                                     *(activity.entities or [])]
+                try:
+                    await self._final(functools.partial(self.target.send, activity, op="stream", final=True))
+                    self._state = "done"
+                    return stream_id
+                except StreamCanceled:
+                    self._state = "canceled"
+                    raise UserCanceled() from None
+                except (StreamTimedOut, StreamNotAllowed) as exc:
+                    log.info("teams stream ended early (%s); finishing with an update", exc)
+                    self._state = "expired"
+                    break
+                except PlatformError as exc:
+                    if not refused(exc):
+                        raise
+                    log.warning("teams refused the final stream message (%s); sending it with less", exc)
+            else:
+                log.warning("teams refused every final stream message; ending the stream by an update")
+        for n, level in enumerate(levels):
+            activity = self.target.text_message(text, answer, last=last, ai=ai, level=level)
             try:
-                await self._final(lambda: self.target.send(activity, op="stream", final=True))
-                self._state = "done"
-                return stream_id
-            except StreamCanceled:
-                self._state = "canceled"
-                raise UserCanceled() from None
-            except (StreamTimedOut, StreamNotAllowed) as exc:
-                log.info("teams stream ended early (%s); finishing with an update", exc)
-                self._state = "expired"
-        await self._final(lambda: self.target.update(stream_id, self.target.final_message(text, answer),
-                                                     final=True))
+                await self._final(functools.partial(self.target.update, stream_id, activity, final=True))
+                break
+            except PlatformError as exc:
+                if not refused(exc) or n == len(levels) - 1:
+                    raise
+                log.warning("teams refused the update ending the stream (%s); sending it with less", exc)
         self._state = "done"
         return stream_id
 
-    async def _update_final(self, message_id: str, text: str, answer: Answer | None) -> None:
-        await self.target.update(message_id, self.target.final_message(text, answer), final=True)
+    async def _write_part(self, write: Callable[[Any], Awaitable[Any]], text: str, answer: Answer | None,
+                          last: bool) -> Any:
+        """A final text message (post or update), with less when Teams refuses it."""
+        levels = [FULL, NO_FEEDBACK, TEXT_ONLY] if answer is not None else [FULL, TEXT_ONLY]
+        for n, level in enumerate(levels):
+            activity = self.target.text_message(text, answer, last=last, level=level)
+            try:
+                return await self._final(functools.partial(write, activity))
+            except PlatformError as exc:
+                if not refused(exc) or n == len(levels) - 1:
+                    raise
+                log.warning("teams refused a final message (%s); sending it with less", exc)
+        raise AssertionError("unreachable")
 
-    async def _post_final(self, text: str, answer: Answer | None) -> str:
-        return await self.target.send(self.target.final_message(text, answer), op="post", final=True)
+    async def _card(self, answer: Answer) -> None:
+        """The answer's buttons as a message of their own, after its text."""
+        activity = self.target.card_message(answer)
+        if activity is None:
+            return
+        try:
+            self.card_id = await self._final(
+                functools.partial(self.target.send, activity, op="post", final=True))
+        except PlatformError as exc:
+            if not refused(exc):
+                raise
+            log.warning("teams refused an answer's card (%s); the answer stands without it", exc)
 
     async def finish(self, answer: Answer) -> list[str]:
         if self._state == "canceled":
@@ -210,22 +264,24 @@ class TeamsStreamSink(ReplySink):
         ids: list[str] = []
         for i, part in enumerate(parts):
             last = i == len(parts) - 1
-            extras = answer if last else None
             if i < len(self._full):  # already ended while streaming: fix it only if it changed
                 message_id = self._full_ids[i]
-                if part != self._full[i] or last:
-                    await self._final(functools.partial(self._update_final, message_id, part, extras))
+                if part != self._full[i] or last or cited(part, answer, last=False):
+                    await self._write_part(functools.partial(self.target.update, message_id, final=True),
+                                           part, answer, last)
                 ids.append(message_id)
             elif i == len(self._full) and self.stream_id is not None:
-                ids.append(await self._end_stream(part, extras))
+                ids.append(await self._end_stream(part, answer, last=last))
             else:
-                ids.append(await self._final(functools.partial(self._post_final, part, extras)))
+                ids.append(await self._write_part(
+                    functools.partial(self.target.send, op="post", final=True), part, answer, last))
         for message_id in self._full_ids[len(parts):]:  # the final answer is shorter than streamed
             try:
                 await self.target.delete(message_id)
             except PlatformError:
                 log.info("could not delete a surplus part")
-        self.target.remember_answer(ids[-1], answer)
+        await self._card(answer)
+        self.target.remember_answer([*ids, self.card_id], answer)
         self._state = "done"
         self._shown_answer = answer.text
         self.message_ids = ids
@@ -236,13 +292,14 @@ class TeamsStreamSink(ReplySink):
             return
         note = texts.failure_note(message)
         if self.stream_id is None:
-            await self._final(lambda: self.target.send(self.target.message(note), op="post", final=True))
+            await self._final(lambda: self.target.send(self.target.text_message(note, ai=False), op="post",
+                                                       final=True))
             return
         kept = balance_fences(self._shown_answer) if self._shown_answer else ""
         text = f"{kept}\n\n{note}" if kept else note
         if len(text) > self._limit:
             text = split_markdown(kept, self._limit - len(note) - 2)[0] + "\n\n" + note
         try:
-            await self._end_stream(text, None)
+            await self._end_stream(text, None, ai=is_answer_text(text))
         except UserCanceled:
             return

@@ -16,7 +16,12 @@ log = logging.getLogger(__name__)
 
 
 async def submit_feedback(
-    store: Store, client: MoveworksClient, user: ChatUser, target: FeedbackTarget, helpful: bool
+    store: Store,
+    client: MoveworksClient,
+    user: ChatUser,
+    target: FeedbackTarget,
+    helpful: bool,
+    comment: str | None = None,
 ) -> FeedbackAck:
     links = store.links.for_conversation(target.conversation_id)
     if links and links[0].user_id != user.user_id:
@@ -27,7 +32,8 @@ async def submit_feedback(
     identity = (links[0].identity or None) if links else None
     try:
         await client.submit_feedback(
-            identity, target.conversation_id, target.response_id, target.message_id, callback
+            identity, target.conversation_id, target.response_id, target.message_id, callback,
+            additional_feedback=comment,
         )
     except MoveworksError as exc:
         log.warning("feedback failed: %s", exc)

@@ -3,7 +3,8 @@
 At start-up the answering process marks every reply still 'streaming' as interrupted (the
 process that streamed it is gone) and tells each thread, closing the cut-off reply in place when
 its checkpoint allows (the adapter's `close_reply` stops a native stream that would otherwise
-keep spinning), else with a new message."""
+keep spinning; a post-then-edit reply is edited to drop its cursor and end with the note), else
+with a new message."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ async def announce_interrupted(
                 ):
                     continue
                 sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
+                if checkpoint:
+                    sink.resume(checkpoint)  # an edited reply: end it in place, cursor gone
                 await sink.fail(texts.RESTARTED)
         except Exception:  # best effort; the thread may be gone
             log.info("could not tell a thread about its interrupted answer", exc_info=True)

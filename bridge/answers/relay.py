@@ -76,6 +76,9 @@ class Relay:
         self.budgets = budgets or Budgets(clock=clock, sleep=sleep)
         self.gate = gate or ThreadGate()
         self.answer_timeout = answer_timeout  # seconds from the first step to the end of an answer
+        # Answers cut off by the shutdown whose note could not be written (the next start tells
+        # the streaming ones; see `_stream`).
+        self.unmarked = 0
         self.adapters: dict[str, ChatAdapter] = {}
         self.identities = Identities(store, per_employee=per_employee, lookup=self._lookup_email)
         self._clock = clock
@@ -115,7 +118,9 @@ class Relay:
         self._tasks.spawn(coro, name=name)
 
     async def drain(self, timeout: float) -> int:
-        """Graceful shutdown: let answers finish for `timeout` s; the rest end with a note."""
+        """Graceful shutdown: let answers finish for `timeout` s; the rest end with a note (or,
+        when the note cannot be written in time, are counted in `unmarked`). Returns how many
+        had to be cut off."""
         return await self._tasks.drain(timeout)
 
     async def identity_for(self, user: ChatUser) -> str | None:
@@ -125,9 +130,11 @@ class Relay:
         adapter = self.adapters.get(user.platform)
         return await adapter.resolve_email(user) if adapter is not None else None
 
-    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
-        """Send a 👍/👎 to Moveworks as the asker; returns the acknowledgement for the user."""
-        return await submit_feedback(self.store, self.client, user, target, helpful)
+    async def feedback(
+        self, user: ChatUser, target: FeedbackTarget, helpful: bool, comment: str | None = None
+    ) -> FeedbackAck:
+        """Send a 👍/👎 (and its comment) to Moveworks as the asker; returns the acknowledgement."""
+        return await submit_feedback(self.store, self.client, user, target, helpful, comment)
 
     async def announce_interrupted(self, interrupted: Interrupted) -> None:
         """After a crash: tell each thread whose answer was cut off (see `recovery.py`)."""
@@ -179,6 +186,7 @@ class Relay:
             # streaming, `_stream` has already said it.
             outcome = "interrupted"
             if not await self._note_restart(renderer):
+                self.unmarked += 1
                 log.warning("a question cancelled by the shutdown before it streamed could not be "
                             "told so in its %s thread", platform)
             raise
@@ -275,6 +283,7 @@ class Relay:
         reply_id = self.store.replies.start(link.id)
         renderer.on_response_id = lambda rid: self.store.replies.finish(reply_id, "streaming", response_id=rid)
         renderer.on_checkpoint = lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint)
+        renderer.save_checkpoint()  # what the status line already shows
         events = self.client.stream_response(
             identity,
             link.conversation_id,
@@ -289,6 +298,7 @@ class Relay:
             if await self._note_restart(renderer):
                 self.store.replies.finish(reply_id, "interrupted")
             else:
+                self.unmarked += 1
                 log.warning("an answer cut off by the shutdown could not be marked in its thread; "
                             "the next start will tell it")
             raise _Interrupted() from None

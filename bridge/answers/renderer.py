@@ -288,12 +288,12 @@ class StreamRenderer:
             self._strikes = 0
             self._last_write = self._clock()
             self.frames_shown += 1
-            self._save_checkpoint()
+            self.save_checkpoint()
             if frame.text and self._on_first_text and self._first_delta_at is not None:
                 self._on_first_text(self._clock() - self._first_delta_at)
                 self._on_first_text = None
 
-    def _save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> None:
         """Hand the sink's checkpoint (what a restarted process needs to close this reply in
         place) to the owner when it changed: once per stream, not once per frame."""
         if self.on_checkpoint is None:

@@ -135,6 +135,27 @@ class EditingSink(ReplySink):
         if on_end is not None:
             on_end()
 
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The message that shows the growing answer and its text (without the cursor; "" while
+        it shows the status line), so a restarted process can end it in place with its note
+        instead of leaving it frozen."""
+        if not self.message_ids:
+            return None
+        shown = self._texts[-1] if self._answer_shown else ""
+        if shown.endswith(texts.CURSOR):
+            shown = shown[: -len(texts.CURSOR)]
+        return {"edited": {"message_id": self.message_ids[-1], "text": shown}}
+
+    def resume(self, checkpoint: dict[str, Any]) -> bool:
+        edited = checkpoint.get("edited")
+        if not isinstance(edited, dict) or not edited.get("message_id"):
+            return False
+        shown = str(edited.get("text") or "")
+        self.message_ids = [str(edited["message_id"])]
+        self._texts = [shown + texts.CURSOR if shown else ""]
+        self._answer_shown = shown
+        return True
+
     async def finish(self, answer: Answer) -> list[str]:
         try:
             return await self._finish(answer)
@@ -233,3 +254,6 @@ class WithFallback(ReplySink):
 
     def checkpoint(self) -> dict[str, Any] | None:
         return self.sink.checkpoint()
+
+    def resume(self, checkpoint: dict[str, Any]) -> bool:
+        return self.sink.resume(checkpoint)

@@ -202,7 +202,9 @@ async def _on_shutdown(app: web.Application) -> None:
         await runtime.poller.stop()
     left = await runtime.relay.drain(runtime.settings.shutdown_grace)
     if left:
-        log.warning("%d answers did not finish before shutdown; marked in their threads", left)
+        unmarked = runtime.relay.unmarked
+        log.warning("%d answers did not finish before shutdown: %d marked in their threads, %d could not "
+                    "be (the next start tells those that were streaming)", left, left - unmarked, unmarked)
 
 
 async def _on_cleanup(app: web.Application) -> None:

@@ -24,8 +24,10 @@ class Services:
     def submit(self, inbound: Inbound) -> None:
         self.relay.submit(inbound)
 
-    async def feedback(self, user: ChatUser, target: FeedbackTarget, helpful: bool) -> FeedbackAck:
-        return await self.relay.feedback(user, target, helpful)
+    async def feedback(
+        self, user: ChatUser, target: FeedbackTarget, helpful: bool, comment: str | None = None
+    ) -> FeedbackAck:
+        return await self.relay.feedback(user, target, helpful, comment)
 
     def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
         return self.store.inbound.claim(platform, dedupe_id)

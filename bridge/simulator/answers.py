@@ -261,8 +261,8 @@ _TOPICS: tuple[_Topic, ...] = (
 def default_plan(question: str) -> Plan:
     """Deterministic keyword answer; anything unknown gets a generic answer quoting the question."""
     q = question.lower()
-    for topic in _TOPICS:
-        if any(k in q for k in topic.keywords):
+    for topic in _TOPICS:  # whole words: "laptop" is not about "pto"
+        if any(re.search(rf"\b{re.escape(k)}", q) for k in topic.keywords):
             clean, cites = _with_markers(topic.text, list(topic.sources))
             return Plan(text=clean, reasoning=list(topic.reasoning), citations=cites,
                         actions=[dict(a) for a in topic.actions], title=_title(question),

@@ -6,9 +6,19 @@ each activity's visible text (streams included), answers roster lookups and `POS
 /v3/conversations`, and enforces the Teams streaming protocol strictly:
 a `streaminfo` entity without `streamType`/`streamSequence` is refused with Teams' BadSyntax error,
 sequences must grow by one, streamed text must be cumulative, and streaming outside personal chats
-is refused. Faults (429, 412/5xx, the streaming 403s, MessageWritesBlocked, bot removed, 404
+is refused. Faults (429, 412/5xx, 400, the streaming 403s, MessageWritesBlocked, bot removed, 404
 conversation not found) are injected with `fail_next`. With `enforce_limits=True` it also applies
 the documented rate limits (per conversation 7/1 s, 8/2 s, 60/30 s; 50/s per tenant) and answers 429 beyond them.
+
+Messages with text and attachments, as Teams shows them (Microsoft's Agents Playground 0.2.28
+implements it in `splitActivity`; botframework-sdk #6366 describes Teams doing the same): one
+activity becomes several messages, its text first, then each attachment as a message of its own,
+every one carrying the activity's entities and channelData (so each shows the AI label and
+👍/👎); a posted or final streamed one is split that way, and an update that would split is
+refused with `400 BadSyntax "Activity resulted into multiple skype activities"` (the Playground
+checks updates the same way in personal chats, group chats and channels). The root AI `Message`
+entity is checked as teams.md §3.4 and the Playground do: one per message, at most 10 citation
+claims, each with a position > 0 and an appearance with a name and an abstract; else 400.
 
 `TeamsUser` builds inbound activities the way Teams sends them (personal chat, channel reply
 chain with `;messageid=`, group chat, @mention entities, feedback invokes, card submits).
@@ -30,6 +40,10 @@ from aiohttp import web
 TENANT = "tenant-1"
 BOT_ID = "28:bot-app-id"
 BOT_NAME = "Moveworks"
+
+MULTIPLE_ACTIVITIES = "Activity resulted into multiple skype activities"
+AI_ENTITY = "https://schema.org/Message"
+ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
 
 STREAM_ERRORS = {
     "stream_timeout": "Content stream finished due to exceeded streaming time.",
@@ -73,6 +87,27 @@ class FakeActivity:
     def attachments(self) -> list[dict[str, Any]]:
         return list(self.json.get("attachments") or [])
 
+    @property
+    def ai_label(self) -> bool:
+        """Shows "AI generated" (a root Message entity with additionalType AIGeneratedContent)."""
+        return any(e.get("type") == AI_ENTITY and "AIGeneratedContent" in (e.get("additionalType") or [])
+                   for e in self.entities if isinstance(e, dict))
+
+    @property
+    def citations(self) -> list[dict[str, Any]]:
+        return [c for e in self.entities if isinstance(e, dict) and e.get("type") == AI_ENTITY
+                for c in e.get("citation") or []]
+
+    @property
+    def feedback_buttons(self) -> bool:
+        """Shows 👍/👎 (Teams' feedback loop)."""
+        data = self.json.get("channelData") or {}
+        return bool(data.get("feedbackLoopEnabled") or data.get("feedbackLoop"))
+
+    @property
+    def cards(self) -> list[dict[str, Any]]:
+        return [a.get("content") or {} for a in self.attachments if a.get("contentType") == ADAPTIVE_CARD]
+
 
 @dataclass
 class Fault:
@@ -93,6 +128,40 @@ def streaminfo_of(body: Any) -> dict[str, Any] | None:
 
 def bare(conversation_id: str) -> str:
     return conversation_id.split(";messageid=")[0]
+
+
+def split_activity(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The messages Teams shows for one message activity: its text, then each attachment on its
+    own, all with the activity's entities and channelData (a carousel stays one message)."""
+    if body.get("attachmentLayout") == "carousel":
+        return [body]
+    parts = []
+    if body.get("text"):
+        parts.append({**body, "attachments": None})
+    for attachment in body.get("attachments") or []:
+        parts.append({**body, "text": None, "textFormat": None, "attachments": [attachment]})
+    return parts
+
+
+def ai_entity_error(body: dict[str, Any]) -> str | None:
+    """Why Teams would refuse the activity's AI `Message` entity, if it would."""
+    roots = [e for e in body.get("entities") or [] if isinstance(e, dict) and e.get("type") == AI_ENTITY]
+    if len(roots) > 1:
+        return "Multiple root message entities are not allowed"
+    for entity in roots:
+        kinds = entity.get("additionalType")
+        if kinds is not None and kinds != ["AIGeneratedContent"]:
+            return "additionalType must be [\"AIGeneratedContent\"]"
+        claims = entity.get("citation") or []
+        if len(claims) > 10:
+            return "Too many citations: at most 10 are allowed"
+        for claim in claims:
+            appearance = claim.get("appearance") if isinstance(claim, dict) else None
+            if not isinstance(claim.get("position"), int) or claim["position"] <= 0 or not appearance:
+                return "A citation needs a position above 0 and an appearance"
+            if not isinstance(appearance.get("name"), str) or not isinstance(appearance.get("abstract"), str):
+                return "A citation appearance needs a name and an abstract"
+    return None
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None,
@@ -164,6 +233,7 @@ class FakeConnector:
         """Inject a failure for the next `count` matching calls.
 
         kinds: rate_limit (429), precondition (412), bad_gateway (502), unavailable (503),
+        bad_request (400 BadRequest: Teams refusing the message as sent),
         stream_timeout / stream_canceled / stream_not_allowed (403 ContentStreamNotAllowed, on
         streaming requests by default), writes_blocked (403 MessageWritesBlocked), bot_removed
         (403 without a subCode, as Teams answers when the bot left the team), not_found (404
@@ -202,6 +272,11 @@ class FakeConnector:
     def visible_text(self, conversation_id: str, sep: str = "") -> str:
         return sep.join(a.text for a in self.in_conversation(conversation_id))
 
+    def refused(self, conversation_id: str | None = None) -> list[Call]:
+        """Writes answered with a 4xx other than 429 (Teams refusing what was sent)."""
+        return [c for c in self.writes() if 400 <= c.status < 500 and c.status != 429
+                and (conversation_id is None or f"/v3/conversations/{conversation_id}/" in c.path)]
+
     # --- faults and limits -----------------------------------------------------------------
 
     def _take_fault(self, method: str, path: str, body: Any) -> Fault | None:
@@ -224,6 +299,8 @@ class FakeConnector:
             return _error(502, "BadGateway", "Bad gateway.", headers)
         if fault.kind == "unavailable":
             return _error(503, "ServiceUnavailable", "Service unavailable.", headers)
+        if fault.kind == "bad_request":
+            return _error(400, "BadRequest", "The activity was refused.")
         if fault.kind in STREAM_ERRORS:
             if activity is not None:
                 activity.stream_state = {"stream_timeout": "expired", "stream_canceled": "canceled"}.get(
@@ -306,9 +383,15 @@ class FakeConnector:
                 return _error(400, "BadArgument", f"Unsupported activity type {kind}")
             if not text and not body.get("attachments"):
                 return _error(400, "BadArgument", "Message has no text and no attachments")
-            activity = FakeActivity(self._new_id(), cid, "message", text, body, [body])
-            self.activities[activity.id] = activity
-            return web.json_response({"id": activity.id}, status=201)
+            problem = ai_entity_error(body)
+            if problem is not None:
+                return _error(400, "BadSyntax", problem)
+            ids = []
+            for part in split_activity(body):  # text + card: shown as two messages
+                activity = FakeActivity(self._new_id(), cid, "message", part.get("text") or "", part, [part])
+                self.activities[activity.id] = activity
+                ids.append(activity.id)
+            return web.json_response({"id": ids[0]}, status=201)
         # --- streaming ---
         if cid.startswith("19:"):
             return _error(403, "ContentStreamNotAllowed", STREAM_ERRORS["stream_not_allowed"])
@@ -359,10 +442,17 @@ class FakeConnector:
             return blocked
         if not text and not body.get("attachments"):
             return _error(400, "BadRequest", "Final stream message has no content")
+        problem = ai_entity_error(body)
+        if problem is not None:
+            return _error(400, "BadSyntax", problem)
+        first, *more = split_activity(body)  # the streamed message, then each attachment on its own
         stream.stream_state = "final"
-        stream.text = text
-        stream.json = body
+        stream.text = first.get("text") or ""
+        stream.json = first
         stream.history.append(body)
+        for part in more:
+            extra = FakeActivity(self._new_id(), cid, "message", "", part, [part])
+            self.activities[extra.id] = extra
         return web.json_response({"id": stream.id}, status=201)
 
     @staticmethod
@@ -392,6 +482,11 @@ class FakeConnector:
             return self._record(request, body, _error(400, "BadArgument", "Update has no content"))
         if streaminfo_of(body) is not None:
             return self._record(request, body, _error(400, "BadSyntax", "Updates cannot carry streaminfo"))
+        problem = ai_entity_error(body)
+        if problem is not None:
+            return self._record(request, body, _error(400, "BadSyntax", problem))
+        if len(split_activity(body)) > 1:  # text + card, or two cards: one message cannot show them
+            return self._record(request, body, _error(400, "BadSyntax", MULTIPLE_ACTIVITIES))
         activity.text = body.get("text") or ""
         activity.json = body
         activity.history.append(body)
@@ -515,12 +610,27 @@ class TeamsUser:
             activity["text"] = text
         return activity
 
-    def feedback(self, conversation: dict[str, Any], bot_message_id: str, reaction: str = "like") -> dict[str, Any]:
+    def feedback(self, conversation: dict[str, Any], bot_message_id: str | None, reaction: str = "like",
+                 comment: str = "", *, playground: bool = False) -> dict[str, Any]:
+        """A 👍/👎 click (with the text typed into the feedback box). Teams names the rated message
+        in `replyToId` and sends the text as `{"feedbackText": …}` JSON; the Agents Playground
+        (`playground=True`, or `bot_message_id=None`) names no message and sends the text as is."""
         activity = self._base("invoke", conversation)
         activity["name"] = "message/submitAction"
-        activity["replyToId"] = bot_message_id
-        activity["value"] = {"actionName": "feedback",
-                             "actionValue": {"reaction": reaction, "feedback": json.dumps({"feedbackText": ""})}}
+        if bot_message_id is not None:
+            activity["replyToId"] = bot_message_id
+        feedback = comment if playground else json.dumps({"feedbackText": comment})
+        activity["value"] = {"actionName": "feedback", "actionValue": {"reaction": reaction, "feedback": feedback}}
+        return activity
+
+    def press(self, conversation: dict[str, Any], data: dict[str, Any], card_message_id: str | None = None,
+              *, channel_data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """An Adaptive Card `Action.Submit` press: a message activity with the action's data as its
+        value and no text, replying to the card's message."""
+        activity = self._base("message", conversation, channel_data=channel_data)
+        activity["value"] = dict(data)
+        if card_message_id is not None:
+            activity["replyToId"] = card_message_id
         return activity
 
     def install(self, *, conversation_id: str | None = None) -> dict[str, Any]:
