@@ -69,13 +69,14 @@ class ReplyQuery(Query):
         """At start-up of the answering process: replies a crashed process left 'streaming' can
         never finish. Marks them and returns (thread link, the reply's last checkpoint), oldest
         first, so the users can be told in place."""
-        rows = list(self.db.table(TABLE).rows_where("status = 'streaming'", select="id, link_id, checkpoint",
-                                                    order_by="id"))
-        self.db.execute(
-            "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'",
+        # One statement: a reply another process starts meanwhile is either returned or untouched.
+        cursor = self.db.execute(
+            "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming' "
+            "RETURNING id, link_id, checkpoint",
             (self.clock(),),
         )
-        return [(r["link_id"], json.loads(r["checkpoint"]) if r["checkpoint"] else None) for r in rows]
+        rows = sorted(cursor.fetchall())
+        return [(link_id, json.loads(checkpoint) if checkpoint else None) for _, link_id, checkpoint in rows]
 
     def mark_shown(self, message_id: str, link_id: int | None, source: str) -> None:
         """The first record of a message wins (the primary key decides, across processes)."""
