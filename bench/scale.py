@@ -12,22 +12,33 @@ process's CPU seconds and peak RSS come from /proc.
 `steady` is the busy Slack workspace over time: a new asker every second for minutes, in one
 workspace, and which reply style each answer got (a native stream, post + edits, or the thread
 status then one post; see adapters/slack/admission.py), minute by minute.
+
+With `BENCH_BEFORE=<checkout of an older commit>` the section also measures the busy workspace
+(`steady`, and 50 and 200 askers at once) with `serve` run from that checkout and from this tree,
+alternately, against the same simulator and fakes, and reports after / before ratios of one run.
+Only the `serve` subprocess changes: `PYTHONSAFEPATH=1` (its working directory is not on sys.path)
+and `PYTHONPATH=<checkout>`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from bench.report import Context, Table, median, pct
-from bench.stack import Stack, answer_words, chars_lost
+from bench.stack import ROOT, Stack, answer_words, chars_lost
 
 ANSWER = answer_words(1_500)
 SCRIPT = {"chunks": 40, "delay": 0.25}
 STEADY_SECONDS = 180  # full mode: a question a second for three minutes (past the first minute's burst)
 QUICK_STEADY_SECONDS = 20  # quick mode: the first minute's burst only, beside the other two levels
 STYLES = ("native streams", "post + edits", "status, then one post")
+BEFORE = "BENCH_BEFORE"  # environment variable: a checkout to compare this tree with (see module docstring)
 
 
 async def run(ctx: Context) -> list[Table]:
@@ -42,7 +53,17 @@ async def run(ctx: Context) -> list[Table]:
                 for k in levels:
                     await level(stack, table, platform, k)
             busy = await steady(stack, STEADY_SECONDS)
-    return [table, busy]
+        tables = [table, busy]
+        checkout = before_checkout()
+        if checkout is not None:
+            tables.append(await before_after(stack, checkout, quick=ctx.quick))
+    return tables
+
+
+def before_checkout() -> Path | None:
+    """`BENCH_BEFORE` as an absolute path, if set."""
+    value = os.environ.get(BEFORE)
+    return Path(value).resolve() if value else None
 
 
 def scale_table() -> Table:
@@ -52,12 +73,14 @@ def scale_table() -> Table:
                   "peak RSS MiB"])
 
 
-async def level(stack: Stack, table: Table, platform: str, k: int, *, team: str | None = None) -> None:
+async def level(stack: Stack, table: Table, platform: str, k: int, *, team: str | None = None,
+                env: dict[str, str] | None = None) -> None:
     """`k` people ask at once in one workspace (tenant); one row of `table`. `team` names the
-    workspace (default `S<platform initial><k>`), so one fake can hold several runs of a level."""
+    workspace (default `S<platform initial><k>`), so one fake can hold several runs of a level;
+    `env` is added to `serve`'s environment."""
     team = team or f"S{platform[0]}{k}".upper()
     name = f"scale-{platform}-{team.lower()}"
-    serve = await stack.serve(name, SLACK_BOT_TOKEN=stack.slack_team(team))
+    serve = await stack.serve(name, **serve_env(stack, team, env))
     cpu0 = serve.cpu_seconds()
     tags = [f"[{team}-{i}]" for i in range(k)]
     if platform == "slack":
@@ -105,12 +128,13 @@ async def level(stack: Stack, table: Table, platform: str, k: int, *, team: str 
                                f"p95 {pct(part, 95) or 0:.2f} s")
 
 
-async def steady(stack: Stack, seconds: int, *, team: str = "SBUSY", every: float = 1.0) -> Table:
+async def steady(stack: Stack, seconds: int, *, team: str = "SBUSY", every: float = 1.0,
+                 env: dict[str, str] | None = None) -> Table:
     """One Slack workspace where a new person asks every `every` seconds for `seconds`, each in
     their own DM; every answer is the same 10-second stream. Returns a table by minute of asking:
     how many answers got each reply style, 429s (any method, by the asker's channel or user),
-    first text, lost finals."""
-    serve = await stack.serve(f"scale-steady-{team.lower()}", SLACK_BOT_TOKEN=stack.slack_team(team))
+    first text, lost finals. `env` is added to `serve`'s environment."""
+    serve = await stack.serve(f"scale-steady-{team.lower()}", **serve_env(stack, team, env))
     n = round(seconds / every)
     channels = [f"D{team}{i}" for i in range(n)]
     for i in range(n):
@@ -183,3 +207,74 @@ def busiest_minute(times: Iterable[float]) -> int:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
+
+
+async def before_after(stack: Stack, checkout: Path, *, quick: bool) -> Table:
+    """The busy-workspace figures with `serve` from `checkout` (before) and from this tree (after),
+    in the same fakes: crowds one after the other (two rounds in alternating order, means), the
+    steady arrivals of both at once in two workspaces. One row per measure, with after / before."""
+    envs = {"before": product_env(checkout), "after": product_env(ROOT)}
+    crowds, rounds = ((10,), 1) if quick else ((50, 200), 2)
+    seconds = QUICK_STEADY_SECONDS if quick else STEADY_SECONDS
+    tables = {product: scale_table() for product in envs}
+    for r in range(rounds):
+        for k in crowds:
+            for product in ("before", "after") if r % 2 == 0 else ("after", "before"):
+                await level(stack, tables[product], "slack", k, team=f"{product[0]}{k}R{r}".upper(),
+                            env=envs[product])
+    busy = dict(zip(envs, await asyncio.gather(*(steady(stack, seconds, team=f"{product[0]}BUSY".upper(),
+                                                        env=envs[product]) for product in envs)), strict=True))
+    out = Table(f"Scale: a busy Slack workspace, before ({checkout}) and after (this tree), same run",
+                ["measure", "before", "after", "after / before"])
+
+    def add(measure: str, values: dict[str, float | None]) -> None:
+        before, after = values["before"], values["after"]
+        out.add(measure, before, after, round(after / before, 2) if before and after is not None else None)
+
+    for k in crowds:
+        label = f"{k} askers at once" + (f" (mean of {rounds})" if rounds > 1 else "")
+        for column in ("native streams", "streamed", "first text p50 (s)", "first text p95 (s)", "429s"):
+            values: dict[str, float | None] = {}
+            for product, table in tables.items():
+                rows = [row for row in table.rows if row[1] == k]
+                if column == "native streams":
+                    cells = [int(note.split(": ", 1)[1].split()[0]) for note in table.notes
+                             if note.startswith(f"slack {k}:")]
+                else:
+                    cells = [row[table.columns.index(column)] for row in rows]
+                known = [c for c in cells if c is not None]
+                values[product] = round(sum(known) / len(known), 2) if known else None
+            add(f"{label}: {column}", values)
+    label = f"a new asker every second for {seconds} s"
+    for group in range(len(busy["before"].rows)):
+        when = busy["before"].rows[group][0]
+        when = "overall" if when == "all" else f"asked in {when}"
+        for column in (*STYLES, "429s", "first text p50 (s)", "first text p95 (s)"):
+            add(f"{label}, {when}: {column}",
+                {product: table.rows[group][table.columns.index(column)] for product, table in busy.items()})
+    for product, env in envs.items():
+        out.notes.append(f"{product}: serve imports {await imported(env)}")
+    out.notes += [f"{product} steady: {note}" for product, table in busy.items() for note in table.notes]
+    return out
+
+
+def serve_env(stack: Stack, team: str, env: dict[str, str] | None) -> dict[str, Any]:
+    """`serve`'s environment additions: the bot token of a new workspace `team`, and `env`."""
+    return {"SLACK_BOT_TOKEN": stack.slack_team(team), **(env or {})}
+
+
+def product_env(checkout: Path) -> dict[str, str]:
+    """`serve`'s environment additions that make it run the product in `checkout`."""
+    return {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(checkout)}
+
+
+async def imported(env: dict[str, str]) -> str:
+    """Where a Python started with `env` (from this tree's directory, as `serve` is) finds the
+    Slack adapter: proof of which product ran."""
+    probe = ("import subprocess, adapters.slack.admission as a; print(a.__file__, subprocess.run("
+             "['git', 'log', '-1', '--format=(commit %h)'], cwd=a.__file__.rsplit('/', 3)[0], "
+             "capture_output=True, text=True).stdout.strip())")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", probe, cwd=str(ROOT), env={**os.environ, **env},
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace").strip().splitlines()[-1] if out.strip() else "(nothing)"
