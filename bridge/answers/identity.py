@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 from bridge.models import ChatUser
 from bridge.store import Store
@@ -25,10 +26,20 @@ class NoIdentity(Exception):
 
 
 class Identities:
-    def __init__(self, store: Store, *, per_employee: bool, lookup: Lookup) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        per_employee: bool,
+        lookup: Lookup,
+        background: Callable[[Coroutine[Any, Any, Any], str], None] | None = None,
+    ) -> None:
         self.store = store
         self.per_employee = per_employee
         self._lookup = lookup
+        # Single-identity modes need the email only for proactive DMs: look it up beside the
+        # answer, never before it (a crowd would otherwise queue on the directory's rate limit).
+        self._background = background
 
     async def identity_for(self, user: ChatUser) -> str | None:
         """The Moveworks identity of a chat user: their email in user_jwt mode, else None
@@ -46,6 +57,9 @@ class Identities:
             if email and self.per_employee and stale and checked is not None:
                 email = await self._lookup_email(user) or email
                 looked_up = True
+        if not email and not self.per_employee and stale and self._background is not None:
+            self._background(self._remember_email(user), "email-lookup")
+            return None
         if not email and (self.per_employee or stale):
             looked_up = True
             email = await self._lookup_email(user)
@@ -56,6 +70,10 @@ class Identities:
         if not email:
             raise NoIdentity()
         return email.lower()
+
+    async def _remember_email(self, user: ChatUser) -> None:
+        email = await self._lookup_email(user)
+        self.store.employees.save(replace(user, email=email or None), email_checked=True)
 
     async def _lookup_email(self, user: ChatUser) -> str | None:
         try:

@@ -80,7 +80,8 @@ class Relay:
         # the streaming ones; see `_stream`).
         self.unmarked = 0
         self.adapters: dict[str, ChatAdapter] = {}
-        self.identities = Identities(store, per_employee=per_employee, lookup=self._lookup_email)
+        self.identities = Identities(store, per_employee=per_employee, lookup=self._lookup_email,
+                                     background=self.background)
         self._clock = clock
         self._sleep = sleep
         self._tasks = TaskSet()

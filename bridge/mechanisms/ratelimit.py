@@ -146,6 +146,11 @@ class Budgets:
         self._budgets: dict[str, WriteBudget] = {}
 
     def get(self, key: str, rate: Rate | None) -> WriteBudget:
+        """The budget of `key`. A reply that writes nothing budgeted (`rate` None: a thread status
+        and one post) gets an unlimited budget and leaves the key's shared budget as it is: it
+        must not hand the next answer a fresh, full bucket."""
+        if rate is None:
+            return WriteBudget(None, clock=self._clock, sleep=self._sleep)
         budget = self._budgets.get(key)
         if budget is None or budget.rate != rate:
             budget = WriteBudget(rate, clock=self._clock, sleep=self._sleep)
