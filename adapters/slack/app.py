@@ -50,6 +50,9 @@ log = logging.getLogger("adapters.slack")
 # chat.update is Tier 3: ~50 per minute per workspace. Half may go at once (never over 50 in any
 # minute), so the finals of the few live edited answers (admission.py) find a token waiting.
 EDIT_RATE = Rate(50, 60.0, burst=25)
+# users.info is Tier 4 (100+ a minute per workspace): a crowd's email lookups queue here instead of
+# drawing 429s (the relay does them beside the answers in single-identity modes).
+USERS_RATE = Rate(100, 60.0)
 EDIT_CAPABILITIES = Capabilities(
     # One `markdown` block holds up to 12,000 characters; 8,000 leaves room for the status line,
     # cursor and fence lines, and for the mrkdwn-section fallback (<= 50 sections of 3,000).
@@ -503,6 +506,7 @@ class SlackAdapter(ChatAdapter):
 
     async def resolve_email(self, user: ChatUser) -> str | None:
         client = await self.client_for(user.workspace)
+        await self.core.budget(f"slack:{user.workspace}:users", USERS_RATE).acquire()
         profile = await directory.lookup(client, user.user_id)
         return profile.email if profile else None
 
