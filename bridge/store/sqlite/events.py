@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils.db import NotFoundError
-
 from bridge.store.sqlite.guard import Query
 
 TABLE = "event_deliveries"
@@ -23,10 +21,12 @@ class EventQuery(Query):
         conditional UPDATE decides, across processes, from the row's status.
         """
         now = self.clock()
-        self.db.table(TABLE).insert(
-            {"event_id": event_id, "identity": identity, "conversation_id": conversation_id, "status": "new",
-             "payload": payload, "claimed_at": now},
-            ignore=True,
+        # Plain statements on the delivery hot path: the table helpers introspect the schema on
+        # every call (a poller backlog runs these for each event).
+        self.db.execute(
+            "INSERT OR IGNORE INTO event_deliveries (event_id, identity, conversation_id, status, payload, "
+            "claimed_at) VALUES (?, ?, ?, 'new', ?, ?)",
+            (event_id, identity, conversation_id, payload, now),
         )
         cursor = self.db.execute(
             "UPDATE event_deliveries SET status = 'claimed', attempts = attempts + 1, claimed_at = ? "
@@ -37,10 +37,10 @@ class EventQuery(Query):
 
     def finish(self, event_id: str, status: str, detail: str | None = None) -> None:
         """status: 'sent', 'skipped' (explicitly not delivered, with a reason) or 'retry'."""
-        try:
-            self.db.table(TABLE).update(event_id, {"status": status, "detail": detail, "finished_at": self.clock()})
-        except NotFoundError:
-            pass  # never claimed: nothing to finish, as an UPDATE … WHERE event_id = ? would
+        self.db.execute(  # never claimed: nothing to finish
+            "UPDATE event_deliveries SET status = ?, detail = ?, finished_at = ? WHERE event_id = ?",
+            (status, detail, self.clock(), event_id),
+        )
 
     def status(self, event_id: str) -> str | None:
         rows = list(self.db.table(TABLE).rows_where("event_id = ?", [event_id], select="status", limit=1))

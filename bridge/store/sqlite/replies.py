@@ -80,10 +80,10 @@ class ReplyQuery(Query):
 
     def mark_shown(self, message_id: str, link_id: int | None, source: str) -> None:
         """The first record of a message wins (the primary key decides, across processes)."""
-        self.db.table(SHOWN).insert(
-            {"message_id": message_id, "link_id": link_id, "source": source, "shown_at": self.clock()},
-            ignore=True,
+        self.db.execute(
+            "INSERT OR IGNORE INTO shown_messages (message_id, link_id, source, shown_at) VALUES (?, ?, ?, ?)",
+            (message_id, link_id, source, self.clock()),
         )
 
     def was_shown(self, message_id: str) -> bool:
-        return bool(list(self.db.table(SHOWN).rows_where("message_id = ?", [message_id], select="1", limit=1)))
+        return bool(list(self.db.query("SELECT 1 FROM shown_messages WHERE message_id = ? LIMIT 1", [message_id])))
