@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -57,11 +55,9 @@ async def _poll_forever(settings: Settings) -> None:
 
     runtime = build_runtime(settings, poller=True, answers=False)
     await runtime.start(inbound=False)  # deliveries only: questions go to `serve`
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    from bridge.process.server import stop_on_signals
+
+    stop = stop_on_signals()
     assert runtime.poller is not None  # built with poller=True
     await runtime.poller.start()
     log.info("poller running (adapters: %s)", ", ".join(a.platform for a in runtime.adapters) or "none")

@@ -372,6 +372,18 @@ async def watch_event_loop(interval: float = LAG_INTERVAL) -> None:
             logs.flush_suppressed()
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT: the start of a graceful shutdown. Where the loop cannot
+    take signal handlers (Windows, or not the main thread: embedded or test runs) the process is
+    stopped another way, so their absence is not an error."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def serve(runtime: Runtime, host: str = "0.0.0.0", port: int | None = None) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully."""
     # Some SDKs send from the default thread pool (botbuilder's connector): size it for the
@@ -391,10 +403,7 @@ async def serve(runtime: Runtime, host: str = "0.0.0.0", port: int | None = None
     log.info("serving on %s:%s (adapters: %s, poller: %s, at most %d connections)", host,
              port or runtime.settings.port, ", ".join(a.platform for a in runtime.adapters) or "none",
              "on" if runtime.poller is not None else "off", guard.limit)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:

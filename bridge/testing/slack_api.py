@@ -12,8 +12,9 @@ documents (see the reference notes' `slack-platform-rules.md`), with an injectab
   (`msg_blocks_too_long`; `text` of every text object and markdown block counts). An empty
   `markdown` block is refused (`invalid_blocks`);
 * **streaming state**: `chat.update` of a message that is still streaming fails
-  `streaming_state_conflict` (and `chat.delete` fails `cant_delete_message`) and leaves the stream
-  open; `appendStream`/`stopStream` of a stream that ended fail `message_not_in_streaming_state`;
+  `streaming_state_conflict` and leaves the stream open (what `chat.delete` does to a streaming
+  message is not documented, so the fake invents no rule for it); `appendStream`/`stopStream` of a stream that ended
+  fail `message_not_in_streaming_state`;
   `stopStream` refuses more than 50 blocks (`msg_blocks_too_many`);
 * **tiers**: the documented per-method, per-workspace rate tiers (`TIERS`: start/stop Tier 2 in
   separate buckets, append Tier 4, update/delete/conversations.open Tier 3, ...), answered with 429,
@@ -568,8 +569,6 @@ class FakeSlack:
     def _m_chat_delete(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(params)
         message = self._find(channel, params.get("ts", ""))
-        if message.get("streaming"):  # seen by peers against Slack; not in the method's docs
-            raise _ApiError("cant_delete_message")
         self.messages[channel].remove(message)
         return {"ok": True, "channel": channel, "ts": message["ts"]}
 
