@@ -24,14 +24,19 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from bridge.errors import AttachmentRefused
 from bridge.models import (
     Answer,
+    Attachment,
     Capabilities,
     ChatUser,
     Employee,
     FeedbackTarget,
+    FieldInput,
+    FormStep,
     Frame,
     Inbound,
+    MessageRef,
     Rate,
     ThreadKey,
 )
@@ -86,6 +91,24 @@ class Core(Protocol):
         self, user: ChatUser, target: FeedbackTarget, helpful: bool, comment: str | None = None
     ) -> FeedbackAck:
         """Send a rating (and the comment typed with it) to Moveworks as the asker; never raises."""
+
+    async def open_form(self, user: ChatUser, ref: MessageRef, where: str) -> FormStep:
+        """The form a MODAL_ACTION offers (`where` locates the action in message `ref`), read
+        fresh, for the person who was answered only. Never raises: failures are a `notice`."""
+
+    async def refresh_form(self, user: ChatUser, session: str, values: dict[str, FieldInput]) -> FormStep:
+        """A `triggers_refresh` field changed: the form re-evaluated with everything entered."""
+
+    async def submit_form(self, user: ChatUser, session: str, values: dict[str, FieldInput]) -> FormStep:
+        """Check and submit the form. Missing or refused fields come back as `errors` on the
+        form; on success the acknowledgement is posted in the thread and `done` is set."""
+
+    async def choose_help_item(
+        self, user: ChatUser, thread: ThreadKey, address: Address, ref: MessageRef, where: str
+    ) -> str | None:
+        """A get-help menu item other than a form was picked: a TEXT item's text or a URL item's
+        link is posted in the thread, a CALLBACK item is asked like its button. Returns a
+        sentence to show only to the person when nothing was done (not theirs, expired)."""
 
     def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
         """True the first time an inbound delivery is seen, across processes and restarts (for
@@ -175,6 +198,9 @@ class ChatAdapter(ABC):
     """A chat platform plugged into the bridge."""
 
     platform: ClassVar[str]  # "slack", "teams", …: the `ThreadKey.platform` of its threads
+    # Named optional capabilities, read once by the core:
+    shows_forms: ClassVar[bool] = False  # renders MODAL_ACTIONs as native forms (open_form…)
+    accepts_files: ClassVar[bool] = False  # `download` works: attachments go to Moveworks
     # Threads its SDK needs in the default executor (botbuilder sends from a thread pool); the
     # `serve` process sizes the pool for the largest need.
     worker_threads: ClassVar[int] = 0
@@ -196,6 +222,12 @@ class ChatAdapter(ABC):
         """The employee's email from the platform directory (the core caches it)."""
 
     # --- optional, with no-op defaults ------------------------------------------------------
+
+    async def download(self, attachment: Attachment, limit: int) -> bytes:
+        """The bytes of an employee's attachment, fetched with the bot's credentials; at most
+        `limit` bytes (raise `bridge.errors.AttachmentTooLarge` beyond, `AttachmentRefused` when it cannot be
+        fetched). Only called when `accepts_files`."""
+        raise AttachmentRefused("this platform does not download attachments")
 
     def mount(self, app: web.Application) -> None:
         """Add the adapter's HTTP routes to the `serve` application. Default: none."""

@@ -45,3 +45,12 @@ class UserCanceled(Exception):
 class StoreUnavailable(Exception):
     """The store cannot be written (disk full, read-only, I/O error, file deleted): the caller
     tells the asker kindly if the platform still takes writes, and readiness turns 503."""
+
+
+class AttachmentRefused(Exception):
+    """An employee's attachment cannot be passed on (too large, unreadable, not downloadable);
+    the message is for logs, never shown."""
+
+
+class AttachmentTooLarge(AttachmentRefused):
+    """The attachment is larger than the limit the core asked for."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bridge.moveworks.models import Action
+from bridge.moveworks.models import Action, HelpCategory, MessageRef, Modal
+
+__all__ = ["Action", "HelpCategory", "MessageRef", "Modal"]  # re-exported for adapters
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,17 @@ class ChatUser:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file an employee attached to a question, as the platform described it. `source` is
+    adapter-private (URL, ids): the core hands it back to `ChatAdapter.download`."""
+
+    name: str
+    content_type: str | None = None
+    size: int | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Inbound:
     """One question (or button press) from an employee, already normalised by an adapter."""
 
@@ -52,6 +65,7 @@ class Inbound:
     # (Slack channel/thread_ts, Teams conversation-reference key). Stored with the link.
     address: dict[str, Any] = field(default_factory=dict)
     direct: bool = False  # a DM / personal chat
+    files: tuple[Attachment, ...] = ()  # sent to Moveworks with the question (Files API)
 
 
 @dataclass(frozen=True)
@@ -108,6 +122,38 @@ class Answer:
     response_id: str | None = None
     message_ids: tuple[str, ...] = ()
     ai_generated: bool = True
+    help_menu: tuple[HelpCategory, ...] = ()  # the get-help menu, items located by `where`
+    sender: Sender | None = None  # a human wrote this (a live agent): show who, no AI label
+
+
+@dataclass(frozen=True)
+class Sender:
+    """A person writing through Moveworks (a live agent), shown as the message's author."""
+
+    name: str
+    avatar_url: str | None = None
+
+
+# What an adapter hands the core for one form field, before the core converts it to the
+# documented `values` shape: text (TEXT, DATE `YYYY-MM-DD`, DATETIME ISO-8601, single CHOICE),
+# several values (multi CHOICE), a bool (BOOLEAN), attachments (FILE), or None (left empty).
+FieldInput = str | list[str] | bool | list[Attachment] | None
+
+
+@dataclass(frozen=True)
+class FormStep:
+    """The outcome of opening, refreshing or submitting a form, for the adapter to show.
+
+    Exactly one of: `form` (show it, or replace the one shown; `errors` then names the fields
+    to mark, by field name, "" for the form as a whole), `done` (submitted: close the form; the
+    acknowledgement is already in the thread) or `notice` (close the form and tell the person
+    this short sentence: not theirs, expired, Moveworks failed)."""
+
+    session: str = ""  # opaque token for refresh/submit of this form
+    form: Modal | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    done: bool = False
+    notice: str | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ their own user-facing prose. (Log lines and operator messages are not here.)"""
 
 from __future__ import annotations
 
+from typing import Any
+
 MAX_INPUT_CHARS = 8000  # the longest question sent to Moveworks
 
 # --- questions that cannot be asked ----------------------------------------------------------------
@@ -17,9 +19,14 @@ NO_IDENTITY = (
     "your behalf. Please contact your IT team."
 )
 FILES_ONLY = (
-    "I can only read text for now, so I couldn't look at that file. "
+    "I can't pass files on to the assistant here, so I couldn't look at that. "
     "Could you type your question instead?"
 )
+FILE_TOO_BIG = "{name} is too large for me to pass on (the limit is {limit} MB), so I asked without it."
+FILE_UNREADABLE = "I couldn't read {name}, so I asked without it."
+FILE_TYPE = "I can't pass on {name} (that kind of file isn't supported), so I asked without it."
+ATTACHED_ONLY = "(attached: {names})"  # the question sent when an employee sends only files
+FILES_NONE_USABLE = "I couldn't pass on your file, and there was no question with it. Could you type what you need?"
 
 # --- answers that fail -----------------------------------------------------------------------------
 BUSY = "The assistant is very busy right now. Please try again in a minute."
@@ -37,6 +44,37 @@ FAILURE_NOTE = "⚠️ {message}"  # how a failure message ends a reply
 NOT_OWNER = "That button belongs to someone else's conversation, so only they can use it."
 CALLBACK_GONE = "That button has expired. Please ask your question again."
 ACTION_ALREADY_RUN = "You already used that button, so I didn't run it again."
+
+# --- forms (Moveworks MODAL_ACTION) and the get-help menu ----------------------------------------
+FORM_LOADING = "Loading the form…"
+FORM_SUBMIT = "Submit"
+FORM_CANCEL = "Cancel"
+FORM_CLOSE = "Close"
+FORM_UPDATE = "Update form"
+FORM_SUBMITTING = "Submitting…"
+FORM_DEFAULT_TITLE = "Form"
+FORM_NOT_OWNER = "This form belongs to someone else's conversation, so only they can open it."
+FORM_GONE = "That form is no longer available. Please ask again and I'll offer a fresh one."
+FORM_FAILED = "Sorry, I couldn't open that form right now. Please try again in a moment."
+FORM_SUBMIT_FAILED = "Sorry, I couldn't send the form just now. Your answers are still here: please try again."
+FORM_REQUIRED = "Please fill this in."
+FORM_BAD_DATE = "Please enter a valid date."
+FORM_BAD_DATETIME = "Please enter a valid date and time."
+FORM_BAD_CHOICE = "Please pick one of the options."
+FORM_FILE_FAILED = "I couldn't upload this file. Please try another one."
+FORM_SUBMITTED = "Submitted."
+FORM_RECEIPT = "✓ {receipt}"
+FORM_ELSEWHERE = "{label}: this form opens in Slack or Microsoft Teams."
+FORM_FILE_HINT = "Attach the file in the chat instead: files can't be added to this form."
+HELP_MENU = "More help options"
+HELP_PICK = "Choose…"
+
+# --- live agents -----------------------------------------------------------------------------------
+LIVE_AGENT = "Agent"
+LIVE_AGENT_BYLINE = "{name} (agent)"
+LIVE_CONNECTING = "Your message was passed on. Replies will appear here."
+LIVE_SENT = "✓ Sent to {name}."
+LIVE_SENT_ANON = "✓ Sent."
 
 # --- feedback --------------------------------------------------------------------------------------
 FEEDBACK_THANKS_HELPFUL = "Thanks for the feedback!"
@@ -63,6 +101,14 @@ DM_POINTER = "📬 I've sent my answer to you in a direct message."
 SOURCES = "Sources"
 ACTIONS = "Actions"
 ANSWER_PREVIEW = "Answer"  # notification text of an answer that has only buttons
+
+
+def attached_only(files: tuple[Any, ...]) -> str:
+    return ATTACHED_ONLY.format(names=", ".join(f.name or "file" for f in files)) if files else ""
+
+
+def form_receipt(receipt: str | None) -> str:
+    return FORM_RECEIPT.format(receipt=(receipt or "").strip() or FORM_SUBMITTED)
 
 
 def failure_note(message: str) -> str:
@@ -92,3 +138,21 @@ SLACK_INSTALL_REFUSED_PAGE = """<!DOCTYPE html>
 to <code>SLACK_ALLOWED_TEAMS</code>, then install again.</p>
 </body></html>
 """
+
+
+# --- Slack: forms in modals ------------------------------------------------------------------------
+SLACK_FREE_INPUT_LABEL = "{label}: something else"  # the text box under a menu that allows free input
+SLACK_FREE_INPUT_HINT = "Not in the list? Type it here instead."
+SLACK_FREE_INPUT_HINT_MULTI = "Not in the list? Type it here (separate several with commas)."
+SLACK_FORM_DOWNLOAD = "Download"
+SLACK_YES = "Yes"
+SLACK_NO = "No"
+SLACK_FORM_RETRY = "Slack took too long to open that form. Please press the button again."
+
+
+# --- Microsoft Teams (forms as dialogs) ------------------------------------------------------------
+TEAMS_FORM_OTHER = "Or type your own…"  # the text box under a list that also takes typed values
+TEAMS_FORM_TIME = "Time ({zone})"  # the time half of a date-and-time field, in the person's zone
+TEAMS_FORM_SLOW = "The form is taking a while to load. Please press the button again in a moment."
+TEAMS_FORM_STILL_SUBMITTING = "Still submitting… I'll post the outcome in this chat."
+TEAMS_FORM_LATE_ERRORS = "Your form wasn't sent: {errors} Please open the form again to fix this."

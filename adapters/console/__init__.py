@@ -16,11 +16,22 @@ from typing import Any, TextIO
 from bridge import texts
 from bridge.answers.markdown import balance_fences
 from bridge.contract import ChatAdapter, CheckLine, Core, ReplySink
-from bridge.models import Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
+from bridge.models import Action, Answer, Capabilities, ChatUser, Employee, Frame, ThreadKey
 
 PLATFORM = "console"
 CAPABILITIES = Capabilities(max_text_len=1_000_000, edit=True, native_stream=True, min_edit_interval=0.05)
 THREAD = ThreadKey(PLATFORM, "local", "terminal", "")
+
+
+def choices(answer: Answer | None) -> list[tuple[str, Action | None, str]]:
+    """What `/action N` can pick: the answer's buttons, then its get-help menu items, as
+    (label, action, text of a TEXT item)."""
+    if answer is None:
+        return []
+    picked: list[tuple[str, Action | None, str]] = [(a.label, a, "") for a in answer.actions]
+    for category in answer.help_menu:
+        picked += [(f"{category.name} › {item.title}", item.action, item.text) for item in category.items]
+    return picked
 
 
 def render_answer(answer: Answer) -> str:
@@ -29,11 +40,14 @@ def render_answer(answer: Answer) -> str:
     if answer.citations:
         lines += ["", f"{texts.SOURCES}:"]
         lines += [f"  [{c.number}] {c.title}" + (f" <{c.url}>" if c.url else "") for c in answer.citations]
-    if answer.actions:
+    if answer.sender is not None:
+        lines.insert(0, texts.LIVE_AGENT_BYLINE.format(name=answer.sender.name) + ":")
+    picks = choices(answer)
+    if picks:
         lines += ["", f"{texts.ACTIONS}:"]
-        for i, action in enumerate(answer.actions, 1):
-            target = f"<{action.url}>" if action.url else texts.CONSOLE_ACTION_HINT.format(n=i)
-            lines.append(f"  {i}. {action.label} ({target})")
+        for i, (label, action, _text) in enumerate(picks, 1):
+            target = f"<{action.url}>" if action and action.url else texts.CONSOLE_ACTION_HINT.format(n=i)
+            lines.append(f"  {i}. {label} ({target})")
     if answer.feedback is not None:
         lines += ["", texts.CONSOLE_RATE_HINT]
     return "\n".join(lines)
@@ -97,6 +111,7 @@ class ConsoleSink(ReplySink):
 
 
 class ConsoleAdapter(ChatAdapter):
+    shows_forms = True  # `moveworks-bridge chat` asks for each field (adapters/console/forms.py)
     platform = PLATFORM
 
     def __init__(

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from bridge import texts
 from bridge.answers.markdown import markup_spans, normalise_markdown, plain_text
-from bridge.models import Answer, CitationLink, FeedbackTarget
+from bridge.models import Answer, CitationLink, FeedbackTarget, Sender
 from bridge.moveworks.models import Action, Citation, Message, Response
 
 
@@ -48,7 +48,7 @@ def _labels(actions: list[Action], titles: dict[str, str]) -> tuple[Action, ...]
     seen: set[tuple[str, str, str | None, str | None]] = set()
     for action in actions:
         label = plain_text(action.label)[0] or action.label
-        key = (action.type, label, action.url, action.callback_id)
+        key = (action.type, label, action.url, action.callback_id, action.where if action.opens_form else "")
         if key not in seen:
             seen.add(key)
             kept.append(replace(action, label=label) if label != action.label else action)
@@ -130,9 +130,21 @@ def answer_from_message(
             helpful=last.feedback.helpful,
             unhelpful=last.feedback.unhelpful,
         )
-    actions = _labels([a for m in messages for a in m.actions], titles)
+    actions = _labels([
+        replace(a, ref=m.ref, where=f"a{i}") for m in messages for i, a in enumerate(m.actions)
+    ], titles)
+    help_menu = tuple(
+        replace(cat, items=tuple(
+            replace(item, action=replace(item.action, ref=m.ref, where=f"h{c}.{i}"))
+            if item.action is not None else item
+            for i, item in enumerate(cat.items)
+        ))
+        for m in messages for c, cat in enumerate(m.help_menu)
+    )
+    agent = next((m for m in reversed(messages) if m.actor == "LIVE_AGENT"), None)
+    sender = Sender(agent.sender_name or texts.LIVE_AGENT, agent.sender_avatar) if agent else None
     text = "\n\n".join(t for t in bodies if t)
-    if not text and not actions:
+    if not text and not actions and not help_menu:
         text = texts.NO_ANSWER
     return Answer(
         text=text,
@@ -142,6 +154,9 @@ def answer_from_message(
         conversation_id=(last.conversation_id if last else None) or conversation_id,
         response_id=(last.response_id if last else None) or response_id,
         message_ids=tuple(m.message_id for m in messages),
+        ai_generated=sender is None,
+        help_menu=help_menu,
+        sender=sender,
     )
 
 

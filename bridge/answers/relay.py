@@ -15,7 +15,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bridge import texts
+from bridge.answers.attachments import Attachments
 from bridge.answers.feedback import submit_feedback
+from bridge.answers.forms import Forms
 from bridge.answers.identity import Identities, NoIdentity
 from bridge.answers.recovery import Interrupted, announce_interrupted
 from bridge.answers.renderer import AnswerFailed, AnswerTimedOut, StreamRenderer
@@ -24,7 +26,7 @@ from bridge.errors import PlatformError, StoreUnavailable, UserCanceled
 from bridge.mechanisms.gate import ThreadGate
 from bridge.mechanisms.ratelimit import Budgets, Sleep
 from bridge.mechanisms.tasks import TaskSet
-from bridge.models import ChatUser, FeedbackTarget, Inbound, ThreadLink
+from bridge.models import Answer, ChatUser, FeedbackTarget, Inbound, ThreadKey, ThreadLink
 from bridge.moveworks.client import MoveworksClient
 from bridge.moveworks.errors import (
     AuthError,
@@ -33,9 +35,12 @@ from bridge.moveworks.errors import (
     NotFound,
     RateLimited,
 )
+from bridge.moveworks.models import FileRef, Response
 from bridge.process import metrics
 from bridge.store import Store
 
+LIVE_AGENTS = "live_agent"  # kv: conversation id -> the agent's name while a human is on it
+LIVE_NOTED = "live_agent.noted"  # kv: conversations already told their message was passed on
 log = logging.getLogger(__name__)
 
 
@@ -67,6 +72,7 @@ class Relay:
         budgets: Budgets | None = None,
         gate: ThreadGate | None = None,
         answer_timeout: float = 180.0,
+        attachments: Attachments | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -85,6 +91,10 @@ class Relay:
         self._clock = clock
         self._sleep = sleep
         self._tasks = TaskSet()
+        self.attachments = attachments or Attachments(
+            client, enabled=True, max_mb=10.0, purpose="CONVERSATION_INPUT"
+        )
+        self.forms = Forms(self)
         self._first_text_observers: list[Callable[[str, float], None]] = []
         self._activity_observers: list[Callable[[str | None], object]] = []
 
@@ -136,6 +146,24 @@ class Relay:
     ) -> FeedbackAck:
         """Send a 👍/👎 (and its comment) to Moveworks as the asker; returns the acknowledgement."""
         return await submit_feedback(self.store, self.client, user, target, helpful, comment)
+
+    async def post_note(self, link: ThreadLink, text: str) -> bool:
+        """A short note from the bridge (a form's receipt, a help text) in the link's thread,
+        in turn with answers and notifications there. False when it could not be written."""
+        async with self.gate.hold(link.thread):
+            return await self._note(link.thread, link.address, text)
+
+    async def _note(self, thread: ThreadKey, address: dict[str, Any], text: str) -> bool:
+        adapter = self.adapters.get(thread.platform)
+        if adapter is None:
+            return False
+        try:
+            sink = await adapter.open_reply(thread, address, user=None, proactive=True)
+            await sink.finish(Answer(text=text, ai_generated=False))
+        except Exception:  # a note is best effort; the person still has the form's own answer
+            log.warning("could not post a note in a %s thread", thread.platform, exc_info=True)
+            return False
+        return True
 
     async def announce_interrupted(self, interrupted: Interrupted) -> None:
         """After a crash: tell each thread whose answer was cut off (see `recovery.py`)."""
@@ -217,8 +245,12 @@ class Relay:
 
     async def _answer(self, inbound: Inbound, renderer: StreamRenderer) -> str:
         text = inbound.text.strip()
+        adapter = self.adapters.get(inbound.thread.platform)
         if inbound.callback_id is None:
-            if not text:
+            if not text and inbound.files and not self.attachments.usable(adapter):
+                await renderer.fail(texts.FILES_ONLY)
+                return "rejected"
+            if not text and not inbound.files:
                 await renderer.fail(texts.EMPTY_QUESTION)
                 return "rejected"
             if len(text) > texts.MAX_INPUT_CHARS:
@@ -238,6 +270,7 @@ class Relay:
                     except Exception:  # an observer must never cost an answer
                         log.warning("activity observer failed", exc_info=True)
                 link = await self._link_for(inbound, identity)
+                files = await self._pass_on_files(inbound, adapter, link)
         except NoIdentity:
             await renderer.fail(texts.NO_IDENTITY)
             return "rejected"
@@ -253,7 +286,24 @@ class Relay:
             log.warning("could not create a conversation: %s", exc)
             await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
-        return await self._stream(inbound, link, renderer, deadline, retry_lost=True)
+        if files is None:
+            await renderer.fail(texts.FILES_NONE_USABLE)
+            return "rejected"
+        return await self._stream(inbound, link, renderer, deadline, retry_lost=True, files=files)
+
+    async def _pass_on_files(
+        self, inbound: Inbound, adapter: ChatAdapter | None, link: ThreadLink
+    ) -> tuple[FileRef, ...] | None:
+        """Upload the question's attachments; tell the asker about any left behind. None when
+        nothing is left to ask (no text, and no file could be passed on)."""
+        if not inbound.files or inbound.callback_id is not None:
+            return ()
+        passed = await self.attachments.pass_on(adapter, link.identity or None, inbound.files)
+        if passed.problems:
+            await self._note(inbound.thread, inbound.address, "\n".join(passed.problems))
+        if not inbound.text.strip() and not passed.files:
+            return None
+        return passed.files
 
     async def _link_for(self, inbound: Inbound, identity: str | None) -> ThreadLink:
         if inbound.callback_id is not None:
@@ -278,18 +328,28 @@ class Relay:
         )
 
     async def _stream(
-        self, inbound: Inbound, link: ThreadLink, renderer: StreamRenderer, deadline: float, *, retry_lost: bool
+        self,
+        inbound: Inbound,
+        link: ThreadLink,
+        renderer: StreamRenderer,
+        deadline: float,
+        *,
+        retry_lost: bool,
+        files: tuple[FileRef, ...] = (),
     ) -> str:
         identity = link.identity or None
         reply_id = self.store.replies.start(link.id)
         renderer.on_response_id = lambda rid: self.store.replies.finish(reply_id, "streaming", response_id=rid)
         renderer.on_checkpoint = lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint)
         renderer.save_checkpoint()  # what the status line already shows
+        renderer.on_empty = lambda response: self._empty_turn(link, response)
+        question = inbound.text.strip() or texts.attached_only(inbound.files)
         events = self.client.stream_response(
             identity,
             link.conversation_id,
-            text=None if inbound.callback_id else inbound.text.strip(),
+            text=None if inbound.callback_id else question,
             callback_id=inbound.callback_id,
+            files=files,
         )
         try:
             result = await renderer.run(events, deadline=deadline)
@@ -325,7 +385,7 @@ class Relay:
                 except (MoveworksError, TimeoutError) as err:
                     await self._fail_quietly(retry, apology_for(err))
                     return "failed"
-                return await self._stream(inbound, fresh, retry, deadline, retry_lost=False)
+                return await self._stream(inbound, fresh, retry, deadline, retry_lost=False, files=files)
             await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
         except InvalidRequest as exc:
@@ -354,6 +414,7 @@ class Relay:
             log.exception("unexpected error while answering")
             await self._fail_quietly(renderer, texts.BUG)
             return "failed"
+        self._note_live_agent(link, result.answer)
         try:
             self.store.replies.finish(
                 reply_id, "final", response_id=result.response_id, platform_message_ids=result.platform_ids
@@ -365,6 +426,34 @@ class Relay:
             # message again if Moveworks also lists it as an event).
             log.error("the answer was shown but the store could not record it")
         return "answered"
+
+    # --- live agents -------------------------------------------------------------------------
+
+    def _note_live_agent(self, link: ThreadLink, answer: Answer) -> None:
+        """Remember whether the conversation is with a human agent (their name), so an empty
+        turn is not taken for a missing answer; an assistant answer ends it."""
+        live = self.store.kv.namespace(LIVE_AGENTS)
+        if answer.sender is not None:
+            live.set(link.conversation_id, answer.sender.name)
+        elif answer.message_ids and answer.ai_generated:
+            live.delete(link.conversation_id)
+
+    async def _empty_turn(self, link: ThreadLink, response: Response) -> Answer:
+        """A turn that completed with no outputs and no reply found in history: what a live-agent
+        hand-off looks like (the agent answers later, through the poller). Say it was passed on,
+        quietly, never "no answer"."""
+        agent = self.store.kv.namespace(LIVE_AGENTS).get(link.conversation_id)
+        noted = self.store.kv.namespace(LIVE_NOTED)
+        if agent:
+            text = texts.LIVE_SENT.format(name=agent)
+        elif noted.get(link.conversation_id):
+            text = texts.LIVE_SENT_ANON
+        else:
+            noted.set(link.conversation_id, "1")
+            text = texts.LIVE_CONNECTING
+        log.info("response %s completed with no outputs (a live-agent hand-off?)", response.response_id)
+        return Answer(text=text, conversation_id=link.conversation_id, response_id=response.response_id,
+                      ai_generated=False)
 
     @staticmethod
     async def _fail_quietly(renderer: StreamRenderer, message: str = texts.ANSWER_FAILED) -> None:

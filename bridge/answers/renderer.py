@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,7 @@ class StreamRenderer:
         on_response_id: Callable[[str], None] | None = None,
         on_first_text: Callable[[float], None] | None = None,
         on_checkpoint: Callable[[dict[str, Any] | None], None] | None = None,
+        on_empty: Callable[[Response], Awaitable[Answer]] | None = None,
     ) -> None:
         self.sink = sink
         self.budget = budget
@@ -86,6 +87,9 @@ class StreamRenderer:
         self.on_response_id = on_response_id
         self._on_first_text = on_first_text
         self.on_checkpoint = on_checkpoint
+        # A response that completed with nothing to show (a live-agent hand-off): the answer to
+        # show instead of "no answer".
+        self.on_empty = on_empty
         self._checkpoint: dict[str, Any] | None = None
         self._interval = max(0.0, self.caps.min_edit_interval)
         self._latest = Frame(text="", status=None)
@@ -149,7 +153,10 @@ class StreamRenderer:
             raise StreamFailed("the answer stream ended without a result")
         if final.response_id:
             self.response_id = final.response_id
-        answer = answer_from_response(final, self._messages)
+        if not final.messages and not self._messages and self.on_empty is not None:
+            answer = await self.on_empty(final)
+        else:
+            answer = answer_from_response(final, self._messages)
         platform_ids = await self.sink.finish(answer)
         if self._first_delta_at is not None and self._on_first_text:
             self._on_first_text(self._clock() - self._first_delta_at)  # first text came with the final

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.moveworks.models import Event, Message
+from bridge.moveworks.models import Action, Event, Message
 
 
 def _content(kind: str, text: str) -> dict[str, Any]:
@@ -38,12 +38,7 @@ def message_to_json(m: Message) -> dict[str, Any]:
         "content_references": [
             {"citation_id": r.citation_id, "offset": r.offset} for r in m.content_references
         ],
-        "actions": [
-            {"type": a.type, "label": a.label, "callback_action": {"callback_id": a.callback_id}}
-            if a.callback_id
-            else {"type": a.type, "label": a.label, "url_action": {"url": a.url}}
-            for a in m.actions
-        ],
+        "actions": [action_to_json(a) for a in m.actions],
     }
     if m.feedback is not None:
         data["feedback"] = {
@@ -52,7 +47,37 @@ def message_to_json(m: Message) -> dict[str, Any]:
             if v
         }
     if m.sender_name:
-        data["sender_info"] = {"display_name": m.sender_name}
+        data["sender_info"] = {"display_name": m.sender_name, "avatar_url": m.sender_avatar}
+    if m.help_menu:
+        data["handoff"] = {"handoff_categories": [
+            {
+                "category_id": c.category_id,
+                "name": c.name,
+                "description": c.description,
+                "handoff_items": [
+                    {"title": i.title, "type": i.type, "action": action_to_json(i.action)}
+                    if i.action is not None
+                    else {"title": i.title, "type": i.type, "text": _content("MARKDOWN_TEXT", i.text)}
+                    for i in c.items
+                ],
+            }
+            for c in m.help_menu
+        ]}
+    if m.files and "plain_text" in data["content"]:
+        data["content"]["plain_text"]["files"] = [
+            {"file_id": f.file_id, "file_name": f.file_name} for f in m.files
+        ]
+    return data
+
+
+def action_to_json(a: Action) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": a.type, "label": a.label}
+    if a.callback_id:
+        data["callback_action"] = {"callback_id": a.callback_id}
+    elif a.modal_id:
+        data["modal_action"] = {"modal_id": a.modal_id}
+    else:
+        data["url_action"] = {"url": a.url}
     return data
 
 

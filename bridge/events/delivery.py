@@ -27,6 +27,7 @@ from dataclasses import replace
 
 from bridge import texts
 from bridge.answers.compose import answer_from_message
+from bridge.answers.relay import LIVE_AGENTS
 from bridge.contract import ChatAdapter
 from bridge.events.codec import event_time, event_to_json
 from bridge.events.routing import Busy, Outcome, Result, Routes, Transient
@@ -177,7 +178,7 @@ class Delivery:
             return Result(Outcome.SKIPPED, "missing message: event payload without a message")
         if message.actor == "USER":
             return Result(Outcome.SKIPPED, "user message: not posted back to its author")
-        if not message.text.strip() and not message.actions:
+        if not message.text.strip() and not message.actions and not message.help_menu:
             return Result(
                 Outcome.SKIPPED, f"empty message (content type {message.content_type!r})"
             )
@@ -192,4 +193,7 @@ class Delivery:
                         len(answer.text), self.max_text)
             answer = replace(answer, text=answer.text[: self.max_text] + texts.TRUNCATED)
         conversation_id = ev.conversation_id or message.conversation_id
+        if answer.sender is not None and conversation_id:
+            # a human agent is on this conversation: the employee's next turns complete empty
+            self.store.kv.namespace(LIVE_AGENTS).set(conversation_id, answer.sender.name)
         return await self.routes.post(ev, key, conversation_id, answer, message.message_id)

@@ -14,11 +14,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from .auth import AuthProvider
-from .models import Conversation, Event, Message, Page, Response, StreamEvent
+from .models import (
+    Conversation,
+    Event,
+    FileRef,
+    Message,
+    MessageRef,
+    Modal,
+    ModalReceipt,
+    Page,
+    Response,
+    StreamEvent,
+    UploadedFile,
+)
 from .streaming import AnswerStreamer
 from .transport import (
     DEFAULT_STREAM_TIMEOUT,
@@ -27,6 +40,7 @@ from .transport import (
     AttemptFailed,
     OnRequest,
     Transport,
+    Upload,
     page_params,
     seg,
 )
@@ -34,13 +48,35 @@ from .transport import (
 log = logging.getLogger("bridge.moveworks")
 
 
-def _input_body(text: str | None, callback_id: str | None) -> dict[str, Any]:
+def generation(base_url: str) -> str:
+    """Which API generation a base URL speaks, by its path: "rest/v1" (current: chat input,
+    forms, files), "assistant/v1" or "rest/v1beta1" (text input only)."""
+    path = urlsplit(base_url).path.rstrip("/")
+    for name in ("rest/v1beta1", "assistant/v1", "rest/v1"):
+        if path.endswith("/" + name):
+            return name
+    return "rest/v1"  # an unknown prefix (a proxy): assume the current generation
+
+
+def _input_body(
+    text: str | None, callback_id: str | None, files: tuple[FileRef, ...] = (), *, shape: str = "rest/v1"
+) -> dict[str, Any]:
+    """The turn input in the shape of the base's generation: `{chat: {text, files}}` on /rest/v1
+    (Moveworks' demo app), `{text}` before it. A button press is `{callback_id}` everywhere:
+    /rest/v1 documents it among its input kinds, and `action`'s inner shape is not published."""
     if (text is None) == (callback_id is None):
         raise ValueError("give exactly one of text or callback_id")
     if text is not None:
         if not text.strip():
             raise ValueError("text must not be empty")
-        return {"input": {"text": text}}
+        if shape != "rest/v1":
+            return {"input": {"text": text}}
+        chat: dict[str, Any] = {"text": text}
+        if files:
+            chat["files"] = [
+                {"file_id": f.file_id, **({"file_name": f.file_name} if f.file_name else {})} for f in files
+            ]
+        return {"input": {"chat": chat}}
     if not callback_id:
         raise ValueError("callback_id must not be empty")
     return {"input": {"callback_id": callback_id}}
@@ -141,6 +177,22 @@ class MoveworksClient:
     def poll_interval(self, value: float) -> None:
         self._answers.poll_interval = value
 
+    @property
+    def generation(self) -> str:
+        return generation(self.base_url)
+
+    @property
+    def has_forms(self) -> bool:
+        """Forms (MODAL_ACTION), get-event and the Files API exist on /rest/v1 only."""
+        return self.generation == "rest/v1"
+
+    def files_url(self) -> str | None:
+        """The alpha Files API (`/rest/v1alpha1/files` on the same host), on /rest/v1 bases."""
+        if not self.has_forms:
+            return None
+        base = self.base_url.rstrip("/")
+        return base[: -len("/rest/v1")] + "/rest/v1alpha1/files" if base.endswith("/rest/v1") else None
+
     async def aclose(self) -> None:
         await self._transport.aclose()
 
@@ -180,9 +232,10 @@ class MoveworksClient:
         *,
         text: str | None = None,
         callback_id: str | None = None,
+        files: tuple[FileRef, ...] = (),
     ) -> Response:
         """POST a turn (202, usually status CREATED). Never posts the same turn twice."""
-        body = _input_body(text, callback_id)
+        body = _input_body(text, callback_id, files, shape=self.generation)
         path = f"/conversations/{seg(conversation_id, 'conversation_id')}/responses"
         http = self._transport
         since = datetime.now(UTC)
@@ -237,6 +290,7 @@ class MoveworksClient:
         *,
         text: str | None = None,
         callback_id: str | None = None,
+        files: tuple[FileRef, ...] = (),
     ) -> AsyncIterator[StreamEvent]:
         """POST a turn to the stream endpoint and yield typed events until a terminal one.
 
@@ -246,7 +300,7 @@ class MoveworksClient:
         polling; raises StreamFailed if the response does not finish within `poll_timeout`.
         Close the iterator (`aclose()` / `contextlib.aclosing`) if you stop early.
         """
-        body = _input_body(text, callback_id)
+        body = _input_body(text, callback_id, files, shape=self.generation)
         path = f"/conversations/{seg(conversation_id, 'conversation_id')}/responses/stream"
         return self._answers.stream(identity, conversation_id, path, body, text, callback_id)
 
@@ -288,6 +342,63 @@ class MoveworksClient:
         path = f"/conversations/{seg(conversation_id, 'conversation_id')}/events"
         data = await self._transport.call("GET", "list_events", path, identity, params=params)
         return Page(_items(data, "events", Event.from_json, "event"), _next_cursor(data))
+
+    async def get_event(self, identity: str | None, conversation_id: str, event_id: str) -> Event:
+        """One event (`/rest/v1`); the conversation must own it, and `-` is refused."""
+        path = f"/conversations/{seg(conversation_id, 'conversation_id')}/events/{seg(event_id, 'event_id')}"
+        return Event.from_json(await self._transport.call("GET", "get_event", path, identity))
+
+    # ------------------------------------------------------------------ forms and files (/rest/v1)
+    @staticmethod
+    def _modal_path(ref: MessageRef, modal_id: str) -> str:
+        return (
+            f"/conversations/{seg(ref.conversation_id, 'conversation_id')}"
+            f"/responses/{seg(ref.response_id, 'response_id')}"
+            f"/messages/{seg(ref.message_id, 'message_id')}/modals/{seg(modal_id, 'modal_id')}"
+        )
+
+    async def get_modal(self, identity: str | None, ref: MessageRef, modal_id: str) -> Modal:
+        """The form a MODAL_ACTION opens. Modal ids are minted per read of the message: pass an
+        id from a fresh read (a 404 also means forms are not enabled for the organisation)."""
+        data = await self._transport.call("GET", "get_modal", self._modal_path(ref, modal_id), identity)
+        return Modal.from_json(data, modal_id)
+
+    async def refresh_modal(
+        self, identity: str | None, ref: MessageRef, modal_id: str, values: dict[str, Any]
+    ) -> Modal:
+        """The form re-evaluated with every value entered so far (nothing is stored)."""
+        path = self._modal_path(ref, modal_id) + "/refresh"
+        data = await self._transport.call("POST", "refresh_modal", path, identity, body={"values": values})
+        return Modal.from_json(data, modal_id)
+
+    async def submit_modal(
+        self, identity: str | None, ref: MessageRef, modal_id: str, values: dict[str, Any]
+    ) -> ModalReceipt:
+        """Submit the form; the reply is only an acknowledgement. Not retried once sent."""
+        path = self._modal_path(ref, modal_id) + "/submit"
+        data = await self._transport.call(
+            "POST", "submit_modal", path, identity, body={"values": values}, policy=UNSENT_ONLY
+        )
+        data = data if isinstance(data, dict) else {}
+        receipt = data.get("receipt_text")
+        return ModalReceipt(str(data.get("status") or "SUBMITTED"), receipt if isinstance(receipt, str) else "")
+
+    async def upload_file(
+        self, identity: str | None, name: str, content: bytes, content_type: str, *, purpose: str
+    ) -> UploadedFile:
+        """Upload one file to the alpha Files API (multipart, `purpose` before `file`); the id is
+        valid for 24 h and only passed to other calls."""
+        url = self.files_url()
+        if url is None:
+            raise ValueError("the Files API needs a /rest/v1 base URL")
+        upload = Upload({"purpose": purpose}, (name, content, content_type))
+        data = await self._transport.call("POST", "upload_file", url, identity, upload=upload)
+        data = data if isinstance(data, dict) else {}
+        file_id = data.get("id") or data.get("file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise ValueError("the Files API answered without a file id")
+        expire = data.get("expire_time")
+        return UploadedFile(file_id, name, expire if isinstance(expire, str) else None)
 
     async def submit_feedback(
         self,

@@ -13,11 +13,13 @@ class MoveworksError(Exception):
         status: int | None = None,
         code: str | None = None,
         root_uuid: str | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.root_uuid = root_uuid
+        self.detail = detail  # the API's own error message (scrubbed), e.g. a form's refusal
 
     def __str__(self) -> str:
         parts = [super().__str__()]

@@ -103,13 +103,33 @@ class ContentReference:
 
 
 @dataclass(frozen=True)
+class MessageRef:
+    """Where a message lives: what a button needs to find it again (modal ids are minted per
+    read of a message, so a form is opened by re-reading its message, never by an old id)."""
+
+    conversation_id: str
+    response_id: str
+    message_id: str
+
+
+@dataclass(frozen=True)
 class Action:
-    """A button offered with a message: CALLBACK_ACTION (callback_id) or URL_ACTION (url)."""
+    """A button offered with a message: CALLBACK_ACTION (callback_id), URL_ACTION (url) or
+    MODAL_ACTION (modal_id: a form, `/rest/v1` only). `ref` and `where` ("a2": the third action
+    of the message; "h1.0": the first item of the second get-help category) locate it in its
+    message, so a form can be re-fetched with a fresh modal id; set by the composer."""
 
     type: str
     label: str
     callback_id: str | None = None
     url: str | None = None
+    modal_id: str | None = None
+    ref: MessageRef | None = None
+    where: str = ""
+
+    @property
+    def opens_form(self) -> bool:
+        return self.modal_id is not None
 
     @classmethod
     def from_json(cls, data: Any) -> Action | None:
@@ -118,9 +138,53 @@ class Action:
         label = _str(data.get("label")) or ""
         callback_id = _str(_obj(data.get("callback_action")).get("callback_id"))
         url = _str(_obj(data.get("url_action")).get("url"))
-        if not label or not (callback_id or url):
-            return None  # an action we cannot render (e.g. G3 MODAL_ACTION) is dropped
-        return cls(type=kind, label=label, callback_id=callback_id, url=url)
+        modal_id = _str(_obj(data.get("modal_action")).get("modal_id"))
+        if not label or not (callback_id or url or modal_id):
+            return None  # an action we cannot render is dropped
+        return cls(type=kind, label=label, callback_id=callback_id, url=url, modal_id=modal_id)
+
+
+@dataclass(frozen=True)
+class HelpItem:
+    """One entry of the get-help menu: an ACTION (behaves like the action it carries) or a TEXT
+    (posts its text)."""
+
+    title: str
+    type: str
+    action: Action | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class HelpCategory:
+    category_id: str
+    name: str
+    description: str
+    items: tuple[HelpItem, ...]
+
+
+def _help_menu(data: Any) -> tuple[HelpCategory, ...]:
+    categories = []
+    for cat in map(_obj, _list(_obj(data).get("handoff_categories"))):
+        items = []
+        for raw in map(_obj, _list(cat.get("handoff_items"))):
+            title = _str(raw.get("title")) or ""
+            kind = _str(raw.get("type")) or ""
+            action = Action.from_json(raw.get("action")) if kind == "ACTION" else None
+            text = content_text(raw.get("text")) if kind == "TEXT" else ""
+            if title and (action or text):
+                items.append(HelpItem(title, kind, action, text))
+        name = _str(cat.get("name")) or ""
+        if name and items:
+            categories.append(HelpCategory(_str(cat.get("category_id")) or "", name,
+                                           _str(cat.get("description")) or "", tuple(items)))
+    return tuple(categories)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    file_id: str
+    file_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +213,14 @@ class Message:
     content_references: tuple[ContentReference, ...] = ()
     feedback: Feedback | None = None
     actions: tuple[Action, ...] = ()
-    sender_name: str | None = None
+    sender_name: str | None = None  # LIVE_AGENT messages: the human agent
+    sender_avatar: str | None = None
+    help_menu: tuple[HelpCategory, ...] = ()  # `handoff.handoff_categories`
+    files: tuple[FileRef, ...] = ()  # a user turn's attachments
+
+    @property
+    def ref(self) -> MessageRef:
+        return MessageRef(self.conversation_id, self.response_id or "", self.message_id)
 
     @classmethod
     def from_json(cls, data: Any) -> Message:
@@ -174,7 +245,122 @@ class Message:
             feedback=Feedback.from_json(data.get("feedback")),
             actions=tuple(a for a in map(Action.from_json, _list(data.get("actions"))) if a),
             sender_name=_str(_obj(data.get("sender_info")).get("display_name")),
+            sender_avatar=_str(_obj(data.get("sender_info")).get("avatar_url")) or None,
+            help_menu=_help_menu(data.get("handoff")),
+            files=tuple(
+                FileRef(f["file_id"], _str(f.get("file_name")))
+                for f in map(_obj, _list(_obj(content.get("plain_text")).get("files")))
+                if isinstance(f.get("file_id"), str)
+            ),
         )
+
+
+@dataclass(frozen=True)
+class Choice:
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class ModalField:
+    """One field of a Moveworks form, with `visible`/`required`/`read_only` already evaluated by
+    Moveworks. `prefill` is the type's own shape: str (TEXT, DATE, DATETIME), bool (BOOLEAN),
+    list of values (CHOICE). DISPLAY fields carry `display_*` and are never submitted."""
+
+    name: str
+    type: str  # TEXT, DATE, DATETIME, BOOLEAN, CHOICE, FILE, DISPLAY (others are kept, not shown)
+    label: str = ""
+    description: str = ""
+    visible: bool = True
+    required: bool = False
+    read_only: bool = False
+    triggers_refresh: bool = False
+    multiline: bool = False
+    multi: bool = False
+    allows_free_input: bool = False
+    options: tuple[Choice, ...] = ()
+    prefill: Any = None
+    display_style: str = "NORMAL"  # NORMAL, HEADER, SUBTLE
+    display_text: str = ""  # as sent (may hold simple HTML)
+    image_url: str | None = None
+    download_url: str | None = None
+    download_text: str = ""
+
+    @property
+    def submitted(self) -> bool:
+        """Does this field take a value in `values`?"""
+        return self.type != "DISPLAY" and self.visible and bool(self.name)
+
+    @classmethod
+    def from_json(cls, data: Any) -> ModalField:
+        data = _obj(data)
+        kind = _str(data.get("type")) or ""
+        config = _obj(data.get(kind.lower())) if kind else {}
+        if kind == "BOOLEAN" and not config:
+            config = _obj(data.get("bool"))
+        options = tuple(
+            Choice(str(o["value"]), str(o.get("display_value") or o["value"]))
+            for o in map(_obj, _list(config.get("options")))
+            if o.get("value") is not None
+        )
+        prefill: Any = config.get("prefill")
+        if kind == "CHOICE":
+            prefill = [str(p.get("value")) for p in map(_obj, _list(prefill)) if p.get("value") is not None]
+        display = _obj(data.get("display"))
+        text = _obj(display.get("text"))
+        return cls(
+            name=_str(data.get("name")) or "",
+            type=kind,
+            label=_str(data.get("label")) or "",
+            description=_str(data.get("description")) or "",
+            visible=data.get("visible") is not False,
+            required=bool(data.get("required")),
+            read_only=bool(data.get("read_only")),
+            triggers_refresh=bool(data.get("triggers_refresh")),
+            multiline=bool(config.get("multiline")),
+            multi=bool(config.get("multi")),
+            allows_free_input=bool(config.get("allows_free_input")),
+            options=options,
+            prefill=prefill,
+            display_style=_str(text.get("style")) or "NORMAL",
+            display_text=_str(text.get("text")) or "",
+            image_url=_str(_obj(display.get("image")).get("url")),
+            download_url=_str(_obj(display.get("download")).get("url")),
+            download_text=_str(_obj(display.get("download")).get("text")) or "",
+        )
+
+
+@dataclass(frozen=True)
+class Modal:
+    """A Moveworks form (`/rest/v1` get-modal / refresh-modal)."""
+
+    modal_id: str
+    title: str
+    fields: tuple[ModalField, ...]
+
+    @classmethod
+    def from_json(cls, data: Any, modal_id: str = "") -> Modal:
+        data = _obj(data)
+        return cls(
+            modal_id=_str(data.get("modal_id")) or modal_id,
+            title=_str(data.get("title")) or "",
+            fields=tuple(ModalField.from_json(f) for f in _list(data.get("fields"))),
+        )
+
+
+@dataclass(frozen=True)
+class ModalReceipt:
+    """submit-modal's acknowledgement; the outcome arrives later as assistant messages."""
+
+    status: str
+    receipt_text: str = ""
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    file_id: str
+    file_name: str | None = None
+    expire_time: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
@@ -89,6 +90,15 @@ class AttemptFailed(Exception):
         self.sent = sent
         self.token = token
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A multipart body: plain fields (sent first), then one file part (name, bytes, type)."""
+
+    fields: dict[str, str]
+    file: tuple[str, bytes, str]
+    timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(60.0, connect=5.0))
 
 
 def seg(value: str, what: str) -> str:
@@ -189,6 +199,7 @@ class Transport:
         params: dict[str, Any] | None = None,
         body: Any = None,
         policy: RetryPolicy = IDEMPOTENT,
+        upload: Upload | None = None,
     ) -> Any:
         """The parsed JSON body of a 2xx, retried per `policy`; else the typed error."""
         attempt = 0
@@ -196,7 +207,8 @@ class Transport:
         while True:
             attempt += 1
             try:
-                return await self.once(method, endpoint, path, identity, params=params, body=body)
+                return await self.once(method, endpoint, path, identity, params=params, body=body,
+                                       upload=upload)
             except AttemptFailed as failure:
                 if self.should_refresh(failure, refreshed):
                     refreshed = True
@@ -214,16 +226,27 @@ class Transport:
         *,
         params: dict[str, Any] | None = None,
         body: Any = None,
+        upload: Upload | None = None,
     ) -> Any:
-        """One attempt: the parsed JSON body of a 2xx, else raises AttemptFailed."""
+        """One attempt: the parsed JSON body of a 2xx, else raises AttemptFailed. `path` is
+        relative to the base URL, or a whole URL (the Files API lives under another prefix)."""
         token = await self.bearer_or_fail(identity)
         if isinstance(token, AttemptFailed):
             raise token
         started = time.monotonic()
+        url = path if path.startswith(("http://", "https://")) else self.url(path)
+        headers = self.headers(token)
         try:
-            resp = await self._http.request(
-                method, self.url(path), params=params, json=body, headers=self.headers(token)
-            )
+            if upload is not None:
+                # multipart: httpx writes `data` fields before the file part, as the Files API
+                # requires; it sets the Content-Type with the boundary itself
+                del headers["Content-Type"]
+                resp = await self._http.request(
+                    method, url, data=upload.fields, files={"file": upload.file}, headers=headers,
+                    timeout=upload.timeout,
+                )
+            else:
+                resp = await self._http.request(method, url, params=params, json=body, headers=headers)
         except httpx.HTTPError as exc:
             self.hook(method, endpoint, None, time.monotonic() - started)
             unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
@@ -327,9 +350,11 @@ class Transport:
             "moveworks %s %s failed status=%s code=%s root_uuid=%s: %s",
             method, endpoint, status, code, root, _short(detail, 200),
         )
+        shown = _short(detail) if resp is not None else None
         if cls is RateLimited:
-            return RateLimited(text, retry_after=retry_after, status=status, code=code, root_uuid=root)
-        return cls(text, status=status, code=code, root_uuid=root)
+            return RateLimited(text, retry_after=retry_after, status=status, code=code, root_uuid=root,
+                               detail=shown)
+        return cls(text, status=status, code=code, root_uuid=root, detail=shown)
 
     @staticmethod
     def clean(text: str, token: str | None = None) -> str:

@@ -96,7 +96,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from adapters.console import THREAD, ConsoleAdapter
+    from adapters.console import THREAD, ConsoleAdapter, choices
+    from adapters.console.forms import fill
     from bridge.models import Inbound
     from bridge.process.runtime import build_runtime
     from bridge.store import Store
@@ -109,7 +110,7 @@ async def _chat(args: argparse.Namespace) -> int:
                                         pace=args.pace))
         await sim.start()
         settings = Settings(
-            moveworks_base_url=sim.base_url,
+            moveworks_base_url=f"{sim.url}/rest/v1",  # the current generation: forms, files, agents
             moveworks_assistant_name=SIM_ASSISTANT,
             moveworks_api_key=SIM_API_KEY,
             poll_interval=1.0,
@@ -136,6 +137,14 @@ async def _chat(args: argparse.Namespace) -> int:
         )
         await runtime.relay.handle(inbound)
 
+    loop = asyncio.get_running_loop()
+
+    def _read_line(prompt: str) -> str | None:
+        try:
+            return input(prompt)
+        except (EOFError, KeyboardInterrupt):
+            return None
+
     try:
         if args.once is not None:
             await ask(args.once)
@@ -144,7 +153,6 @@ async def _chat(args: argparse.Namespace) -> int:
         if runtime.poller is not None:
             await runtime.poller.start()
         print("Ask the assistant anything. Commands: /good, /bad, /action N, /quit.", flush=True)
-        loop = asyncio.get_running_loop()
         while True:
             try:
                 line = await loop.run_in_executor(None, lambda: input("\nyou › "))
@@ -164,16 +172,25 @@ async def _chat(args: argparse.Namespace) -> int:
                 print(await runtime.relay.feedback(user, answer.feedback, line == "/good"))
                 continue
             if line.startswith("/action"):
-                answer = console.last_answer
                 try:
-                    action = answer.actions[int(line.split()[1]) - 1]  # type: ignore[union-attr]
-                except (AttributeError, IndexError, ValueError):
+                    label, action, text = choices(console.last_answer)[int(line.split()[1]) - 1]
+                except (IndexError, ValueError):
                     print("Usage: /action N, with N from the last answer's list.")
                     continue
-                if action.url:
+                if action is None:
+                    print(text)
+                elif action.url:
                     print(f"Open {action.url}")
-                    continue
-                await ask(action.label, callback=action)
+                elif action.opens_form and action.ref is not None:
+                    await fill(
+                        await runtime.relay.forms.open(user, action.ref, action.where),
+                        ask=lambda prompt: loop.run_in_executor(None, _read_line, prompt),
+                        say=print,
+                        refresh=lambda session, values: runtime.relay.forms.refresh(user, session, values),
+                        submit=lambda session, values: runtime.relay.forms.submit(user, session, values),
+                    )
+                else:
+                    await ask(label, callback=action)
                 continue
             await ask(line)
     finally:

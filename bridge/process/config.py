@@ -14,7 +14,7 @@ from typing import Any
 
 from bridge.errors import ConfigError
 
-DEFAULT_BASE_URL = "https://api.moveworks.ai/rest/v1beta1"
+DEFAULT_BASE_URL = "https://api.moveworks.ai/rest/v1"
 DEFAULT_TOKEN_URL = "https://api.moveworks.ai/oauth/v1/token"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 AUTH_MODES = ("api_key", "client_credentials", "user_jwt")
@@ -41,7 +41,9 @@ class Settings:
     poller: bool = True
     poll_interval: float = 5.0
     poll_max_interval: float = 300.0
-    webhook_secret: str | None = None
+    webhook_secret: str | None = None  # one secret, or several separated by "," during a rotation
+    webhook_signature: str = "hmac-sha256"  # BRIDGE_WEBHOOK_SIGNATURE: the scheme (see webhook.py)
+    webhook_signature_header: str = "X-Moveworks-Signature"
     log_format: str = "text"
     log_level: str = "INFO"
     shutdown_grace: float = 20.0
@@ -60,6 +62,9 @@ class Settings:
     moveworks_jwt_audience: str | None = None
     moveworks_rps: float = 10.0
     moveworks_timeout: float = 30.0
+    moveworks_files: bool = True  # MOVEWORKS_FILES: attachments go to the alpha Files API (/rest/v1)
+    moveworks_file_max_mb: float = 10.0
+    moveworks_file_purpose: str = "CONVERSATION_INPUT"
 
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
@@ -118,6 +123,10 @@ class Settings:
             poll_interval=reader.float("BRIDGE_POLL_INTERVAL", 5.0, low=0.2),
             poll_max_interval=reader.float("BRIDGE_POLL_MAX_INTERVAL", 300.0, low=1.0),
             webhook_secret=reader.str("BRIDGE_WEBHOOK_SECRET"),
+            webhook_signature=reader.choice(
+                "BRIDGE_WEBHOOK_SIGNATURE", ("hmac-sha256", "hmac-sha256-timestamped"), "hmac-sha256"
+            ),
+            webhook_signature_header=reader.str("BRIDGE_WEBHOOK_SIGNATURE_HEADER") or "X-Moveworks-Signature",
             log_format=reader.choice("BRIDGE_LOG_FORMAT", ("text", "json"), "text"),
             log_level=reader.choice(
                 "BRIDGE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
@@ -137,6 +146,9 @@ class Settings:
             moveworks_jwt_audience=reader.str("MOVEWORKS_JWT_AUDIENCE"),
             moveworks_rps=reader.float("MOVEWORKS_MAX_RPS", 10.0, low=0.1),
             moveworks_timeout=reader.float("MOVEWORKS_TIMEOUT", 30.0, low=1.0),
+            moveworks_files=reader.choice("MOVEWORKS_FILES", ("on", "off"), "on") == "on",
+            moveworks_file_max_mb=reader.float("MOVEWORKS_FILE_MAX_MB", 10.0, low=0.01),
+            moveworks_file_purpose=reader.str("MOVEWORKS_FILE_PURPOSE") or "CONVERSATION_INPUT",
             slack_bot_token=reader.str("SLACK_BOT_TOKEN"),
             slack_signing_secret=reader.str("SLACK_SIGNING_SECRET"),
             slack_app_token=reader.str("SLACK_APP_TOKEN"),

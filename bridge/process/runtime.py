@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from bridge.answers.attachments import Attachments
 from bridge.answers.recovery import Interrupted
 from bridge.answers.relay import Relay
 from bridge.contract import ChatAdapter
@@ -137,8 +138,10 @@ def build_runtime(
     auth = build_auth(settings)
     client = build_client(settings, auth, **(client_kw or {}))
     budgets = Budgets(clock=clock, sleep=sleep)
+    attachments = Attachments(client, enabled=settings.moveworks_files, max_mb=settings.moveworks_file_max_mb,
+                              purpose=settings.moveworks_file_purpose)
     relay = Relay(store=store, client=client, per_employee=auth.per_employee, budgets=budgets,
-                  answer_timeout=settings.answer_timeout, clock=clock, sleep=sleep)
+                  answer_timeout=settings.answer_timeout, attachments=attachments, clock=clock, sleep=sleep)
     services = Services(settings=settings, store=store, relay=relay, budgets=budgets)
     runtime = Runtime(settings=settings, store=store, auth=auth, client=client, relay=relay,
                       budgets=budgets, services=services, interrupted=interrupted)

@@ -6,9 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.answers.relay import Relay
-from bridge.contract import FeedbackAck, KeyValue
+from bridge.contract import Address, FeedbackAck, KeyValue
 from bridge.mechanisms.ratelimit import Budgets, WriteBudget
-from bridge.models import ChatUser, FeedbackTarget, Inbound, Rate, ThreadKey
+from bridge.models import (
+    ChatUser,
+    FeedbackTarget,
+    FieldInput,
+    FormStep,
+    Inbound,
+    MessageRef,
+    Rate,
+    ThreadKey,
+)
 from bridge.process import metrics
 from bridge.process.config import Settings
 from bridge.store import Store
@@ -28,6 +37,20 @@ class Services:
         self, user: ChatUser, target: FeedbackTarget, helpful: bool, comment: str | None = None
     ) -> FeedbackAck:
         return await self.relay.feedback(user, target, helpful, comment)
+
+    async def open_form(self, user: ChatUser, ref: MessageRef, where: str) -> FormStep:
+        return await self.relay.forms.open(user, ref, where)
+
+    async def refresh_form(self, user: ChatUser, session: str, values: dict[str, FieldInput]) -> FormStep:
+        return await self.relay.forms.refresh(user, session, values)
+
+    async def submit_form(self, user: ChatUser, session: str, values: dict[str, FieldInput]) -> FormStep:
+        return await self.relay.forms.submit(user, session, values)
+
+    async def choose_help_item(
+        self, user: ChatUser, thread: ThreadKey, address: Address, ref: MessageRef, where: str
+    ) -> str | None:
+        return await self.relay.forms.choose(user, thread, address, ref, where)
 
     def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
         return self.store.inbound.claim(platform, dedupe_id)
