@@ -158,14 +158,14 @@ def convert(form: Modal, given: dict[str, FieldInput], *, strict: bool) -> _Conv
 
 def _with_entries(modal: Modal, given: dict[str, FieldInput], options: dict[str, list[list[str]]]) -> Modal:
     """A refreshed (or refused) form as the person left it: choice options the refresh left out
-    put back, and what they typed as the prefill wherever Moveworks set none."""
+    put back, and what is in each box (adapters send every box, touched or not) as its prefill.
+    Moveworks stores nothing between calls, so its prefill is only the first read's default."""
     fields = []
     for f in modal.fields:
         if f.type == "CHOICE" and not f.options and options.get(f.name):
             f = replace(f, options=tuple(Choice(v, label) for v, label in options[f.name]))
         raw = given.get(f.name)
-        empty = f.prefill in (None, "", [])
-        if raw is not None and empty and not f.read_only and f.type != "FILE":
+        if raw is not None and not f.read_only and f.type != "FILE":
             f = replace(f, prefill=_as_list(raw) if f.type == "CHOICE" else raw)
         fields.append(f)
     return replace(modal, fields=tuple(fields))

@@ -442,7 +442,10 @@ class Relay:
         """A turn that completed with no outputs and no reply found in history: what a live-agent
         hand-off looks like (the agent answers later, through the poller). Say it was passed on,
         quietly, never "no answer"."""
-        agent = self.store.kv.namespace(LIVE_AGENTS).get(link.conversation_id)
+        live = self.store.kv.namespace(LIVE_AGENTS)
+        agent = live.get(link.conversation_id) or await self._agent_in_history(link)
+        if agent:
+            live.set(link.conversation_id, agent)
         noted = self.store.kv.namespace(LIVE_NOTED)
         if agent:
             text = texts.LIVE_SENT.format(name=agent)
@@ -454,6 +457,23 @@ class Relay:
         log.info("response %s completed with no outputs (a live-agent hand-off?)", response.response_id)
         return Answer(text=text, conversation_id=link.conversation_id, response_id=response.response_id,
                       ai_generated=False)
+
+    async def _agent_in_history(self, link: ThreadLink) -> str | None:
+        """The agent on the conversation per its latest messages (another process, or the
+        poller being off, may have delivered what they said)."""
+        try:
+            page = await self.client.list_conversation_messages(
+                link.identity or None, link.conversation_id, limit=10
+            )
+        except MoveworksError as exc:
+            log.info("could not read the history of an empty turn: %s", exc)
+            return None
+        for message in page.items:  # newest first; an assistant answer after them ends it
+            if message.actor == "ASSISTANT":
+                return None
+            if message.actor == "LIVE_AGENT":
+                return message.sender_name or texts.LIVE_AGENT
+        return None
 
     @staticmethod
     async def _fail_quietly(renderer: StreamRenderer, message: str = texts.ANSWER_FAILED) -> None:
