@@ -674,11 +674,11 @@ async def test_webhook(rsa_keys):
         await asyncio.wait_for(arrived.wait(), 5)
         body, sig = got[0]
         assert sig == "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-        assert json.loads(body) == {
-            "event_type": "CONVERSATION_RESPONSE_RECEIVED",
-            "identity": ALICE,
-            "conversation_id": event["conversation_id"],
-            "event_id": event["event_id"],
+        assert json.loads(body) == {  # the documented envelope (help.moveworks.com, outbound webhook)
+            "id": event["event_id"],
+            "type": "CONVERSATION_RESPONSE_RECEIVED",
+            "created_at": event["created_at"],
+            "data": {"conversation_id": event["conversation_id"], "user_id": ALICE},
         }
     finally:
         await sim.stop()

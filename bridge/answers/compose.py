@@ -45,7 +45,7 @@ def _labels(actions: list[Action], titles: dict[str, str]) -> tuple[Action, ...]
     """Identical actions once; a label shared by several actions replaced by the title of the
     citation whose URL the action opens, and labels still alike numbered: "X", "X (2)", "X (3)"."""
     kept: list[Action] = []
-    seen: set[tuple[str, str, str | None, str | None]] = set()
+    seen: set[tuple[str, str, str | None, str | None, str]] = set()
     for action in actions:
         label = plain_text(action.label)[0] or action.label
         key = (action.type, label, action.url, action.callback_id, action.where if action.opens_form else "")

@@ -64,6 +64,13 @@ async def run_doctor(*, as_email: str | None = None, env=None, out: TextIO | Non
                 page = await runtime.client.list_conversations(identity, limit=1)
                 check(True, "moveworks api", f"{settings.moveworks_base_url} answered "
                       f"({len(page.items)} conversation{'s' if len(page.items) != 1 else ''} listed)")
+                generation = runtime.client.generation
+                if generation == "rest/v1":
+                    files = "on" if settings.moveworks_files else "off (MOVEWORKS_FILES)"
+                    check(True, "moveworks generation", f"/rest/v1: forms, get-help menu, live agents; files {files}")
+                else:
+                    check(True, "moveworks generation", f"/{generation}: text answers and buttons only; "
+                          "Moveworks lists this generation as deprecated, move MOVEWORKS_BASE_URL to /rest/v1")
             except MoveworksError as exc:
                 check(False, "moveworks", str(exc))
         for adapter in runtime.adapters:

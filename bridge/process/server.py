@@ -179,8 +179,11 @@ def make_app(runtime: Runtime) -> web.Application:
     if runtime.poller is not None:
         from bridge.events.webhook import make_webhook_handler
 
+        settings = runtime.settings
         app.router.add_post(
-            "/moveworks/webhook", make_webhook_handler(runtime.poller, runtime.settings.webhook_secret)
+            "/moveworks/webhook",
+            make_webhook_handler(runtime.poller, settings.webhook_secret, scheme=settings.webhook_signature,
+                                 header=settings.webhook_signature_header),
         )
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)

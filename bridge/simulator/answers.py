@@ -45,6 +45,14 @@ class Plan:
     followup: dict[str, Any] | None = None  # {text, delay}
     title: str | None = None  # AI title for an untitled conversation
     content_type: str = "COMMONMARK_TEXT"  # of the answer text (defaults are MARKDOWN_TEXT)
+    # -- /rest/v1 flows (see flows.py) --
+    # actions may also be {type: "MODAL_ACTION", label, form} and CALLBACK_ACTIONs may carry
+    # {intent, data}; `handoff` is the get-help menu (categories whose items hold such actions)
+    handoff: list[dict[str, Any]] | None = None
+    form_context: dict[str, Any] = field(default_factory=dict)  # what an offered form prefills from
+    empty: bool = False  # live-agent turn: RESPONSE_CREATED, then COMPLETED with no outputs
+    late: dict[str, Any] | None = None  # {response_id, text}: stored in history under an earlier response
+    agent_echo: str | None = None  # the live agent answers this after `live_agent_delay`
 
 
 @dataclass

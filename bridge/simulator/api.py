@@ -1,8 +1,20 @@
-"""The 11 G1 Conversations API endpoints, plus `GET /auth/test`.
+"""The 11 G1 Conversations API endpoints, plus `GET /auth/test`, and what only `/rest/v1` has:
+get-event, the modal (native form) endpoints and the richer turn input; the alpha Files API
+(`POST /rest/v1alpha1/files`) is in files.py.
 
 Handlers assume the server middleware already authenticated the caller (`request[IDENTITY]`)
 and applied request-level faults; they only look at that identity's state, so foreign ids 404.
 Each handler is tagged with the fault-endpoint name it answers to (`@endpoint("stream")`).
+Everything that returns messages goes through `views.render`, which shapes them for the base
+they are read from (and mints fresh modal ids on `/rest/v1`).
+
+Turn input (`input`), per base:
+- `/rest/v1beta1`: `{text}` only.
+- `/assistant/v1`: `{text}` or `{callback_id}`.
+- `/rest/v1`: exactly one of `chat: {text, files?: [{file_id, file_name?}]}`, `action: {callback_id}`,
+  `text`, `callback_id`; none or several is 400 INVALID_INPUT, and so is an unknown or expired
+  `file_id` (ids come from the Files API). Chat files ride on the user's message as
+  `plain_text.files: [{file_id, file_name}]`, and the answer starts "I received <names>."
 """
 
 from __future__ import annotations
@@ -10,15 +22,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import engine
+from . import engine, files, modals
 from .errors import ApiError, bad_input, not_found
 from .pagination import page_error, paginate
-from .state import CallbackRef, UserState
+from .state import CallbackRef, ModalRef, UserState
 from .taps import Sent
+from .views import is_v1, render
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -26,6 +40,9 @@ if TYPE_CHECKING:
 PREFIXES = ("/rest/v1beta1", "/assistant/v1", "/rest/v1")
 MAX_TITLE = 256
 IDENTITY = web.RequestKey("identity", str)  # set by the server middleware
+V1 = "/rest/v1"
+V1_INPUTS = ("chat", "action", "text", "callback_id")
+MODAL_NOT_FOUND = "Modal not found (modal ids are minted per read of the message: read it again for a fresh one)"
 
 
 def endpoint(name: str):
@@ -59,6 +76,13 @@ def _title(value: Any) -> str:
     return value
 
 
+@dataclass
+class TurnInput:
+    question: str | None = None
+    callback: tuple[str, CallbackRef] | None = None
+    files: list[dict[str, Any]] = field(default_factory=list)
+
+
 class ConversationsApi:
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -78,7 +102,19 @@ class ConversationsApi:
             web.get(c + "/{cid}/messages", self.list_messages),
             web.get(c + "/{cid}/responses/{rid}/messages", self.list_response_messages),
             web.post(c + "/{cid}/responses/{rid}/messages/{mid}/feedback", self.submit_feedback),
+        ] + (self.v1_routes(c) if prefix == V1 else [])
+
+    def v1_routes(self, c: str) -> list[web.RouteDef]:
+        m = c + "/{cid}/responses/{rid}/messages/{mid}/modals/{modal_id}"
+        return [
+            web.get(c + "/{cid}/events/{eid}", self.get_event),
+            web.get(m, self.get_modal),
+            web.post(m + "/refresh", self.refresh_modal),
+            web.post(m + "/submit", self.submit_modal),
         ]
+
+    def files_routes(self) -> list[web.RouteDef]:
+        return [web.post(files.PATH, self.upload_file)]
 
     # -- helpers -----------------------------------------------------------------------------
     def _user(self, request: web.Request) -> UserState:
@@ -97,36 +133,84 @@ class ConversationsApi:
             raise not_found("Response")
         return resp
 
-    def _input(self, request: web.Request, body: dict[str, Any], conversation_id: str):
-        """(question, None) or (None, (callback_id, ref)), with the input shapes of the request's base:
-        `{text}` on /rest/v1beta1 (its spec has no other), `{text}` or `{callback_id}` on /assistant/v1,
-        and also the `{chat: {text}}` / `{callback: {callback_id}}` shapes on /rest/v1."""
+    def _out(self, request: web.Request, payload: Any, status: int = 200) -> web.Response:
+        """A JSON answer whose messages are shaped for the request's base (views.py)."""
+        return web.json_response(render(self.sim.state, payload, v1=is_v1(request.path)), status=status)
+
+    def _callback(self, request: web.Request, callback_id: Any, conversation_id: str) -> tuple[str, CallbackRef]:
+        ref = self.sim.state.callbacks.get(callback_id) if isinstance(callback_id, str) else None
+        if (
+            ref is None
+            or ref.kind != "action"
+            or ref.identity != request[IDENTITY]
+            or ref.conversation_id != conversation_id
+        ):
+            raise bad_input("Unknown callback_id")
+        return callback_id, ref
+
+    def _input(self, request: web.Request, body: dict[str, Any], conversation_id: str) -> TurnInput:
+        """The turn input, with the shapes of the request's base (see the module docstring)."""
         inp = body.get("input")
         if not isinstance(inp, dict):
             raise bad_input("input is required")
+        if request.path.startswith(V1 + "/"):
+            return self._v1_input(request, inp, conversation_id)
         text, callback_id = inp.get("text"), inp.get("callback_id")
-        if request.path.startswith("/rest/v1/"):
-            if isinstance(inp.get("chat"), dict):
-                text = inp["chat"].get("text")
-            if isinstance(inp.get("callback"), dict):
-                callback_id = inp["callback"].get("callback_id")
-        elif request.path.startswith("/rest/v1beta1/") and callback_id is not None:
+        if request.path.startswith("/rest/v1beta1/") and callback_id is not None:
             raise bad_input("input.text is required (this API version takes text input only)")
         if text is not None and callback_id is not None:
             raise bad_input("input must have exactly one of text or callback_id")
         if callback_id is not None:
-            ref = self.sim.state.callbacks.get(callback_id) if isinstance(callback_id, str) else None
-            if (
-                ref is None
-                or ref.kind != "action"
-                or ref.identity != request[IDENTITY]
-                or ref.conversation_id != conversation_id
-            ):
-                raise bad_input("Unknown callback_id")
-            return None, (callback_id, ref)
+            return TurnInput(callback=self._callback(request, callback_id, conversation_id))
         if not isinstance(text, str) or not text.strip():
             raise bad_input("input.text is required and must not be empty")
-        return text, None
+        return TurnInput(question=text)
+
+    def _v1_input(self, request: web.Request, inp: dict[str, Any], conversation_id: str) -> TurnInput:
+        given = [k for k in V1_INPUTS if inp.get(k) is not None]
+        if len(given) != 1:
+            raise bad_input("input must have exactly one of chat, action, text or callback_id")
+        kind = given[0]
+        if kind == "action":
+            action = inp["action"]
+            if not isinstance(action, dict) or not isinstance(action.get("callback_id"), str):
+                raise bad_input("input.action.callback_id is required")
+            return TurnInput(callback=self._callback(request, action["callback_id"], conversation_id))
+        if kind == "callback_id":
+            return TurnInput(callback=self._callback(request, inp["callback_id"], conversation_id))
+        if kind == "text":
+            text = inp["text"]
+            if not isinstance(text, str) or not text.strip():
+                raise bad_input("input.text is required and must not be empty")
+            return TurnInput(question=text)
+        chat = inp["chat"]
+        if not isinstance(chat, dict):
+            raise bad_input("input.chat must be an object")
+        attached = self._chat_files(request, chat.get("files"))
+        text = chat.get("text")
+        if text is None and attached:
+            text = ""
+        if not isinstance(text, str) or (not text.strip() and not attached):
+            raise bad_input("input.chat.text is required and must not be empty")
+        return TurnInput(question=text, files=attached)
+
+    def _chat_files(self, request: web.Request, raw: Any) -> list[dict[str, Any]]:
+        if raw is None:
+            return []
+        if not isinstance(raw, list):
+            raise bad_input("input.chat.files must be a list")
+        out = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict) or not isinstance(item.get("file_id"), str):
+                raise bad_input(f"input.chat.files[{i}].file_id is required")
+            name = item.get("file_name")
+            if name is not None and not isinstance(name, str):
+                raise bad_input(f"input.chat.files[{i}].file_name must be a string")
+            stored = files.lookup(self.sim, request[IDENTITY], item["file_id"])
+            if stored is None:
+                raise bad_input(f"Unknown or expired file_id '{item['file_id']}'")
+            out.append({"file_id": item["file_id"], "file_name": name or stored["file_name"]})
+        return out
 
     # -- conversations -----------------------------------------------------------------------
     @endpoint("auth_test")
@@ -195,14 +279,26 @@ class ConversationsApi:
         page, nxt = paginate(
             request, f"events:{cid}", events, id_key="event_id", after=lambda e, a: e["event_id"] > a
         )
-        return web.json_response({"events": page, "metadata": {"next_cursor": nxt}})
+        return self._out(request, {"events": page, "metadata": {"next_cursor": nxt}})
+
+    @endpoint("get_event")
+    async def get_event(self, request: web.Request) -> web.Response:
+        if request.match_info["cid"] == "-":
+            raise bad_input("conversation_id '-' is not accepted here: name the event's conversation")
+        conv = self._conversation(request)
+        eid = request.match_info["eid"]
+        event = next((e for e in self._user(request).events if e["event_id"] == eid), None)
+        if event is None or event["conversation_id"] != conv["conversation_id"]:
+            raise not_found("Event")
+        return self._out(request, event)
 
     # -- responses ----------------------------------------------------------------------------
     async def _start(self, request: web.Request, fault_endpoint: str) -> engine.Run:
         conv = self._conversation(request)
         body = await json_body(request)
-        question, callback = self._input(request, body, conv["conversation_id"])
-        run = engine.start(self.sim, request[IDENTITY], conv["conversation_id"], question=question, callback=callback)
+        turn = self._input(request, body, conv["conversation_id"])
+        run = engine.start(self.sim, request[IDENTITY], conv["conversation_id"], question=turn.question,
+                           callback=turn.callback, files=turn.files, v1=request.path.startswith(V1 + "/"))
         faults = self.sim.faults
         if faults.take(fault_endpoint, ("response_failed",)):
             run.fail = True
@@ -215,7 +311,9 @@ class ConversationsApi:
     async def create_response(self, request: web.Request) -> web.Response:
         run = await self._start(request, "create_response")
         engine.launch(self.sim, run)
-        return web.json_response(run.response, status=202)
+        if run.plan.empty and run.task is not None:  # live-agent turn: already COMPLETED, no outputs
+            await asyncio.shield(run.task)
+        return self._out(request, run.response, status=202)
 
     @endpoint("stream")
     async def create_response_stream(self, request: web.Request) -> web.StreamResponse:
@@ -235,6 +333,7 @@ class ConversationsApi:
         )
         await resp.prepare(request)
         seq = 0
+        v1 = is_v1(request.path)
         try:
             while True:
                 try:
@@ -249,7 +348,7 @@ class ConversationsApi:
                     seq += 1
                     rest = {k: v for k, v in data.items() if k != "event_type"}
                     data = {"event_type": event_type, "sequence_number": seq, **rest}
-                payload = json.dumps(data, ensure_ascii=False)
+                payload = json.dumps(render(self.sim.state, data, v1=v1), ensure_ascii=False)
                 await resp.write(f"event: {event_type}\ndata: {payload}\n\n".encode())
                 if self.sim.taps:
                     self.sim.sent(Sent(request.method, request.path, 200, "text/event-stream",
@@ -275,7 +374,7 @@ class ConversationsApi:
 
     @endpoint("get_response")
     async def get_response(self, request: web.Request) -> web.Response:
-        return web.json_response(self._response(request))
+        return self._out(request, self._response(request))
 
     # -- messages -------------------------------------------------------------------------------
     @endpoint("messages")
@@ -293,13 +392,13 @@ class ConversationsApi:
             id_key="message_id",
             after=lambda m, a: m["message_id"] < a,
         )
-        return web.json_response({"messages": page, "metadata": {"next_cursor": nxt}})
+        return self._out(request, {"messages": page, "metadata": {"next_cursor": nxt}})
 
     @endpoint("response_messages")
     async def list_response_messages(self, request: web.Request) -> web.Response:
         resp = self._response(request)
         msgs = sorted(self._user(request).response_messages(resp["response_id"]), key=lambda m: m["message_id"])
-        return web.json_response({"messages": msgs})
+        return self._out(request, {"messages": msgs})
 
     @endpoint("feedback")
     async def submit_feedback(self, request: web.Request) -> web.Response:
@@ -333,3 +432,85 @@ class ConversationsApi:
             }
         )
         return web.json_response({"status": "SUBMITTED"})
+
+    # -- modals (/rest/v1) ----------------------------------------------------------------------
+    def _modal(self, request: web.Request) -> ModalRef:
+        resp = self._response(request)
+        mid = request.match_info["mid"]
+        msg = self._user(request).messages.get(mid)
+        if msg is None or msg["response_id"] != resp["response_id"]:
+            raise not_found("Message")
+        ref = self.sim.state.modals.get(request.match_info["modal_id"])
+        if ref is None or ref.message_id != mid or ref.identity != request[IDENTITY]:
+            raise ApiError(404, "NOT_FOUND", MODAL_NOT_FOUND)
+        return ref
+
+    async def _modal_call(self, request: web.Request, op: str) -> web.Response:
+        """GET / refresh / submit, each recorded in `state.modal_calls` (also when refused)."""
+        info = request.match_info
+        where = (info["cid"], info["rid"], info["mid"])
+        body: Any = None
+        state, identity, modal_id = self.sim.state, request[IDENTITY], info["modal_id"]
+        kept: dict[str, Any] | None = None
+        try:
+            if op != "get":
+                raw = await request.read()
+                try:
+                    body = json.loads(raw) if raw.strip() else {}
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+            ref = self._modal(request)
+            if op != "get" and not isinstance(body, dict):
+                raise bad_input("Request body must be a JSON object")
+            if op == "submit" and state.modal_failures:
+                raise bad_input(state.modal_failures.pop(0))
+            values = modals.values_of(body) if op != "get" else {}
+            fields = modals.form(ref.form, ref.identity, ref.context, values)
+
+            def lookup(file_id: str) -> Any:
+                return files.lookup(self.sim, identity, file_id)
+
+            if op == "submit":
+                kept = modals.check_values(fields, values, lookup, submit=True)
+                result: dict[str, Any] = {"status": "SUBMITTED", "receipt_text": modals.RECEIPT}
+                self._file_ticket(identity, ref, kept)
+            else:
+                if op == "refresh":
+                    modals.check_values(fields, values, lookup, submit=False)
+                    fields = modals.without_options(fields)
+                result = {"modal_id": modal_id, "title": modals.FORM_TITLE, "fields": fields}
+        except ApiError as exc:
+            state.modal_calls.append(modals.record(identity, op, where, modal_id, body, exc.status, exc.message))
+            raise
+        state.modal_calls.append(modals.record(identity, op, where, modal_id, body, 200, kept=kept))
+        return web.json_response(result)
+
+    def _file_ticket(self, identity: str, ref: ModalRef, kept: dict[str, Any]) -> None:
+        summary = (kept.get("summary") or {}).get("text") or str(ref.context.get("question") or "IT issue")
+        ticket = self.sim.state.ticket_number()
+        text = f"I filed {ticket}: {summary}. You'll get updates here."
+
+        async def later() -> None:
+            await asyncio.sleep(max(0.0, float(self.sim.config.modal_submit_delay)))
+            if ref.conversation_id in self.sim.state.user(identity).conversations:
+                self.sim.inject_event(identity, text, conversation_id=ref.conversation_id,
+                                      content_type="MARKDOWN_TEXT")
+
+        self.sim.spawn(later())
+
+    @endpoint("modal_get")
+    async def get_modal(self, request: web.Request) -> web.Response:
+        return await self._modal_call(request, "get")
+
+    @endpoint("modal_refresh")
+    async def refresh_modal(self, request: web.Request) -> web.Response:
+        return await self._modal_call(request, "refresh")
+
+    @endpoint("modal_submit")
+    async def submit_modal(self, request: web.Request) -> web.Response:
+        return await self._modal_call(request, "submit")
+
+    # -- files (alpha) ------------------------------------------------------------------------------
+    @endpoint("files")
+    async def upload_file(self, request: web.Request) -> web.Response:
+        return await files.upload(self.sim, request, request[IDENTITY])

@@ -21,6 +21,16 @@ class SimulatorConfig:
     jwt_audience: str | None = None  # when set, `aud` must match
     webhook_url: str | None = None
     webhook_secret: str | None = None
+    # Key rotation: when non-empty, deliveries are signed with the FIRST secret (webhook_secret is
+    # then unused); list the new key first and keep the old one while receivers switch over.
+    webhook_secrets: list[str] = field(default_factory=list)
+    # "documented" {id, type, created_at, data: {conversation_id, user_id}} (the /rest/v1 docs), or
+    # "legacy" {event_type, identity, conversation_id, event_id} (the project's earlier shape).
+    webhook_envelope: str = "documented"
+    # /rest/v1 flows (seconds, not multiplied by `pace`)
+    live_agent_delay: float | None = 0.5  # automatic live-agent reply after a turn; None = only on demand
+    modal_submit_delay: float = 0.3  # modal submit -> the "I filed INC…" assistant message
+    file_ttl: float = 24 * 3600.0  # uploads (POST /rest/v1alpha1/files) expire after this
     # Realistic default pacing (seconds, multiplied by `pace`).
     reasoning_delay: float = 0.3
     chunk_delay: float = 0.06

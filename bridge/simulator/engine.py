@@ -3,6 +3,9 @@
 The play runs as a background task, independent of any HTTP connection: the stream endpoint just
 subscribes to it, the async endpoint doesn't, and a client that disconnects mid-stream can still
 poll GetResponse. Stream-shaping faults are attached to the run.
+
+A live-agent turn (`Plan.empty`, see flows.py) is only CREATED → COMPLETED with no outputs; the
+agent's answer comes later as its own LIVE_AGENT message and event.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from . import flows
 from .answers import Plan, callback_plan, default_plan, split_snapshots
 from .ids import new_id, now_iso
-from .state import CallbackRef, content
+from .state import CallbackRef, LiveChat, content
 
 if TYPE_CHECKING:
     from .server import Simulator
@@ -63,15 +68,36 @@ def build_message(
     msg["citations"] = citations
     msg["content_references"] = sorted(refs, key=lambda r: r["offset"])
     state = sim.state
-    actions = []
-    for a in plan.actions:
+    modal_actions: list[dict[str, Any]] = []
+
+    def action(a: dict[str, Any]) -> dict[str, Any]:
         if a["type"] == "URL_ACTION":
-            actions.append({"type": "URL_ACTION", "label": a["label"], "url_action": {"url": a["url"]}})
-        else:
-            cb = state.issue_callback(identity, msg, "action", a["label"])
-            actions.append({"type": "CALLBACK_ACTION", "label": a["label"], "callback_action": {"callback_id": cb}})
+            return {"type": "URL_ACTION", "label": a["label"], "url_action": {"url": a["url"]}}
+        if a["type"] == "MODAL_ACTION":  # ids are minted per read (views.py); these are the first
+            state.offer_form(identity, msg, a.get("form") or "ticket", plan.form_context)
+            made = {"type": "MODAL_ACTION", "label": a["label"], "modal_action": {"modal_id": ""}}
+            modal_actions.append(made)
+            return made
+        cb = state.issue_callback(identity, msg, "action", a["label"], a.get("intent", ""), a.get("data", ""))
+        return {"type": "CALLBACK_ACTION", "label": a["label"], "callback_action": {"callback_id": cb}}
+
+    actions = [action(a) for a in plan.actions]
     if actions:
         msg["actions"] = actions
+    if plan.handoff is not None:
+        categories = []
+        for category in plan.handoff:
+            items = []
+            for item in category["handoff_items"]:
+                built = {k: v for k, v in item.items() if k != "action"}
+                if "action" in item:
+                    built["action"] = action(item["action"])
+                items.append(built)
+            categories.append({**category, "handoff_items": items})
+        msg["handoff"] = {"handoff_categories": categories}
+    for made, modal_id in zip(modal_actions, state.mint_modal_ids(msg["message_id"], len(modal_actions)),
+                              strict=False):
+        made["modal_action"]["modal_id"] = modal_id
     msg["feedback"] = {
         "helpful": {"callback_id": state.issue_callback(identity, msg, "helpful")},
         "unhelpful": {"callback_id": state.issue_callback(identity, msg, "unhelpful")},
@@ -92,6 +118,7 @@ class Run:
         self.slow: float = 0.0
         self.task: asyncio.Task | None = None
         self.question = ""
+        self.asked_at = ""  # created_at of the user's message
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue()
@@ -112,8 +139,32 @@ class Run:
             q.put_nowait(END)
 
 
-def choose_plan(sim: Simulator, identity: str, question: str | None, callback: CallbackRef | None) -> Plan:
+def choose_plan(
+    sim: Simulator,
+    identity: str,
+    question: str | None,
+    callback: CallbackRef | None,
+    *,
+    conversation_id: str | None = None,
+    response_id: str | None = None,
+    v1: bool = False,
+) -> Plan:
+    """Live-agent mode first, then buttons, scripts, the `/rest/v1` flows, the keyword defaults."""
+    user = sim.state.user(identity)
+    live = user.live.get(conversation_id) if conversation_id else None
+    if callback is not None and callback.intent == "end_chat":
+        if live is not None and conversation_id is not None:
+            del user.live[conversation_id]
+            return flows.end_chat_plan(live.handoff_response_id)
+        return flows.end_chat_plan(None)
+    if live is not None:
+        return flows.live_turn_plan(question if question is not None else (callback.label if callback else ""))
     if callback is not None:
+        if callback.intent == "live_agent":
+            start_live(sim, identity, conversation_id, response_id)
+            return flows.agent_plan("")
+        if callback.intent == "file_ticket":
+            return flows.filed_plan(callback.data or "IT issue", sim.state.ticket_number())
         return callback_plan(callback.label)
     assert question is not None
     for script in sim.scripts:
@@ -122,7 +173,21 @@ def choose_plan(sim: Simulator, identity: str, question: str | None, callback: C
             if script.times <= 0:
                 sim.scripts.remove(script)
             return script.plan(question)
+    flow = flows.text_flow(question) if v1 else None
+    if flow == "agent":
+        start_live(sim, identity, conversation_id, response_id)
+        return flows.agent_plan(question)
+    if flow == "help":
+        return flows.help_plan(question)
+    if flow == "ticket":
+        return flows.ticket_plan(question)
     return default_plan(question)
+
+
+def start_live(sim: Simulator, identity: str, conversation_id: str | None, response_id: str | None) -> None:
+    """Hand the conversation to a live agent; `response_id` is the handoff turn (the farewell's home)."""
+    if conversation_id is not None and response_id is not None:
+        sim.state.user(identity).live[conversation_id] = LiveChat(response_id, now_iso())
 
 
 def start(
@@ -132,8 +197,13 @@ def start(
     *,
     question: str | None = None,
     callback: tuple[str, CallbackRef] | None = None,
+    files: list[dict[str, Any]] | None = None,
+    v1: bool = False,
 ) -> Run:
-    """Create the response and the user's message now; play the answer in the background."""
+    """Create the response and the user's message now; play the answer in the background.
+
+    `files` ([{file_id, file_name}], `/rest/v1` chat input) ride on the user's PLAIN_TEXT content,
+    and the answer says it received them."""
     state = sim.state
     response = state.new_response(identity, conversation_id)
     if callback is not None:
@@ -142,7 +212,9 @@ def start(
         }
     else:
         user_content = content("PLAIN_TEXT", question or "")
-    state.add_message(
+        if files:
+            user_content["plain_text"]["files"] = [dict(f) for f in files]
+    user_message = state.add_message(
         identity,
         {
             "message_id": new_id("msg_"),
@@ -153,9 +225,15 @@ def start(
             "created_at": now_iso(),
         },
     )
-    plan = choose_plan(sim, identity, question, callback[1] if callback else None)
+    plan = choose_plan(sim, identity, question, callback[1] if callback else None,
+                       conversation_id=conversation_id, response_id=response["response_id"], v1=v1)
+    names = [f["file_name"] for f in files or []]
+    if plan.empty and plan.agent_echo is not None and names:
+        plan.agent_echo = (plan.agent_echo + " " if plan.agent_echo else "") + f"(attached: {', '.join(names)})"
+    flows.mention_files(plan, names)
     run = Run(identity, response, plan)
     run.question = question or ""
+    run.asked_at = user_message["created_at"]
     return run
 
 
@@ -168,6 +246,9 @@ def _envelope(event_type: str, response: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _play(sim: Simulator, run: Run) -> None:
+    if run.plan.empty:
+        await _play_empty(sim, run)
+        return
     cfg, plan, resp = sim.config, run.plan, run.response
     identity, conv_id, resp_id = run.identity, resp["conversation_id"], resp["response_id"]
 
@@ -260,3 +341,51 @@ async def _followup(sim: Simulator, identity: str, conversation_id: str, followu
     await asyncio.sleep(float(followup.get("delay") or 0))
     if conversation_id in sim.state.user(identity).conversations:
         sim.inject_event(identity, followup["text"], conversation_id=conversation_id)
+
+
+def _after(ts: str) -> str:
+    """Now, but strictly later than the timestamp `ts` (same format as `now_iso`)."""
+    now = now_iso()
+    if now > ts:
+        return now
+    stamp = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ") + timedelta(microseconds=1)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def _play_empty(sim: Simulator, run: Run) -> None:
+    """A turn with no outputs (live agent has the chat, or "End chat"): CREATED, then COMPLETED."""
+    plan, resp, identity = run.plan, run.response, run.identity
+    conv_id, resp_id = resp["conversation_id"], resp["response_id"]
+    try:
+        run.emit("RESPONSE_CREATED", _envelope("RESPONSE_CREATED", resp))
+        await asyncio.sleep(0)
+        if plan.late is not None:  # the farewell: in history under an earlier response, not an event
+            sim.state.add_message(identity, {
+                "message_id": new_id("msg_"),
+                "conversation_id": conv_id,
+                "response_id": plan.late["response_id"],
+                "actor": "ASSISTANT",
+                "content": content("PLAIN_TEXT", plan.late["text"]),
+                "created_at": _after(run.asked_at),
+                "citations": [],
+                "content_references": [],
+                "feedback": None,
+            })
+        resp["outputs"] = []
+        resp["status"], resp["completed_at"] = "COMPLETED", now_iso()
+        sim.state.touch(identity, conv_id)
+        run.emit("RESPONSE_COMPLETED", _envelope("RESPONSE_COMPLETED", resp))
+        delay = sim.config.live_agent_delay
+        if plan.agent_echo is not None and delay is not None:
+            sim.spawn(_agent_echo(sim, identity, conv_id, plan.agent_echo, float(delay)))
+    finally:
+        if resp["status"] not in ("COMPLETED", "FAILED"):
+            _fail(resp, [], "INTERNAL_ERROR", "Response aborted")
+        sim.timeline(resp_id, run.question)["end"] = time.monotonic()
+        run.close()
+
+
+async def _agent_echo(sim: Simulator, identity: str, conversation_id: str, echo: str, delay: float) -> None:
+    await asyncio.sleep(delay)
+    if conversation_id in sim.state.user(identity).live:  # not after "End chat"
+        sim.agent_say(identity, conversation_id, flows.agent_reply_text(echo))

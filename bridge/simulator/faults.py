@@ -29,6 +29,9 @@ ENDPOINTS = (
     "messages",
     "events",
     "feedback",
+    "get_event",  # /rest/v1 only
+    "modals",  # /rest/v1 modal get/refresh/submit
+    "files",  # /rest/v1alpha1/files
     "token",
 )
 

@@ -2,7 +2,8 @@
 
 The middleware is where cross-cutting API rules live, so handlers stay small: request log,
 authentication (401 before 403), request-level faults, the error envelope for every failure
-(including aiohttp's own 404/405), and `x-moveworks-root-uuid` on every response.
+(including aiohttp's own 404/405), and `x-moveworks-root-uuid` on every response (plus the same
+value as `x-trace-id` on `/rest/v1` and `/rest/v1alpha1`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from . import admin, engine, webhook
+from . import admin, engine, flows, webhook
 from .answers import Script
 from .api import IDENTITY, PREFIXES, ConversationsApi
 from .auth import TokenStore, authenticate, token_endpoint
 from .config import SimulatorConfig
 from .errors import CODES, ApiError
 from .faults import Fault, FaultBoard
-from .ids import now_iso
-from .state import SYSTEM_TITLE, SimState
+from .ids import new_id, now_iso
+from .state import SYSTEM_TITLE, SimState, content
 from .taps import Sent
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ log = logging.getLogger(__name__)
 TOKEN_PATH = "/oauth/v1/token"
 CONTENT_TYPES = ("COMMONMARK_TEXT", "MARKDOWN_TEXT", "PLAIN_TEXT")
 # Handler endpoint name -> fault endpoint name (names not listed match only "any").
-_FAULT_ENDPOINT = {"response_messages": "messages"}
+_FAULT_ENDPOINT = {
+    "response_messages": "messages", "modal_get": "modals", "modal_refresh": "modals", "modal_submit": "modals",
+}
 _HTML_500 = (
     "<html><head><title>500 Internal Server Error</title></head><body><h1>500 Internal Server Error</h1></body></html>"
 )
@@ -165,9 +168,56 @@ class Simulator:
 
     def publish_event(self, identity: str, message: dict[str, Any]) -> dict[str, Any]:
         event = self.state.add_event(identity, message)
-        if self.config.webhook_url:
-            self.spawn(webhook.deliver(self.config.webhook_url, self.config.webhook_secret, identity, event))
+        cfg = self.config
+        if cfg.webhook_url:
+            secrets = cfg.webhook_secrets or cfg.webhook_secret
+            self.spawn(webhook.deliver(cfg.webhook_url, secrets, identity, event, cfg.webhook_envelope))
         return event
+
+    def agent_say(
+        self,
+        identity: str,
+        conversation_id: str,
+        text: str,
+        display_name: str | None = None,
+        avatar_url: str | None = None,
+    ) -> dict[str, Any]:
+        """A live agent's message (`actor: LIVE_AGENT`, `sender_info`) on its own response, added
+        to history and published as an event (so pollers and the webhook deliver it)."""
+        if conversation_id not in self.state.user(identity).conversations:
+            raise LookupError(f"Conversation {conversation_id} not found for {identity}")
+        resp = self.state.new_response(identity, conversation_id)
+        msg = {
+            "message_id": new_id("msg_"),
+            "conversation_id": conversation_id,
+            "response_id": resp["response_id"],
+            "actor": "LIVE_AGENT",
+            "sender_info": flows.sender_info(display_name, avatar_url),
+            "content": content("PLAIN_TEXT", text),
+            "created_at": now_iso(),
+            "citations": [],
+            "content_references": [],
+            "feedback": None,
+        }
+        self.state.add_message(identity, msg)
+        resp.update(status="COMPLETED", completed_at=now_iso(), outputs=[{"type": "MESSAGE", "message": msg}])
+        return self.publish_event(identity, msg)
+
+    def set_live(self, identity: str, conversation_id: str, active: bool) -> bool:
+        """Start or end live-agent mode without a turn (admin); the handoff response is the
+        conversation's latest one. Returns whether the conversation is now live."""
+        user = self.state.user(identity)
+        if conversation_id not in user.conversations:
+            raise LookupError(f"Conversation {conversation_id} not found for {identity}")
+        if not active:
+            user.live.pop(conversation_id, None)
+            return False
+        if conversation_id not in user.live:
+            latest = [r for r in user.responses.values() if r["conversation_id"] == conversation_id]
+            if not latest:
+                raise LookupError(f"Conversation {conversation_id} has no response to hand off from")
+            engine.start_live(self, identity, conversation_id, latest[-1]["response_id"])
+        return True
 
     def inject_fault(
         self,
@@ -209,6 +259,7 @@ class Simulator:
         api = ConversationsApi(self)
         for prefix in PREFIXES:
             app.add_routes(api.routes(prefix))
+        app.add_routes(api.files_routes())
 
         async def token(request: web.Request) -> web.Response:
             return await token_endpoint(request, self.config, self.tokens)
@@ -222,7 +273,7 @@ class Simulator:
     @staticmethod
     async def _add_trace_headers(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["x-moveworks-root-uuid"] = str(uuid.uuid4())
-        if request.path.startswith("/rest/v1/"):
+        if request.path.startswith(("/rest/v1/", "/rest/v1alpha1/")):
             response.headers["x-trace-id"] = response.headers["x-moveworks-root-uuid"]
 
     @web.middleware
@@ -291,6 +342,11 @@ def banner(sim: Simulator) -> str:
             f"  Assistant-Name  {cfg.assistant_name}",
             f"  demo API key    {key}   (acts as {who})",
             f"  pace            {cfg.pace}",
+            "/rest/v1 flows (text turns on /rest/v1):",
+            '  "...ticket..."                smart handoff: File ticket / Edit/Add details (form) / Other help',
+            '  "help menu", "get help"       get-help menu (handoff categories IT and HR)',
+            '  "talk to an agent", "human"   live agent: empty turns, Dana Fielding answers, "End chat" ends',
+            "  chat.files                    upload with POST /rest/v1alpha1/files first; the answer names them",
             admin.SUMMARY,
         ]
     )

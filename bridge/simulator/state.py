@@ -14,6 +14,7 @@ from typing import Any
 from .ids import new_id, now_iso, opaque
 
 SYSTEM_TITLE = "System Initiated Conversation"
+MODAL_READS_KEPT = 5  # modal ids of the latest reads of a message that still resolve
 
 
 def content(kind: str, text: str) -> dict[str, Any]:
@@ -31,6 +32,28 @@ class CallbackRef:
     message_id: str
     kind: str  # "action" | "helpful" | "unhelpful"
     label: str = ""
+    intent: str = ""  # what the button does beyond the default confirmation (flows.INTENTS)
+    data: str = ""  # the intent's argument (e.g. the question a "File ticket" button files)
+
+
+@dataclass
+class ModalRef:
+    """What a minted modal id opens: the form offered by one message (`/rest/v1` only)."""
+
+    identity: str
+    conversation_id: str
+    response_id: str
+    message_id: str
+    form: str  # form name in `modals.FORMS`
+    context: dict[str, Any] = field(default_factory=dict)  # e.g. {"question": ...} to prefill from
+
+
+@dataclass
+class LiveChat:
+    """A conversation handed to a human agent: turns answer with no outputs until "End chat"."""
+
+    handoff_response_id: str  # the turn that connected; the farewell lands under it later
+    started_at: str
 
 
 @dataclass
@@ -40,6 +63,7 @@ class UserState:
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)  # insertion = creation order
     events: list[dict[str, Any]] = field(default_factory=list)  # creation (= id) order
+    live: dict[str, LiveChat] = field(default_factory=dict)  # conversation id -> live-agent chat
 
     def conversation_messages(self, conversation_id: str) -> list[dict[str, Any]]:
         return [m for m in self.messages.values() if m["conversation_id"] == conversation_id]
@@ -53,6 +77,15 @@ class SimState:
     users: dict[str, UserState] = field(default_factory=dict)
     callbacks: dict[str, CallbackRef] = field(default_factory=dict)
     feedback: list[dict[str, Any]] = field(default_factory=list)  # submitted feedback records
+    # -- /rest/v1 flows --
+    modals: dict[str, ModalRef] = field(default_factory=dict)  # modal id -> what it opens
+    modal_reads: dict[str, list[list[str]]] = field(default_factory=dict)  # message id -> ids per read
+    modal_forms: dict[str, ModalRef] = field(default_factory=dict)  # message id -> its form
+    modal_calls: list[dict[str, Any]] = field(default_factory=list)  # what each modal endpoint received
+    modal_failures: list[str] = field(default_factory=list)  # forced messages for the next submits
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file id -> stored upload (with bytes)
+    uploads: list[dict[str, Any]] = field(default_factory=list)  # every upload attempt, as received
+    next_ticket: int = 10001
 
     def user(self, identity: str) -> UserState:
         if identity not in self.users:
@@ -103,12 +136,42 @@ class SimState:
         if conv is not None:
             conv["updated_at"] = now_iso()
 
-    def issue_callback(self, identity: str, message: dict[str, Any], kind: str, label: str = "") -> str:
+    def issue_callback(
+        self, identity: str, message: dict[str, Any], kind: str, label: str = "", intent: str = "", data: str = ""
+    ) -> str:
         cb = opaque("cb_")
         self.callbacks[cb] = CallbackRef(
-            identity, message["conversation_id"], message["response_id"], message["message_id"], kind, label
+            identity, message["conversation_id"], message["response_id"], message["message_id"], kind, label,
+            intent, data,
         )
         return cb
+
+    # -- modal ids: minted per read ----------------------------------------------------------
+    def offer_form(self, identity: str, message: dict[str, Any], form: str, context: dict[str, Any]) -> None:
+        """Remember that `message` offers `form` (its MODAL_ACTIONs open it)."""
+        self.modal_forms[message["message_id"]] = ModalRef(
+            identity, message["conversation_id"], message["response_id"], message["message_id"], form, dict(context)
+        )
+
+    def mint_modal_ids(self, message_id: str, count: int) -> list[str]:
+        """Fresh modal ids for one read of a message; ids of reads older than the last
+        `MODAL_READS_KEPT` stop resolving."""
+        ref = self.modal_forms.get(message_id)
+        if ref is None or count <= 0:
+            return []
+        ids = [new_id("modal_") for _ in range(count)]
+        for modal_id in ids:
+            self.modals[modal_id] = ref
+        reads = self.modal_reads.setdefault(message_id, [])
+        reads.append(ids)
+        while len(reads) > MODAL_READS_KEPT:
+            for old in reads.pop(0):
+                self.modals.pop(old, None)
+        return ids
+
+    def ticket_number(self) -> str:
+        number, self.next_ticket = self.next_ticket, self.next_ticket + 1
+        return f"INC{number:07d}"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -123,6 +186,11 @@ class SimState:
                 for identity, u in self.users.items()
             },
             "feedback": self.feedback,
+            "live_chats": {
+                identity: sorted(u.live) for identity, u in self.users.items() if u.live
+            },
+            "modal_calls": len(self.modal_calls),
+            "uploads": len(self.uploads),
             "callbacks": len(self.callbacks),
             "t": time.time(),
         }
