@@ -37,6 +37,7 @@ from bridge.models import (
     Frame,
     Inbound,
     MessageRef,
+    Notification,
     Rate,
     ThreadKey,
 )
@@ -109,6 +110,14 @@ class Core(Protocol):
         """A get-help menu item other than a form was picked: a TEXT item's text or a URL item's
         link is posted in the thread, a CALLBACK item is asked like its button. Returns a
         sentence to show only to the person when nothing was done (not theirs, expired)."""
+
+    def stop_answer(self, thread: ThreadKey) -> bool:
+        """The person pressed the platform's Stop for the answer streaming in `thread`: the
+        Moveworks stream is closed at once and the reply ends with a short "Stopped.". False
+        when no answer was streaming there (in this process)."""
+
+    def recent_notifications(self, user: ChatUser, limit: int = 5) -> list[Notification]:
+        """The person's latest notifications from the poller (newest first), for a home page."""
 
     def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
         """True the first time an inbound delivery is seen, across processes and restarts (for

@@ -66,6 +66,9 @@ class Inbound:
     address: dict[str, Any] = field(default_factory=dict)
     direct: bool = False  # a DM / personal chat
     files: tuple[Attachment, ...] = ()  # sent to Moveworks with the question (Files API)
+    # Earlier messages of the thread the bot was brought into ("Name: text" lines, oldest first,
+    # bot messages marked), sent with the question so "can you help with this?" works.
+    context: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,3 +188,12 @@ class Employee:
     email: str | None
     name: str | None
     last_active_at: float | None
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One event the poller handled for a person: when, a preview, and what became of it."""
+
+    created_at: float | None
+    preview: str
+    status: str  # "sent", "skipped", "retry", "claimed"

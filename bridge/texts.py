@@ -69,6 +69,11 @@ FORM_FILE_HINT = "Attach the file in the chat instead: files can't be added to t
 HELP_MENU = "More help options"
 HELP_PICK = "Choose…"
 
+# --- stopping and thread context -------------------------------------------------------------------
+STOPPED = "Stopped."
+THREAD_CONTEXT = "Earlier messages in this chat thread:\n{context}\n\nMy question: {question}"
+THREAD_CONTEXT_BOT = "(assistant)"  # marks the bot's own messages in the context
+
 # --- live agents -----------------------------------------------------------------------------------
 LIVE_AGENT = "Agent"
 LIVE_AGENT_BYLINE = "{name} (agent)"
@@ -105,6 +110,20 @@ ANSWER_PREVIEW = "Answer"  # notification text of an answer that has only button
 
 def attached_only(files: tuple[Any, ...]) -> str:
     return ATTACHED_ONLY.format(names=", ".join(f.name or "file" for f in files)) if files else ""
+
+
+def with_thread_context(question: str, context: str) -> str:
+    """The question with the thread it was asked in, kept within MAX_INPUT_CHARS by dropping
+    the oldest context first."""
+    if not context.strip():
+        return question
+    room = MAX_INPUT_CHARS - len(THREAD_CONTEXT.format(context="", question=question))
+    if room <= 0:
+        return question
+    context = context.strip()
+    if len(context) > room:
+        context = "…" + context[len(context) - room + 1:]
+    return THREAD_CONTEXT.format(context=context, question=question)
 
 
 def form_receipt(receipt: str | None) -> str:

@@ -20,7 +20,7 @@ from bridge.answers.feedback import submit_feedback
 from bridge.answers.forms import Forms
 from bridge.answers.identity import Identities, NoIdentity
 from bridge.answers.recovery import Interrupted, announce_interrupted
-from bridge.answers.renderer import AnswerFailed, AnswerTimedOut, StreamRenderer
+from bridge.answers.renderer import AnswerFailed, AnswerTimedOut, RenderResult, StreamRenderer
 from bridge.contract import ChatAdapter, FeedbackAck, ReplySink
 from bridge.errors import PlatformError, StoreUnavailable, UserCanceled
 from bridge.mechanisms.gate import ThreadGate
@@ -95,6 +95,7 @@ class Relay:
             client, enabled=True, max_mb=10.0, purpose="CONVERSATION_INPUT"
         )
         self.forms = Forms(self)
+        self._stops: dict[str, asyncio.Event] = {}  # thread -> set when its person pressed Stop
         self._first_text_observers: list[Callable[[str, float], None]] = []
         self._activity_observers: list[Callable[[str | None], object]] = []
 
@@ -146,6 +147,15 @@ class Relay:
     ) -> FeedbackAck:
         """Send a 👍/👎 (and its comment) to Moveworks as the asker; returns the acknowledgement."""
         return await submit_feedback(self.store, self.client, user, target, helpful, comment)
+
+    def stop_answer(self, thread: ThreadKey) -> bool:
+        """The person pressed Stop: end the answer streaming in `thread` (the Moveworks stream is
+        closed at once and the reply ends with "Stopped."). False when nothing was streaming."""
+        stop = self._stops.get(thread.lock_key)
+        if stop is None or stop.is_set():
+            return False
+        stop.set()
+        return True
 
     async def post_note(self, link: ThreadLink, text: str) -> bool:
         """A short note from the bridge (a form's receipt, a help text) in the link's thread,
@@ -343,7 +353,9 @@ class Relay:
         renderer.on_checkpoint = lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint)
         renderer.save_checkpoint()  # what the status line already shows
         renderer.on_empty = lambda response: self._empty_turn(link, response)
-        question = inbound.text.strip() or texts.attached_only(inbound.files)
+        question = texts.with_thread_context(
+            inbound.text.strip() or texts.attached_only(inbound.files), inbound.context
+        )
         events = self.client.stream_response(
             identity,
             link.conversation_id,
@@ -351,8 +363,9 @@ class Relay:
             callback_id=inbound.callback_id,
             files=files,
         )
+        stop = self._stops[inbound.thread.lock_key] = asyncio.Event()
         try:
-            result = await renderer.run(events, deadline=deadline)
+            result = await self._run_until_stopped(renderer, events, deadline, stop)
         except asyncio.CancelledError:
             # Shutdown: the store says "interrupted" only once the thread says so too; a reply
             # whose note could not be written stays "streaming", so the next start tells it.
@@ -366,6 +379,8 @@ class Relay:
         except UserCanceled:
             self.store.replies.finish(reply_id, "canceled")
             log.info("the user stopped the answer")
+            if stop.is_set():  # Stop from the platform's event: the reply still needs an end
+                await self._fail_quietly(renderer, texts.STOPPED)
             return "canceled"
         except AnswerTimedOut:
             self.store.replies.finish(reply_id, "failed")
@@ -414,6 +429,9 @@ class Relay:
             log.exception("unexpected error while answering")
             await self._fail_quietly(renderer, texts.BUG)
             return "failed"
+        finally:
+            if self._stops.get(inbound.thread.lock_key) is stop:
+                del self._stops[inbound.thread.lock_key]
         self._note_live_agent(link, result.answer)
         try:
             self.store.replies.finish(
@@ -426,6 +444,27 @@ class Relay:
             # message again if Moveworks also lists it as an event).
             log.error("the answer was shown but the store could not record it")
         return "answered"
+
+    @staticmethod
+    async def _run_until_stopped(
+        renderer: StreamRenderer, events: Any, deadline: float, stop: asyncio.Event
+    ) -> RenderResult:
+        """`renderer.run`, ended early (closing the Moveworks stream) when `stop` is set."""
+        run = asyncio.ensure_future(renderer.run(events, deadline=deadline))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+            raise
+        finally:
+            stopped.cancel()
+        if run.done():
+            return run.result()
+        run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        raise UserCanceled()
 
     # --- live agents -------------------------------------------------------------------------
 

@@ -17,6 +17,14 @@ from bridge.errors import ConfigError
 DEFAULT_BASE_URL = "https://api.moveworks.ai/rest/v1"
 DEFAULT_TOKEN_URL = "https://api.moveworks.ai/oauth/v1/token"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# Offered when an employee opens the assistant (Slack Messages tab, Teams prompt starters).
+DEFAULT_SUGGESTED_PROMPTS = (
+    "How do I reset my password?",
+    "My VPN keeps disconnecting",
+    "Request access to an application",
+    "How much PTO do I have left?",
+)
+MAX_SUGGESTED_PROMPTS = 4  # Slack's limit (agent_view, setSuggestedPrompts)
 AUTH_MODES = ("api_key", "client_credentials", "user_jwt")
 SECRET_FIELDS = frozenset(
     {
@@ -33,6 +41,19 @@ SECRET_FIELDS = frozenset(
 )
 
 
+def _prompts(raw: str | None) -> tuple[str, ...]:
+    """BRIDGE_SUGGESTED_PROMPTS: `;`-separated, at most four, each at most 100 characters."""
+    if raw is None or not raw.strip():
+        return DEFAULT_SUGGESTED_PROMPTS
+    prompts = tuple(p.strip() for p in raw.split(";") if p.strip())
+    if len(prompts) > MAX_SUGGESTED_PROMPTS:
+        raise ConfigError(f"BRIDGE_SUGGESTED_PROMPTS: at most {MAX_SUGGESTED_PROMPTS} prompts (Slack's limit), "
+                          f"got {len(prompts)}")
+    if any(len(p) > 100 for p in prompts):
+        raise ConfigError("BRIDGE_SUGGESTED_PROMPTS: each prompt must be at most 100 characters")
+    return prompts
+
+
 @dataclass(frozen=True)
 class Settings:
     port: int = 3978
@@ -44,6 +65,7 @@ class Settings:
     webhook_secret: str | None = None  # one secret, or several separated by "," during a rotation
     webhook_signature: str = "hmac-sha256"  # BRIDGE_WEBHOOK_SIGNATURE: the scheme (see webhook.py)
     webhook_signature_header: str = "X-Moveworks-Signature"
+    suggested_prompts: tuple[str, ...] = DEFAULT_SUGGESTED_PROMPTS
     log_format: str = "text"
     log_level: str = "INFO"
     shutdown_grace: float = 20.0
@@ -127,6 +149,7 @@ class Settings:
                 "BRIDGE_WEBHOOK_SIGNATURE", ("hmac-sha256", "hmac-sha256-timestamped"), "hmac-sha256"
             ),
             webhook_signature_header=reader.str("BRIDGE_WEBHOOK_SIGNATURE_HEADER") or "X-Moveworks-Signature",
+            suggested_prompts=_prompts(env.get("BRIDGE_SUGGESTED_PROMPTS")),
             log_format=reader.choice("BRIDGE_LOG_FORMAT", ("text", "json"), "text"),
             log_level=reader.choice(
                 "BRIDGE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True

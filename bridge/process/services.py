@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.answers.markdown import plain_text
 from bridge.answers.relay import Relay
 from bridge.contract import Address, FeedbackAck, KeyValue
+from bridge.events.codec import event_from_payload
 from bridge.mechanisms.ratelimit import Budgets, WriteBudget
 from bridge.models import (
     ChatUser,
@@ -15,6 +17,7 @@ from bridge.models import (
     FormStep,
     Inbound,
     MessageRef,
+    Notification,
     Rate,
     ThreadKey,
 )
@@ -51,6 +54,21 @@ class Services:
         self, user: ChatUser, thread: ThreadKey, address: Address, ref: MessageRef, where: str
     ) -> str | None:
         return await self.relay.forms.choose(user, thread, address, ref, where)
+
+    def stop_answer(self, thread: ThreadKey) -> bool:
+        return self.relay.stop_answer(thread)
+
+    def recent_notifications(self, user: ChatUser, limit: int = 5) -> list[Notification]:
+        employee = self.store.employees.get(user.platform, user.workspace, user.user_id)
+        identity = employee.email if employee is not None and self.relay.per_employee else None
+        out = []
+        for row in self.store.events.recent_for(user.platform, user.workspace, user.user_id,
+                                                (identity or "").lower() or None, limit):
+            event = event_from_payload(row.get("payload"))
+            text = event.message.text if event is not None and event.message is not None else ""
+            preview = plain_text(text)[0].replace("\n", " ").strip()
+            out.append(Notification(row.get("claimed_at"), preview[:150], str(row.get("status") or "")))
+        return out
 
     def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
         return self.store.inbound.claim(platform, dedupe_id)

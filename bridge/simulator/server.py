@@ -337,7 +337,7 @@ def banner(sim: Simulator) -> str:
     return "\n".join(
         [
             "Moveworks Conversations API simulator",
-            f"  base URL        {sim.base_url}   (also /rest/v1beta1, /rest/v1)",
+            f"  base URL        {sim.url}/rest/v1   (the current generation; also /assistant/v1, /rest/v1beta1)",
             f"  token URL       {sim.token_url}   (client_credentials: {cfg.client_id} / {cfg.client_secret})",
             f"  Assistant-Name  {cfg.assistant_name}",
             f"  demo API key    {key}   (acts as {who})",

@@ -158,6 +158,11 @@ class EventQuery(Protocol):
 
     def counts(self) -> dict[str, int]: ...
 
+    def recent_for(
+        self, platform: str, workspace: str, user_id: str, identity: str | None, limit: int = 5
+    ) -> list[dict[str, Any]]:
+        """A person's newest events (`event_id`, `status`, `payload`, `claimed_at`), newest first."""
+
 
 class CheckpointQuery(Protocol):
     """Per-identity poller checkpoints."""

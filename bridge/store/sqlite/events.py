@@ -58,3 +58,15 @@ class EventQuery(Query):
     def counts(self) -> dict[str, int]:
         rows = self.db.query("SELECT status, COUNT(*) AS n FROM event_deliveries GROUP BY status")
         return {r["status"]: r["n"] for r in rows}
+
+    def recent_for(
+        self, platform: str, workspace: str, user_id: str, identity: str | None, limit: int = 5
+    ) -> list[dict[str, Any]]:
+        """The newest events of a person: of a conversation mapped to one of their threads, or
+        of their Moveworks identity (per-employee modes); newest first."""
+        return list(self.db.query(
+            "SELECT event_id, status, payload, claimed_at FROM event_deliveries WHERE conversation_id IN "
+            "(SELECT conversation_id FROM thread_links WHERE platform = ? AND workspace = ? AND user_id = ?) "
+            "OR (? IS NOT NULL AND identity = ?) ORDER BY claimed_at DESC LIMIT ?",
+            [platform, workspace, user_id, identity, identity, limit],
+        ))
