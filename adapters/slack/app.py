@@ -5,6 +5,13 @@ Thin by design: bolt verifies signatures, answers url_verification and acks; lis
 the event (`events.py`) and hand it to `core.submit`; replies go out through a native stream sink
 (`native.py`, which the core falls back from to edits) or the core's `EditingSink` over
 `SlackMessageOps` (`ops.py`).
+
+Forms (`forms.py`): a MODAL_ACTION button or a get-help menu pick opens a "Loading…" modal at once
+with the interaction's trigger_id (3 seconds, one use), then shows the core's form with
+views.update; `triggers_refresh` fields refresh it (views.update with `hash`); a submission is
+answered within Slack's 3 seconds, with the outcome itself when the core is quick enough, else
+with "Submitting…" and the outcome by views.update. Files (`files.py`): shared files go with the
+question; `download` fetches them with the bot token of their workspace.
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import hashlib
 import hmac
 import html
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
+import httpx
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -32,11 +41,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bridge import texts
 from bridge.answers.sinks import EditingSink, WithFallback
 from bridge.contract import Address, ChatAdapter, CheckLine, Core, ReplySink
-from bridge.errors import PlatformError
-from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
+from bridge.errors import AttachmentRefused, PlatformError
+from bridge.models import Attachment, Capabilities, ChatUser, Employee, FormStep, MessageRef, Rate, ThreadKey
 
 from . import blocks as bk
-from . import directory
+from . import directory, files, forms
 from .admission import START_RATE, STOP_RATE, Edges, Seats, StatusThenPostSink
 from .calls import TRANSIENT, call, error_code, to_platform_error
 from .events import PLATFORM, Ignore, Notice, ids, normalise, normalise_action, register
@@ -74,12 +83,24 @@ SCOPES = [
     "chat:write",
     "users:read",
     "users:read.email",
+    "chat:write.customize",  # a live agent's name and avatar on their messages
+    "files:read",  # files employees share with the bot, passed on to Moveworks
 ]
 SIGNATURE_MAX_AGE = 5 * 60  # seconds; Slack's replay window for signed requests
+# A modal's submission must be answered within 3 seconds: a submit that takes longer is answered
+# with a "Submitting…" view and the outcome follows with views.update.
+FORM_FAST_REPLY = 2.0
+FORM_UPDATE_GRACE = 0.5  # seconds between that answer and the views.update that follows it
+# views.open refuses a trigger_id that is older than 3 seconds, unknown, or already used.
+TRIGGER_ERRORS = frozenset({"expired_trigger_id", "invalid_trigger_id", "exchanged_trigger_id"})
+FORM_METADATA = "slack.form_metadata"  # kv: private_metadata too long for Slack's 3,000 characters
+FORM_METADATA_TTL = 24 * 3600.0
 
 
 class SlackAdapter(ChatAdapter):
     platform = PLATFORM
+    shows_forms = True  # MODAL_ACTIONs open as modals (forms.py)
+    accepts_files = True  # shared files are downloaded with the bot token (files.py)
 
     def __init__(
         self,
@@ -109,6 +130,8 @@ class SlackAdapter(ChatAdapter):
         self._edit_seats = Seats()  # live edited answers per workspace (admission.py)
         self._formats: dict[str, dict[str, bool]] = {}
         self._socket: Any = None
+        self._http_files: httpx.AsyncClient | None = None
+        self.form_fast_reply = FORM_FAST_REPLY
         self.bolt = self._build_bolt()
         register(self.bolt, self)
 
@@ -257,6 +280,9 @@ class SlackAdapter(ChatAdapter):
 
     async def stop(self) -> None:
         await self.stop_inbound()
+        if self._http_files is not None:
+            http, self._http_files = self._http_files, None
+            await http.aclose()
 
     async def check(self) -> list[CheckLine]:
         """`doctor` lines; never prints tokens."""
@@ -377,6 +403,209 @@ class SlackAdapter(ChatAdapter):
         inbound = normalise_action(body, action, where, bk.decode(action.get("value")))
         if inbound is not None:
             self.core.submit(inbound)
+
+    # --- forms and the get-help menu ----------------------------------------------------------------
+
+    def _actor(self, body: dict, context: Any) -> ChatUser | None:
+        user_id = _field(body, "user", "id")
+        if not user_id:
+            return None
+        name = _field(body, "user", "name") or _field(body, "user", "username")
+        return ChatUser(PLATFORM, ids(body, context).team_id, user_id, name=name)
+
+    async def on_open_form(self, body: dict, action: dict, context: Any) -> None:
+        """A MODAL_ACTION button (already acked): open the form."""
+        data = bk.decode(action.get("value") if isinstance(action, dict) else None)
+        ref, where, user = forms.decode_ref(data), data.get("w"), self._actor(body, context)
+        if ref is None or not isinstance(where, str) or not where or user is None:
+            log.info("slack: a form button without its ids")
+            return
+        await self._open_form(body, context, user, ref, where, str(data.get("l") or ""))
+
+    async def _open_form(
+        self, body: dict, context: Any, user: ChatUser, ref: MessageRef, where: str, title: str
+    ) -> None:
+        """Open a "Loading…" modal at once (the interaction's trigger_id is good for 3 seconds and
+        one use), then ask the core for the form and put it in that modal. Never raises."""
+        client = context.client
+        title = title or texts.FORM_DEFAULT_TITLE
+        try:
+            self._count("view_open")
+            opened = await client.views_open(trigger_id=body.get("trigger_id"), view=forms.loading_view(title))
+        except (SlackApiError, *TRANSIENT) as exc:
+            code = error_code(exc)
+            log.warning("slack: could not open a form: %s", code or type(exc).__name__)
+            await self._tell(context, body, texts.SLACK_FORM_RETRY if code in TRIGGER_ERRORS else texts.FORM_FAILED)
+            return
+        view = opened.get("view") or {}
+        try:
+            step = await self.core.open_form(user, ref, where)
+        except Exception:  # the contract says never; a modal must not stay "Loading…" anyway
+            log.exception("opening a form failed unexpectedly")
+            step = FormStep(notice=texts.FORM_FAILED)
+        await self._update_view(client, view.get("id"), view.get("hash"), forms.step_view(step, title, self._pack))
+
+    async def on_help_pick(self, body: dict, action: dict, context: Any) -> None:
+        """A get-help menu pick (already acked): a form opens like its button; anything else is
+        the core's (a text or link posted in the thread, a callback asked)."""
+        option = _obj(action.get("selected_option") if isinstance(action, dict) else None)
+        picked = forms.help_pick(action.get("block_id"), option.get("value"))
+        user = self._actor(body, context)
+        if picked is None or user is None:
+            log.info("slack: a help menu pick without its ids")
+            return
+        ref, where, opens_form = picked
+        if opens_form:
+            label = _obj(option.get("text"))
+            await self._open_form(body, context, user, ref, where, str(label.get("text") or ""))
+            return
+        channel = _field(body, "channel", "id") or _field(body, "container", "channel_id")
+        message = _obj(body.get("message"))
+        root = message.get("thread_ts") or message.get("ts") or _field(body, "container", "message_ts")
+        if not channel or not isinstance(root, str) or not root:
+            log.info("slack: a help menu pick outside a message")
+            return
+        team = ids(body, context).team_id
+        thread = ThreadKey(PLATFORM, team, channel, root)
+        address = {"channel": channel, "thread_ts": root, "recipient_team_id": team, "user": user.user_id}
+        try:
+            notice = await self.core.choose_help_item(user, thread, address, ref, where)
+        except Exception:
+            log.exception("a help menu pick failed unexpectedly")
+            notice = texts.FORM_FAILED
+        if notice:
+            await self._tell(context, body, notice)
+
+    async def on_form_field(self, body: dict, context: Any) -> None:
+        """A field that `triggers_refresh` changed (already acked): refresh, keep what was typed."""
+        view = _obj(body.get("view"))
+        user = self._actor(body, context)
+        if not view or user is None:
+            return
+        meta = self._unpack(view.get("private_metadata"))
+        session, title = str(meta.get("s") or ""), str(meta.get("t") or texts.FORM_DEFAULT_TITLE)
+        values = forms.read_values(view.get("state"), forms.Keys(meta.get("k")), user.workspace)
+        try:
+            step = await self.core.refresh_form(user, session, values)
+        except Exception:
+            log.exception("refreshing a form failed unexpectedly")
+            return  # the form stays as it is, still usable
+        await self._update_view(context.client, view.get("id"), view.get("hash"),
+                                forms.step_view(step, title, self._pack))
+
+    async def on_form_submit(self, ack: Any, body: dict, context: Any) -> None:
+        """A form submitted. Slack wants the answer within 3 seconds: when the core is done within
+        `form_fast_reply` the reply is the outcome itself (`errors` on the fields, `clear`, the
+        form again, a notice); otherwise "Submitting…" now and the outcome by views.update."""
+        view = _obj(body.get("view"))
+        user = self._actor(body, context)
+        meta = self._unpack(view.get("private_metadata"))
+        session, title = str(meta.get("s") or ""), str(meta.get("t") or texts.FORM_DEFAULT_TITLE)
+        keys = forms.Keys(meta.get("k"))
+        if user is None or not session:
+            await ack(response_action="update", view=forms.message_view(title, texts.FORM_GONE))
+            return
+        values = forms.read_values(view.get("state"), keys, user.workspace)
+        task = asyncio.ensure_future(self._submit(user, session, values))
+        await asyncio.wait({task}, timeout=self.form_fast_reply)
+        if task.done():
+            await ack(**self._submission_reply(task.result(), view, keys, title))
+            return
+        await ack(response_action="update", view=forms.submitting_view(title))
+        acked = time.monotonic()
+        step = await task
+        # Slack applies the "Submitting…" answer when our HTTP response reaches it; an update sent
+        # before that would be overwritten by it, so the outcome waits a moment after the ack.
+        await self._sleep(max(0.0, FORM_UPDATE_GRACE - (time.monotonic() - acked)))
+        await self._update_view(context.client, view.get("id"), None, forms.step_view(step, title, self._pack))
+
+    async def _submit(self, user: ChatUser, session: str, values: dict[str, Any]) -> FormStep:
+        try:
+            return await self.core.submit_form(user, session, values)
+        except Exception:
+            log.exception("submitting a form failed unexpectedly")
+            return FormStep(notice=texts.FORM_SUBMIT_FAILED)
+
+    def _submission_reply(self, step: FormStep, view: dict, keys: forms.Keys, title: str) -> dict[str, Any]:
+        """The view_submission response for a step known within Slack's 3 seconds."""
+        if step.done:
+            return {"response_action": "clear"}
+        if step.form is None:
+            return {"response_action": "update", "view": forms.step_view(step, title, self._pack)}
+        shown = forms.step_view(step, title, self._pack)
+        same_fields = forms.input_block_ids(shown) == forms.input_block_ids(view)
+        errors = forms.response_errors(step.errors, view, keys) if step.errors else None
+        if errors and same_fields:
+            return {"response_action": "errors", "errors": errors}
+        return {"response_action": "update", "view": shown}
+
+    async def _update_view(self, client: AsyncWebClient, view_id: Any, view_hash: Any, view: dict[str, Any]) -> None:
+        """views.update, best effort: `hash` makes Slack refuse the update when the modal changed
+        meanwhile (a later refresh wins); a closed modal is gone (`not_found`)."""
+        if not isinstance(view_id, str) or not view_id:
+            return
+        kwargs: dict[str, Any] = {"view_id": view_id, "view": view}
+        if isinstance(view_hash, str) and view_hash:
+            kwargs["hash"] = view_hash
+        try:
+            self._count("view_update")
+            await call(client.views_update, sleep=self._sleep, **kwargs)
+        except SlackApiError as exc:
+            code = error_code(exc)
+            level = logging.INFO if code in ("hash_conflict", "not_found") else logging.WARNING
+            log.log(level, "slack: could not update a form modal: %s", code or "error")
+        except TRANSIENT as exc:
+            log.warning("slack: could not update a form modal: %s", type(exc).__name__)
+
+    async def _tell(self, context: Any, body: dict, text: str) -> None:
+        """An ephemeral sentence for whoever clicked, where they clicked (best effort)."""
+        user_id = _field(body, "user", "id")
+        channel = _field(body, "channel", "id") or _field(body, "container", "channel_id")
+        if not user_id or not channel:
+            log.info("slack: nobody to tell (%s)", text[:60])
+            return
+        message = _obj(body.get("message"))
+        kwargs: dict[str, Any] = {"channel": channel, "user": user_id, "text": text}
+        if isinstance(message.get("thread_ts"), str):
+            kwargs["thread_ts"] = message["thread_ts"]
+        try:
+            self._count("ephemeral")
+            await call(context.client.chat_postEphemeral, sleep=self._sleep, **kwargs)
+        except (SlackApiError, *TRANSIENT) as exc:
+            log.warning("could not post an ephemeral message: %s", error_code(exc) or type(exc).__name__)
+
+    def _pack(self, data: dict[str, Any]) -> str:
+        """A modal's private_metadata (<= 3,000 characters): the data itself, or a key to it."""
+        raw = forms.pack(data)
+        if len(raw) <= forms.METADATA_LIMIT:
+            return raw
+        key = secrets.token_urlsafe(12)
+        stored = self.core.kv(FORM_METADATA)
+        stored.set(key, raw)
+        stored.prune(FORM_METADATA_TTL)
+        return forms.pack({"ref": key})
+
+    def _unpack(self, raw: Any) -> dict[str, Any]:
+        data = forms.unpack(raw)
+        if "s" not in data and isinstance(data.get("ref"), str):
+            data = forms.unpack(self.core.kv(FORM_METADATA).get(data["ref"]))
+        return data
+
+    # --- files ------------------------------------------------------------------------------------
+
+    async def download(self, attachment: Attachment, limit: int) -> bytes:
+        """A shared file's bytes, fetched with the bot token of its workspace (files.py)."""
+        team = attachment.source.get("team")
+        try:
+            client = await self.client_for(str(team or ""), attachment.source.get("enterprise"))
+        except PlatformError as exc:
+            raise AttachmentRefused(f"no bot token for the file's workspace: {exc}") from None
+        token = client.token
+        if not token:
+            raise AttachmentRefused("no bot token")
+        if self._http_files is None:
+            self._http_files = httpx.AsyncClient()
+        return await files.fetch(self._http_files, attachment, token, limit, api_url=self.api_url)
 
     # --- ChatAdapter ------------------------------------------------------------------------------
 
@@ -521,6 +750,10 @@ class SlackAdapter(ChatAdapter):
 
 def _replace_address(inbound: Any, address: dict[str, Any]) -> Any:
     return replace(inbound, address=address)
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _field(body: Any, outer: str, inner: str) -> str | None:

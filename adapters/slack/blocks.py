@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import texts
-from bridge.models import Answer, CitationLink, FeedbackTarget
+from bridge.models import Answer, CitationLink, FeedbackTarget, MessageRef, Sender
 from bridge.moveworks.models import Action
 
+from . import forms
 from .mrkdwn import escape, to_mrkdwn
 
 SECTION_LIMIT = 3000  # section/mrkdwn text object
@@ -133,14 +134,23 @@ def decode(value: str | None) -> dict[str, Any]:
 
 
 def action_blocks(actions: tuple[Action, ...], conversation_id: str | None) -> list[dict[str, Any]]:
-    """Moveworks actions as buttons: URL actions open the link, callback actions come back to us."""
+    """Moveworks actions as buttons: URL actions open the link, callback actions come back to us,
+    form actions (MODAL_ACTION) open a modal (their value locates the action in its message)."""
     buttons = []
     for i, action in enumerate(actions):
         button: dict[str, Any] = {
             "type": "button",
             "text": {"type": "plain_text", "text": _clip(action.label, BUTTON_TEXT_LIMIT), "emoji": True},
         }
-        if action.url and len(action.url) <= URL_LIMIT:
+        if action.opens_form:
+            if action.ref is None or not action.where:
+                continue
+            value = encode(forms.form_button_value(action.ref, action.where, action.label))
+            if len(value) > VALUE_LIMIT:
+                continue
+            button["action_id"] = f"{forms.OPEN_FORM_PREFIX}{i}"
+            button["value"] = value
+        elif action.url and len(action.url) <= URL_LIMIT:
             button["action_id"] = f"{URL_ACTION_PREFIX}{i}"
             button["url"] = action.url
         elif action.callback_id and conversation_id:
@@ -205,10 +215,44 @@ def answer_extras(answer: Answer | None) -> list[dict[str, Any]]:
 
 
 def button_blocks(answer: Answer | None) -> list[dict[str, Any]]:
-    """Action and feedback buttons of a final answer."""
+    """What goes under a final answer's text besides citations: who wrote it (a live agent),
+    action buttons, the get-help menu, and feedback buttons (never for a person's message)."""
     if answer is None:
         return []
-    return action_blocks(answer.actions, answer.conversation_id) + feedback_blocks(answer.feedback)
+    byline = sender_blocks(answer.sender)
+    buttons = action_blocks(answer.actions, answer.conversation_id)
+    menu = forms.help_blocks(answer.help_menu, _answer_ref(answer))
+    feedback = feedback_blocks(answer.feedback) if answer.sender is None else []
+    return byline + buttons + menu + feedback
+
+
+def sender_blocks(sender: Sender | None) -> list[dict[str, Any]]:
+    """A live agent's byline: the post's `username`/`icon_url` show them where Slack honours the
+    override; this line says it everywhere (streams and edits cannot change a message's author).
+    Text only: an image element with an unreachable avatar URL would make Slack refuse the message."""
+    if sender is None:
+        return []
+    line = texts.LIVE_AGENT_BYLINE.format(name=f"*{escape(_clip(sender.name, 200))}*")
+    return [{"type": "context", "elements": [{"type": "mrkdwn", "text": line}]}]
+
+
+def _answer_ref(answer: Answer) -> MessageRef | None:
+    """The message a get-help menu without any action item belongs to: the answer's last one."""
+    if answer.conversation_id and answer.message_ids:
+        return MessageRef(answer.conversation_id, answer.response_id or "", answer.message_ids[-1])
+    return None
+
+
+def authorship(answer: Answer | None) -> dict[str, Any]:
+    """chat.postMessage arguments that show a live agent as the message's author (applied by
+    Slack only with the `chat:write.customize` scope; chat.update cannot change them)."""
+    if answer is None or answer.sender is None:
+        return {}
+    kwargs: dict[str, Any] = {"username": _clip(answer.sender.name, 80)}
+    avatar = answer.sender.avatar_url
+    if avatar and avatar.startswith(("https://", "http://")) and len(avatar) <= URL_LIMIT:
+        kwargs["icon_url"] = avatar
+    return kwargs
 
 
 def text_size(blocks: Any) -> int:

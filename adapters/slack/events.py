@@ -8,6 +8,9 @@ answered are not each answered). What is ignored: the bot's own messages, other 
 subtypes (edits, joins, deletes…), re-sent mentions of an edited message (`edited`), channel
 messages not meant for the bot, and — with
 `SLACK_ALLOWED_TEAMS` — everything from a workspace or org not on the list (`team_allowed`).
+Files shared with a question (`files`, subtype `file_share` or not) go with it as attachments
+(`files.py`); the core downloads, checks and passes them on, so a file without a word is a
+question too. Only files Slack gives no way to fetch get `texts.FILES_ONLY` here.
 A mention is delivered twice by Slack (`app_mention` and `message.*`); both map to the same
 delivery id (team:channel:ts), which the relay claims once in the store, so retries of
 either event and the pair itself are answered once.
@@ -24,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 from bridge import texts
 from bridge.models import ChatUser, Inbound, ThreadKey
 
+from . import forms
 from .blocks import CALLBACK_ACTION_PREFIX, FEEDBACK_ACTION
+from .files import attachments
 from .mrkdwn import mentions, to_plain
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,7 +154,10 @@ def normalise(
             return Ignore("thread where the bot is not talking with this user")
     did = message_key(where.team_id, channel, ts)
     text = to_plain(raw, bot_user_id=where.bot_user_id)
-    if not text and event.get("files"):
+    # Shared files go with the question (the core downloads, checks and uploads them, and says
+    # what it could not pass on); only files Slack gives no way to fetch get the notice here.
+    files = attachments(event.get("files"), where.team_id, where.enterprise_id)
+    if not text and event.get("files") and not files:
         return Notice(did, channel, root, texts.FILES_ONLY)
     profile: dict[str, Any] = event["user_profile"] if isinstance(event.get("user_profile"), dict) else {}
     name = profile.get("display_name") or profile.get("real_name") or None
@@ -169,6 +177,7 @@ def normalise(
         text=text,
         address=address,
         direct=direct,
+        files=files,
     )
 
 
@@ -239,10 +248,30 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     async def just_ack(ack: Any) -> None:
         await ack()
 
+    async def on_open_form(ack: Any, body: dict, action: dict, context: Any) -> None:
+        await ack()  # first: Slack allows 3 seconds, and views.open must follow within them
+        await adapter.on_open_form(body, action, context)
+
+    async def on_help_pick(ack: Any, body: dict, action: dict, context: Any) -> None:
+        await ack()
+        await adapter.on_help_pick(body, action, context)
+
+    async def on_form_field(ack: Any, body: dict, context: Any) -> None:
+        await ack()
+        await adapter.on_form_field(body, context)
+
+    async def on_form_submit(ack: Any, body: dict, context: Any) -> None:
+        await adapter.on_form_submit(ack, body, context)  # acks itself: the reply carries the outcome
+
     app.event("app_mention")(on_mention)
     app.event("message")(on_message)
     app.action(FEEDBACK_ACTION)(on_feedback)
     app.action(re.compile("^" + re.escape(CALLBACK_ACTION_PREFIX)))(on_callback)
+    app.action(re.compile("^" + re.escape(forms.OPEN_FORM_PREFIX)))(on_open_form)
+    app.action(forms.HELP_ACTION)(on_help_pick)
+    app.action(forms.FIELD_ACTION)(on_form_field)
+    app.view(forms.FORM_CALLBACK)(on_form_submit)
+    app.view_closed(forms.FORM_CALLBACK)(just_ack)
     # URL buttons, unknown actions, shortcuts and every other event: acknowledged, nothing else.
     app.action(re.compile(".*"))(just_ack)
     app.event(re.compile(".*"))(ignore_event)

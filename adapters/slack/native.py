@@ -548,6 +548,7 @@ class NativeStreamSink(ReplySink):
         response = await self._send(
             "chat.postMessage", self.client.chat_postMessage, text, answer,
             channel=self.channel, thread_ts=self.thread_ts, unfurl_links=False, unfurl_media=False,
+            **bk.authorship(answer),
         )
         return str(response["ts"])
 

@@ -4,7 +4,9 @@ The body goes in a `markdown` block (Slack renders the Markdown Moveworks writes
 a short mrkdwn preview for notifications. Every payload is measured before it is sent
 (`blocks.layout_extras`): the answer text always goes out whole, and the extras of a final
 (citations, buttons) get less detail, or the citations a follow-up message, when they would pass
-Slack's limits. An answer with no text sends no (empty, hence invalid) markdown block.
+Slack's limits. An answer with no text sends no (empty, hence invalid) markdown block. A live
+agent's answer is posted with their `username`/`icon_url` (`blocks.authorship`; an edit cannot
+change a message's author, so the byline under the text says who wrote it in every case).
 
 If Slack refuses a non-empty markdown block as invalid (`invalid_blocks`) and accepts the same
 content as mrkdwn sections, this workspace keeps using sections. A size refusal
@@ -118,7 +120,8 @@ class SlackMessageOps:
             log.warning("could not post the sources of an answer: %s", error_code(exc) or type(exc).__name__)
 
     async def post(self, text: str, *, answer: Answer | None = None) -> str:
-        kwargs: dict[str, Any] = {"channel": self.channel, "unfurl_links": False, "unfurl_media": False}
+        kwargs: dict[str, Any] = {"channel": self.channel, "unfurl_links": False, "unfurl_media": False,
+                                  **bk.authorship(answer)}
         if self.thread_ts:
             kwargs["thread_ts"] = self.thread_ts
         response, sources = await self._send("post", self.client.chat_postMessage, text, answer, **kwargs)

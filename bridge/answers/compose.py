@@ -135,8 +135,10 @@ def answer_from_message(
     ], titles)
     help_menu = tuple(
         replace(cat, items=tuple(
-            replace(item, action=replace(item.action, ref=m.ref, where=f"h{c}.{i}"))
-            if item.action is not None else item
+            replace(
+                item, ref=m.ref, where=f"h{c}.{i}",
+                action=replace(item.action, ref=m.ref, where=f"h{c}.{i}") if item.action is not None else None,
+            )
             for i, item in enumerate(cat.items)
         ))
         for m in messages for c, cat in enumerate(m.help_menu)

@@ -153,6 +153,8 @@ class HelpItem:
     type: str
     action: Action | None = None
     text: str = ""
+    ref: MessageRef | None = None  # set by the composer, like Action.ref/where
+    where: str = ""
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,35 @@ documents (see the reference notes' `slack-platform-rules.md`), with an injectab
   `chat.postMessage` (short bursts allowed). `rate_limit_writes(s)` is a whole-app outage;
 * **text**: `chat.update` `text` at most 4,000 characters (`msg_too_long`); `chat.postMessage`
   truncates `text` past 40,000; `markdown_text` cannot be combined with `blocks` or `text`
-  (`markdown_text_conflict`).
+  (`markdown_text_conflict`);
+* **options** (in messages and views): option text 1-75 characters, value 1-150, at most 100
+  options (or 100 option groups) per select, group labels 1-75 (docs.slack.dev/reference/
+  block-kit/composition-objects/option-object; slack_sdk's models do not check options);
+* **modals** (docs.slack.dev/reference/methods/views.open, views.update, /reference/views,
+  /surfaces/modals): a `trigger_id` is minted per interaction (`mint_trigger`, and the payload
+  builders below), works for one views.open and only within 3 seconds of the interaction
+  (`invalid_trigger_id`, `exchanged_trigger_id`, `expired_trigger_id`); views.update by view id,
+  refused on a stale `hash` (`hash_conflict`) or a closed/unknown view (`not_found`); every view is
+  checked (`invalid_arguments` with the reason in `response_metadata.messages`; `view_too_large`
+  past 250 kB): type modal, title/submit/close plain_text of 1-24 characters, 1-100 blocks,
+  private_metadata <= 3,000, callback_id/external_id/block_id <= 255 and block ids unique, blocks
+  valid for slack_sdk's models and the limits above, no `markdown` block, an input block needs a
+  label (<= 2,000) and an input element, `file_input` only inside one, a select's initial options
+  among its options, checkboxes <= 10 options, and a `submit` when there is an input. Slack's
+  client side too: `fill` types into inputs, `submission` refuses (`MissingRequired`) while a
+  non-optional input is empty, `field_changed` only for `dispatch_action` inputs, and
+  `answer_submission` applies the app's response as Slack does (`errors` only on input block ids,
+  `update` validated, `clear`/empty closes, later than 3 seconds is an error for the person),
+  noting each departure in `view_response_problems` (as well as a views.update sent before the
+  submission it follows was answered: the answer would undo it);
+* **authorship**: `username`/`icon_url`/`icon_emoji` on chat.postMessage are recorded as asked
+  (`asked_authorship`) and shown (`username`, `icons`) only when the workspace granted
+  `chat:write.customize` (docs.slack.dev/reference/scopes/chat.write.customize); without it Slack
+  silently posts under the app's own name. Each team holds `scopes` (`DEFAULT_SCOPES`);
+* **files**: `add_file` registers a file shared in Slack; its `url_private(_download)` serves the
+  bytes only to a bot token of its workspace that holds `files:read`, and Slack's sign-in page as
+  HTML with status 200 to anyone else (docs.slack.dev/messaging/working-with-files). Every
+  download is recorded (`downloads`).
 
 Usage:
     fake = FakeSlack(); await fake.start()
@@ -41,13 +69,14 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import WSMsgType, web
 from slack_sdk.errors import SlackObjectFormationError
 from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 
 STREAM_CHUNK_LIMIT = 12_000  # markdown_text per start/append/stop call
 STREAM_TOTAL_LIMIT = 40_000  # whole streamed message
@@ -59,6 +88,29 @@ BUTTON_VALUE_LIMIT = 2_000
 URL_LIMIT = 3_000
 ACTION_ID_LIMIT = 255
 MAX_BLOCKS = 50
+# Modals (docs.slack.dev/reference/views, /reference/methods/views.open, /surfaces/modals):
+TRIGGER_TTL = 3.0  # a trigger_id expires 3 seconds after the interaction, and works once
+VIEW_TITLE_LIMIT = 24  # title, submit, close
+VIEW_MAX_BLOCKS = 100
+PRIVATE_METADATA_LIMIT = 3_000
+VIEW_ID_LIMIT = 255  # callback_id, external_id, block_id
+VIEW_SIZE_LIMIT = 250_000  # view_too_large
+INPUT_LABEL_LIMIT = 2_000
+CHECKBOX_OPTIONS = 10
+OPTION_TEXT_LIMIT = 75
+OPTION_VALUE_LIMIT = 150
+MAX_OPTIONS = 100  # per select, and option groups per select
+INPUT_ELEMENTS = frozenset({
+    "plain_text_input", "datepicker", "datetimepicker", "timepicker", "checkboxes", "radio_buttons",
+    "static_select", "multi_static_select", "external_select", "multi_external_select", "users_select",
+    "multi_users_select", "conversations_select", "multi_conversations_select", "channels_select",
+    "multi_channels_select", "email_text_input", "number_input", "url_text_input", "file_input",
+    "rich_text_input",
+})
+LOGIN_PAGE = (
+    "<!DOCTYPE html><html><head><title>Slack</title></head><body>"
+    "<h1>Sign in to your workspace</h1></body></html>"
+)
 BODY_BLOCK_TYPES = ("markdown", "section", "rich_text", "header")
 WRITE_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.delete", "chat.startStream",
                            "chat.appendStream", "chat.stopStream", "chat.postEphemeral"})
@@ -107,12 +159,20 @@ class FakeUser:
     real_name: str | None = None
 
 
+# The bot scopes an installation holds unless a test says otherwise (manifest.yml's list).
+DEFAULT_SCOPES = frozenset({
+    "app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history", "im:write",
+    "chat:write", "chat:write.customize", "users:read", "users:read.email", "files:read",
+})
+
+
 @dataclass
 class Team:
     id: str
     bot_user_id: str
     bot_id: str
     enterprise_id: str | None = None
+    scopes: set[str] = field(default_factory=lambda: set(DEFAULT_SCOPES))
 
 
 class FakeSlack:
@@ -178,6 +238,15 @@ class FakeSlack:
         self._acks: dict[str, asyncio.Future] = {}
         self.socket_connected = asyncio.Event()
         self.port = 0
+        # Modals: trigger ids minted for interactions (`mint_trigger`), views by id, and what
+        # Slack would have refused in the bridge's view_submission responses.
+        self.trigger_ttl = TRIGGER_TTL
+        self._triggers: dict[str, dict[str, Any]] = {}
+        self.views: dict[str, dict[str, Any]] = {}
+        self.view_response_problems: list[str] = []
+        self.files: dict[str, dict[str, Any]] = {}  # file id -> {"file": object, "content": bytes}
+        self.downloads: list[dict[str, Any]] = []  # every file download: id, authorized
+        self._ids = itertools.count(1)
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -232,6 +301,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._handle)
         app.router.add_get("/api/{method}", self._handle)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/files-pri/{key}/{rest:.*}", self._file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -344,7 +414,7 @@ class FakeSlack:
                 params.update(json.loads(raw))
             else:
                 params.update(dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True)))
-        for key in ("blocks", "chunks", "loading_messages", "metadata"):
+        for key in ("blocks", "chunks", "loading_messages", "metadata", "view"):
             if isinstance(params.get(key), str):
                 try:
                     params[key] = json.loads(params[key])
@@ -431,7 +501,10 @@ class FakeSlack:
         try:
             return reply(handler(team, params))
         except _ApiError as exc:
-            return reply({"ok": False, "error": exc.error})
+            data: dict[str, Any] = {"ok": False, "error": exc.error}
+            if exc.messages:
+                data["response_metadata"] = {"messages": exc.messages}
+            return reply(data)
 
     # --- helpers for methods ----------------------------------------------------------------------
 
@@ -543,8 +616,27 @@ class FakeSlack:
             "streaming": False,
             "edits": 0,
         }
+        self._authorship(team, params, message)
         self.messages[channel].append(message)
         return {"ok": True, "channel": channel, "ts": message["ts"], "message": dict(message)}
+
+    @staticmethod
+    def _authorship(team: Team, params: dict[str, Any], message: dict[str, Any]) -> None:
+        """`username` / `icon_url` / `icon_emoji` on a post: kept as asked (`asked_*`), and shown
+        (`username`, `icons`) only when the token has `chat:write.customize`; without it Slack
+        posts with the app's own name and icon and says nothing (docs.slack.dev/reference/scopes/
+        chat.write.customize: the scope is what allows "a customized username and avatar")."""
+        asked = {k: params[k] for k in ("username", "icon_url", "icon_emoji") if params.get(k)}
+        if not asked:
+            return
+        message["asked_authorship"] = asked
+        if "chat:write.customize" not in team.scopes:
+            return
+        if asked.get("username"):
+            message["username"] = asked["username"]
+        icons = {k: v for k, v in asked.items() if k != "username"}
+        if icons:
+            message["icons"] = icons
 
     def _m_chat_update(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(params)
@@ -683,6 +775,405 @@ class FakeSlack:
             raise _ApiError("user_not_found")
         return {"ok": True, "channel": {"id": "D" + users.lstrip("UW")}}
 
+    # --- modals: trigger ids, views.open / views.update, and Slack's side of interactions ----------
+
+    def mint_trigger(self, *, user: str = "U1", team: str = "T1", age: float = 0.0) -> str:
+        """A trigger_id as Slack puts in an interaction payload: valid for `trigger_ttl` seconds
+        (3) from the interaction and for one views.open. `age`: the interaction was that long ago."""
+        n = next(self._ids)
+        trigger = f"{1700000000 + n}.{n:010d}.{uuid.uuid4().hex[:32]}"
+        self._triggers[trigger] = {"at": self.clock() - age, "used": False, "user": user, "team": team}
+        return trigger
+
+    def _take_trigger(self, trigger: Any) -> dict[str, Any]:
+        """views.open's documented trigger errors: unknown (`invalid_trigger_id`), older than 3
+        seconds (`expired_trigger_id`), used before (`exchanged_trigger_id`)."""
+        if not isinstance(trigger, str) or not trigger:
+            raise _ApiError("invalid_arguments", ["[ERROR] missing required field: trigger_id"])
+        known = self._triggers.get(trigger)
+        if known is None:
+            raise _ApiError("invalid_trigger_id")
+        if self.clock() - known["at"] > self.trigger_ttl:
+            raise _ApiError("expired_trigger_id")
+        if known["used"]:
+            raise _ApiError("exchanged_trigger_id")
+        known["used"] = True
+        return known
+
+    @staticmethod
+    def check_view(view: Any) -> None:
+        """Slack's rules for a modal view payload; raises what views.open/views.update answer
+        (`invalid_arguments` with the reason in `response_metadata.messages`, `view_too_large`)."""
+
+        def bad(reason: str) -> _ApiError:
+            return _ApiError("invalid_arguments", [f"[ERROR] {reason}"])
+
+        if not isinstance(view, dict):
+            raise bad("view must be a JSON object")
+        if len(json.dumps(view)) > VIEW_SIZE_LIMIT:
+            raise _ApiError("view_too_large")
+        if view.get("type") != "modal":
+            raise bad("type must be modal")
+        for key, required in (("title", True), ("submit", False), ("close", False)):
+            text = view.get(key)
+            if text is None and not required:
+                continue
+            if not isinstance(text, dict) or text.get("type") != "plain_text" or not isinstance(text.get("text"), str) \
+                    or not 1 <= len(text["text"]) <= VIEW_TITLE_LIMIT:
+                raise bad(f"{key} must be plain_text of 1-{VIEW_TITLE_LIMIT} characters")
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or not 1 <= len(blocks) <= VIEW_MAX_BLOCKS:
+            raise bad(f"blocks must hold 1-{VIEW_MAX_BLOCKS} blocks")
+        metadata = view.get("private_metadata")
+        if metadata is not None and (not isinstance(metadata, str) or len(metadata) > PRIVATE_METADATA_LIMIT):
+            raise bad(f"private_metadata must be a string of at most {PRIVATE_METADATA_LIMIT} characters")
+        for key in ("callback_id", "external_id"):
+            if isinstance(view.get(key), str) and len(view[key]) > VIEW_ID_LIMIT:
+                raise bad(f"{key} must be at most {VIEW_ID_LIMIT} characters")
+        try:
+            View(**{k: v for k, v in view.items() if k != "state"}).to_dict()
+        except (SlackObjectFormationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise bad(str(exc)) from None
+        seen: set[str] = set()
+        inputs = 0
+        for i, block in enumerate(blocks):
+            where = f"[json-pointer:/view/blocks/{i}]"
+            if not isinstance(block, dict):
+                raise bad(f"a block must be an object {where}")
+            kind = block.get("type")
+            if kind == "markdown":  # the markdown block is for messages only
+                raise bad(f"markdown blocks are not supported in modals {where}")
+            try:
+                parsed = Block.parse(block)
+                if parsed is None:
+                    raise bad(f"unknown block type {kind} {where}")
+                parsed.validate_json()
+                shape = parsed.to_dict()
+            except (SlackObjectFormationError, TypeError, ValueError, KeyError, AttributeError) as exc:
+                raise bad(f"{exc} {where}") from None
+            try:
+                _check_limits(block)
+            except _ApiError:
+                raise bad(f"a text, value, url or action_id is past its limit {where}") from None
+            known = shape.get("elements") or [None]
+            if kind in ("context", "actions") and (not block.get("elements") or None in known):
+                raise bad(f"{kind} needs known elements {where}")
+            block_id = block.get("block_id")
+            if block_id is not None:
+                if not isinstance(block_id, str) or not block_id or len(block_id) > VIEW_ID_LIMIT:
+                    raise bad(f"block_id must be 1-{VIEW_ID_LIMIT} characters {where}")
+                if block_id in seen:
+                    raise bad(f"block_id {block_id} is used twice {where}")
+                seen.add(block_id)
+            if kind == "input":
+                inputs += 1
+                label, element = block.get("label"), block.get("element")
+                if not isinstance(label, dict) or label.get("type") != "plain_text" \
+                        or not 1 <= len(str(label.get("text") or "")) <= INPUT_LABEL_LIMIT:
+                    raise bad(f"an input block needs a plain_text label of 1-{INPUT_LABEL_LIMIT} characters {where}")
+                if not isinstance(element, dict) or element.get("type") not in INPUT_ELEMENTS:
+                    raise bad(f"an input block needs an input element {where}")
+                _check_element(element, where)
+            elif "file_input" in json.dumps(block):
+                raise bad(f"file_input only goes in an input block {where}")
+            accessory = block.get("accessory")
+            if isinstance(accessory, dict):
+                _check_element(accessory, where)
+        if inputs and view.get("submit") is None:
+            raise bad("submit is required when the view has an input block")
+
+    def _store_view(self, team: Team, view: dict[str, Any], *, user: str, old: dict[str, Any] | None) -> dict[str, Any]:
+        n = next(self._ids)
+        view_id = old["id"] if old else f"V{n:08d}"
+        state: dict[str, Any] = {"values": {}}
+        if old:  # Slack keeps what was entered in inputs whose block_id and action_id stay
+            kept = {(b.get("block_id"), (b.get("element") or {}).get("action_id"))
+                    for b in view.get("blocks") or [] if b.get("type") == "input"}
+            for block_id, actions in (old.get("state") or {}).get("values", {}).items():
+                for action_id, value in actions.items():
+                    if (block_id, action_id) in kept:
+                        state["values"].setdefault(block_id, {})[action_id] = value
+        stored = {
+            **view,
+            "id": view_id,
+            "team_id": team.id,
+            "state": state,
+            "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
+            "private_metadata": view.get("private_metadata") or "",
+            "callback_id": view.get("callback_id") or "",
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "app_id": "A1",
+            "bot_id": team.bot_id,
+            "user": user,
+            "closed": False,
+            "errors": {},
+            "versions": (old or {}).get("versions", 0) + 1,
+        }
+        self.views[view_id] = stored
+        return stored
+
+    @staticmethod
+    def _public(view: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in view.items() if k not in ("user", "closed", "errors", "versions", "submitting")}
+
+    def _m_views_open(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
+        trigger = self._take_trigger(params.get("trigger_id"))
+        view = params.get("view")
+        self.check_view(view)
+        assert isinstance(view, dict)
+        stored = self._store_view(team, view, user=trigger["user"], old=None)
+        return {"ok": True, "view": self._public(stored)}
+
+    def _m_views_update(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
+        view_id, external = params.get("view_id"), params.get("external_id")
+        if not view_id and not external:
+            raise _ApiError("invalid_arguments", ["[ERROR] view_id or external_id is required"])
+        old = self.views.get(view_id or "") if view_id else next(
+            (v for v in self.views.values() if v.get("external_id") == external), None)
+        if old is None or old["closed"] or old["team_id"] != team.id:
+            raise _ApiError("not_found")
+        if params.get("hash") and params["hash"] != old["hash"]:
+            raise _ApiError("hash_conflict")
+        if old.get("submitting"):
+            # Slack has not had the app's answer to this view's submission yet: whichever lands
+            # last wins, so an update sent now may be undone by that answer.
+            self.view_response_problems.append(f"views.update of {old['id']} before its submission was answered")
+        view = params.get("view")
+        self.check_view(view)
+        assert isinstance(view, dict)
+        stored = self._store_view(team, view, user=old["user"], old=old)
+        return {"ok": True, "view": self._public(stored)}
+
+    def view(self, view_id: str) -> dict[str, Any]:
+        return self.views[view_id]
+
+    def open_views(self, user: str | None = None) -> list[dict[str, Any]]:
+        return [v for v in self.views.values() if not v["closed"] and (user is None or v["user"] == user)]
+
+    @staticmethod
+    def view_text(view: dict[str, Any]) -> str:
+        """Everything a person reads in a modal: title, section/header/context texts, labels."""
+        parts = [str((view.get("title") or {}).get("text") or "")]
+        for block in view.get("blocks") or []:
+            for key in ("text", "label", "hint"):
+                if isinstance(block.get(key), dict):
+                    parts.append(str(block[key].get("text") or ""))
+            for element in block.get("elements") or []:
+                if isinstance(element, dict) and isinstance(element.get("text"), str):
+                    parts.append(element["text"])
+        return "\n".join(p for p in parts if p)
+
+    # --- a person using a modal (what the Slack client does) ---------------------------------------
+
+    def fill(self, view_id: str, entries: dict[str, Any]) -> None:
+        """Type or pick into a modal's inputs, by block_id: a str (text input; datepicker
+        `YYYY-MM-DD`; a select's option *value*), a list (multi select values; file ids for a
+        file_input), an int (datetimepicker, unix seconds), a bool (checkboxes: tick or untick
+        all). The view's state then holds what Slack would send."""
+        view = self.views[view_id]
+        blocks = {b.get("block_id"): b for b in view.get("blocks") or [] if b.get("type") == "input"}
+        for block_id, value in entries.items():
+            block = blocks.get(block_id)
+            if block is None:
+                raise KeyError(f"no input block {block_id} in view {view_id}")
+            element = block["element"]
+            view["state"]["values"].setdefault(block_id, {})[element["action_id"]] = self._entry(element, value)
+
+    def _entry(self, element: dict[str, Any], value: Any) -> dict[str, Any]:
+        kind = element["type"]
+        options = _options_of(element)
+        if kind in ("plain_text_input", "email_text_input", "url_text_input", "number_input"):
+            return {"type": kind, "value": value}
+        if kind == "datepicker":
+            return {"type": kind, "selected_date": value}
+        if kind == "datetimepicker":
+            return {"type": kind, "selected_date_time": value}
+        if kind == "checkboxes":
+            return {"type": kind, "selected_options": list(options) if value else []}
+        if kind == "static_select":
+            picked = next((o for o in options if o["value"] == value), None)
+            if value is not None and picked is None:
+                raise KeyError(f"no option {value!r}")
+            return {"type": kind, "selected_option": picked}
+        if kind == "multi_static_select":
+            chosen = [o for o in options if o["value"] in (value or [])]
+            if len(chosen) != len(value or []):
+                raise KeyError(f"not all of {value!r} are options")
+            return {"type": kind, "selected_options": chosen}
+        if kind == "file_input":
+            return {"type": kind, "files": [self.files[f]["file"] for f in value or []]}
+        raise KeyError(f"the fake cannot fill a {kind}")
+
+    def _state(self, view: dict[str, Any]) -> dict[str, Any]:
+        """The state Slack sends: every input, with what was entered or its initial value."""
+        values: dict[str, Any] = {}
+        for block in view.get("blocks") or []:
+            if block.get("type") != "input":
+                continue
+            element = block["element"]
+            entered = (view["state"]["values"].get(block["block_id"]) or {}).get(element["action_id"])
+            values.setdefault(block["block_id"], {})[element["action_id"]] = entered or _initial(element)
+        return {"values": values}
+
+    def view_payload(self, view_id: str) -> dict[str, Any]:
+        view = self.views[view_id]
+        return {**self._public(view), "state": self._state(view)}
+
+    def field_changed(self, view_id: str, block_id: str, *, user: str = "U1", team: str = "T1") -> dict[str, Any]:
+        """The block_actions payload Slack sends when an input with `dispatch_action` changes."""
+        view = self.views[view_id]
+        block = next(b for b in view["blocks"] if b.get("block_id") == block_id)
+        if not block.get("dispatch_action"):
+            raise AssertionError(f"{block_id} has no dispatch_action: Slack sends nothing when it changes")
+        state = self._state(view)
+        element = block["element"]
+        action = {**state["values"][block_id][element["action_id"]], "action_id": element["action_id"],
+                  "block_id": block_id, "action_ts": f"{time.time():.6f}"}
+        return {
+            "type": "block_actions", "team": {"id": team}, "user": self._actor(user, team), "api_app_id": "A1",
+            "token": "unused", "trigger_id": self.mint_trigger(user=user, team=team),
+            "container": {"type": "view", "view_id": view_id},
+            "view": {**self._public(view), "state": state}, "actions": [action],
+        }
+
+    def submission(
+        self, view_id: str, *, user: str = "U1", team: str = "T1", client_checks: bool = True
+    ) -> dict[str, Any]:
+        """The view_submission payload of pressing Submit. Like the Slack client, refuses (raises
+        `MissingRequired`) while an input that is not `optional` is empty, unless `client_checks`
+        is off (a payload as a script or an old client could send it)."""
+        view = self.views[view_id]
+        if view["closed"]:
+            raise AssertionError(f"view {view_id} is closed")
+        state = self._state(view)
+        if client_checks:
+            missing = [b["block_id"] for b in view["blocks"] if b.get("type") == "input" and not b.get("optional")
+                       and _empty(state["values"][b["block_id"]][b["element"]["action_id"]])]
+            if missing:
+                raise MissingRequired(missing)
+        view["submitting"] = True
+        return {
+            "type": "view_submission", "team": {"id": team}, "user": self._actor(user, team), "api_app_id": "A1",
+            "token": "unused", "trigger_id": self.mint_trigger(user=user, team=team),
+            "view": {**self._public(view), "state": state}, "response_urls": [],
+        }
+
+    def answer_submission(self, view_id: str, status: int, body: str, elapsed: float) -> None:
+        """What Slack does with the app's HTTP response to a view_submission: nothing after 3
+        seconds (the person sees an error and the modal stays); an empty 200 closes the view;
+        `response_action` `clear` closes it, `update` replaces it (validated like views.update),
+        `errors` shows messages under inputs (only input block ids are valid keys)."""
+        view = self.views[view_id]
+        view["submitting"] = False
+        if elapsed > 3.0:
+            self.view_response_problems.append(f"answered after {elapsed:.1f}s")
+            return
+        if status != 200:
+            self.view_response_problems.append(f"HTTP {status}")
+            return
+        data = json.loads(body) if body.strip() else {}
+        action = data.get("response_action") if isinstance(data, dict) else None
+        if action in (None, "clear"):
+            view["closed"] = True
+            return
+        if action == "update":
+            try:
+                self.check_view(data.get("view"))
+            except _ApiError as exc:
+                self.view_response_problems.append(f"update refused: {exc.error} {exc.messages}")
+                return
+            team = self.teams[view["team_id"]]
+            self._store_view(team, data["view"], user=view["user"], old=view)
+            return
+        if action == "errors":
+            errors = data.get("errors")
+            inputs = {b.get("block_id") for b in view["blocks"] if b.get("type") == "input"}
+            if not isinstance(errors, dict) or not errors or not set(errors) <= inputs:
+                self.view_response_problems.append(f"errors not on input blocks: {errors!r}")
+                return
+            view["errors"] = errors
+            return
+        self.view_response_problems.append(f"unknown response_action {action!r}")
+
+    def message_action(self, message: dict[str, Any], channel: str, action_id: str, *, user: str = "U1",
+                       team: str = "T1", age: float = 0.0) -> dict[str, Any]:
+        """The block_actions payload of clicking an element (by action_id) of a message, with
+        a fresh trigger_id (`age`: the click was that long ago). Buttons send their value; a
+        static select needs `pick` (see `message_pick`)."""
+        for block in message.get("blocks") or []:
+            elements = list(block.get("elements") or []) + ([block["accessory"]] if block.get("accessory") else [])
+            for element in elements:
+                if isinstance(element, dict) and element.get("action_id") == action_id:
+                    action = {"action_id": action_id, "block_id": block.get("block_id") or "b", "type": element["type"],
+                              "action_ts": f"{time.time():.6f}"}
+                    if "value" in element:
+                        action["value"] = element["value"]
+                    return self._message_payload(message, channel, action, user=user, team=team, age=age)
+        raise KeyError(f"no element {action_id} in the message")
+
+    def message_pick(self, message: dict[str, Any], channel: str, label: str, *, user: str = "U1",
+                     team: str = "T1", age: float = 0.0) -> dict[str, Any]:
+        """Picking the option shown as `label` in a select of a message."""
+        for block in message.get("blocks") or []:
+            accessory = block.get("accessory") or {}
+            for option in _options_of(accessory):
+                if option["text"]["text"] == label:
+                    action = {"action_id": accessory["action_id"], "block_id": block.get("block_id"),
+                              "type": accessory["type"], "selected_option": option,
+                              "action_ts": f"{time.time():.6f}"}
+                    return self._message_payload(message, channel, action, user=user, team=team, age=age)
+        raise KeyError(f"no option {label!r} in the message")
+
+    def _message_payload(self, message: dict[str, Any], channel: str, action: dict[str, Any], *, user: str,
+                         team: str, age: float) -> dict[str, Any]:
+        return {
+            "type": "block_actions", "team": {"id": team}, "user": self._actor(user, team), "api_app_id": "A1",
+            "token": "unused", "trigger_id": self.mint_trigger(user=user, team=team, age=age),
+            "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel},
+            "channel": {"id": channel},
+            "message": {"ts": message["ts"], "thread_ts": message.get("thread_ts"), "type": "message",
+                        "blocks": message.get("blocks")},
+            "actions": [action],
+        }
+
+    def _actor(self, user: str, team: str) -> dict[str, Any]:
+        known = self.users.get(user)
+        return {"id": user, "username": known.name if known else user, "name": known.name if known else user,
+                "team_id": team}
+
+    # --- files -------------------------------------------------------------------------------------
+
+    def add_file(self, name: str, content: bytes, mimetype: str = "image/png", *, team: str = "T1",
+                 user: str = "U1") -> dict[str, Any]:
+        """A file someone shared in Slack; returns the file object events and file_input carry."""
+        file_id = f"F{next(self._ids):08d}"
+        base = f"http://127.0.0.1:{self.port}/files-pri/{team}-{file_id}"
+        file = {
+            "id": file_id, "created": int(time.time()), "timestamp": int(time.time()), "name": name, "title": name,
+            "mimetype": mimetype, "filetype": name.rsplit(".", 1)[-1] if "." in name else "binary",
+            "user": user, "user_team": team, "mode": "hosted", "is_external": False, "size": len(content),
+            "url_private": f"{base}/{name}", "url_private_download": f"{base}/download/{name}",
+        }
+        self.files[file_id] = {"file": file, "content": content, "team": team}
+        return file
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """A file's `url_private(_download)`: its bytes for a bot token of its workspace that holds
+        `files:read`; anything else gets Slack's sign-in page, as HTML with status 200
+        (docs.slack.dev/messaging/working-with-files: "requires an Authorization header")."""
+        team_id, _, file_id = request.match_info["key"].partition("-")
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        owner = self.tokens.get(token)
+        stored = self.files.get(file_id)
+        allowed = stored is not None and owner == team_id == stored["team"] \
+            and "files:read" in self.teams[owner].scopes
+        self.downloads.append({"file": file_id, "authorized": allowed})
+        if not allowed or stored is None:
+            return web.Response(text=LOGIN_PAGE, content_type="text/html")
+        return web.Response(body=stored["content"], content_type=stored["file"]["mimetype"])
+
     def _oauth_access(self, params: dict[str, Any]) -> dict[str, Any]:
         data = self.oauth_codes.pop(params.get("code", ""), None)
         if data is None:
@@ -731,12 +1222,92 @@ def _check_limits(value: Any) -> None:
     for key, limit in (("value", BUTTON_VALUE_LIMIT), ("url", URL_LIMIT), ("action_id", ACTION_ID_LIMIT)):
         if isinstance(value.get(key), str) and len(value[key]) > limit:
             raise _ApiError("invalid_blocks")
+    if "options" in value or "option_groups" in value or "initial_option" in value:
+        _check_options(value)
     for item in value.values():
         if isinstance(item, dict | list):
             _check_limits(item)
 
 
+def _check_options(element: dict[str, Any]) -> None:
+    """Option objects (docs.slack.dev/reference/block-kit/composition-objects/option-object): text
+    at most 75 characters, value at most 150; a select or option group holds at most 100 options
+    and 100 groups, a group label at most 75. slack_sdk's models do not check options."""
+    groups = element.get("option_groups")
+    if groups is not None:
+        if not isinstance(groups, list) or not 1 <= len(groups) <= MAX_OPTIONS:
+            raise _ApiError("invalid_blocks")
+        for group in groups:
+            label = (group.get("label") or {}).get("text") if isinstance(group, dict) else None
+            if not isinstance(label, str) or not 1 <= len(label) <= OPTION_TEXT_LIMIT:
+                raise _ApiError("invalid_blocks")
+    options = element.get("options")
+    if options is not None and (not isinstance(options, list) or len(options) > MAX_OPTIONS):
+        raise _ApiError("invalid_blocks")
+    chosen = list(element.get("initial_options") or []) + [element.get("initial_option") or {}][:1]
+    for option in _options_of(element) + [o for o in chosen if o]:
+        text = (option.get("text") or {}).get("text") if isinstance(option, dict) else None
+        value = option.get("value") if isinstance(option, dict) else None
+        if not isinstance(text, str) or not 1 <= len(text) <= OPTION_TEXT_LIMIT:
+            raise _ApiError("invalid_blocks")
+        if not isinstance(value, str) or not 1 <= len(value) <= OPTION_VALUE_LIMIT:
+            raise _ApiError("invalid_blocks")
+
+
+def _options_of(element: dict[str, Any]) -> list[dict[str, Any]]:
+    options = list(element.get("options") or [])
+    for group in element.get("option_groups") or []:
+        options.extend(group.get("options") or [])
+    return options
+
+
+def _initial(element: dict[str, Any]) -> dict[str, Any]:
+    """An input's state before anyone touched it: its initial value, as Slack reports it."""
+    kind = element["type"]
+    if kind in ("plain_text_input", "email_text_input", "url_text_input", "number_input"):
+        return {"type": kind, "value": element.get("initial_value")}
+    if kind == "datepicker":
+        return {"type": kind, "selected_date": element.get("initial_date")}
+    if kind == "datetimepicker":
+        return {"type": kind, "selected_date_time": element.get("initial_date_time")}
+    if kind in ("checkboxes", "multi_static_select"):
+        return {"type": kind, "selected_options": list(element.get("initial_options") or [])}
+    if kind == "static_select":
+        return {"type": kind, "selected_option": element.get("initial_option")}
+    if kind == "file_input":
+        return {"type": kind, "files": []}
+    return {"type": kind}
+
+
+def _empty(entry: dict[str, Any]) -> bool:
+    return not any(entry.get(k) for k in ("value", "selected_date", "selected_date_time", "selected_option",
+                                          "selected_options", "files"))
+
+
+def _check_element(element: dict[str, Any], where: str) -> None:
+    """Element rules slack_sdk's models leave out: a select's initial option(s) must be among its
+    options, checkboxes hold at most 10 options."""
+    options = _options_of(element)
+    if element.get("type") == "checkboxes" and len(options) > CHECKBOX_OPTIONS:
+        raise _ApiError("invalid_arguments", [f"[ERROR] checkboxes hold at most {CHECKBOX_OPTIONS} options {where}"])
+    initial = list(element.get("initial_options") or [])
+    if element.get("initial_option"):
+        initial.append(element["initial_option"])
+    for option in initial:
+        if not any(o.get("value") == option.get("value") and o.get("text") == option.get("text") for o in options):
+            raise _ApiError("invalid_arguments", [f"[ERROR] an initial option is not one of the options {where}"])
+
+
+class MissingRequired(Exception):
+    """The Slack client would not submit: these required inputs are empty."""
+
+    def __init__(self, block_ids: list[str]) -> None:
+        super().__init__(", ".join(block_ids))
+        self.block_ids = block_ids
+
+
 class _ApiError(Exception):
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, messages: list[str] | None = None) -> None:
         super().__init__(error)
         self.error = error
+        self.messages = messages or []
