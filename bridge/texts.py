@@ -68,6 +68,7 @@ FORM_ELSEWHERE = "{label}: this form opens in Slack or Microsoft Teams."
 FORM_FILE_HINT = "Attach the file in the chat instead: files can't be added to this form."
 HELP_MENU = "More help options"
 HELP_PICK = "Choose…"
+HELP_NOT_OWNER = "This menu belongs to someone else's conversation, so only they can use it."
 
 # --- stopping and thread context -------------------------------------------------------------------
 STOPPED = "Stopped."

@@ -285,7 +285,7 @@ async def test_the_get_help_menu_arrives_and_a_text_item_posts_its_text(sim, v1)
     assert ref is not None
     assert await relay.forms.choose(ANN, THREAD, {}, ref, where) is None
     await settled(lambda: text_item.text.split()[0] in list(adapter.thread(THREAD).messages.values())[-1].text)
-    assert await relay.forms.choose(BOB, THREAD, {}, ref, where) == texts.FORM_NOT_OWNER
+    assert await relay.forms.choose(BOB, THREAD, {}, ref, where) == texts.HELP_NOT_OWNER
 
 
 async def test_a_form_item_of_the_menu_opens_the_form(sim, v1):

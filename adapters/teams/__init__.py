@@ -4,9 +4,10 @@ botbuilder is archived by Microsoft: every botbuilder/botframework import of the
 this package, so it can move to the Teams SDK or the Microsoft 365 Agents SDK without touching
 the core. Modules: `app` (adapter, route, ChatAdapter methods), `bot` (ActivityHandler → Inbound),
 `connector` (auth wiring, continued turns, error mapping), `ops` (post/update/delete), `streaming`
-(personal-chat native stream sink), `render` (Markdown, citations, cards), `entities` (Entity
-subclasses that really serialize), `references` (ConversationReference persistence), `package`
-(the Teams app package zip).
+(personal-chat native stream sink), `render` (Markdown, citations, cards, a live agent's byline),
+`forms` (Moveworks forms as dialogs, the get-help menu), `files` (attachments in, downloads),
+`entities` (Entity subclasses that really serialize), `references` (ConversationReference
+persistence), `package` (the Teams app package zip).
 """
 
 from __future__ import annotations

@@ -30,13 +30,14 @@ from msrest.exceptions import DeserializationError
 
 from bridge.answers.sinks import EditingSink, WithFallback
 from bridge.contract import Address, ChatAdapter, CheckLine, Core, ReplySink
-from bridge.errors import PlatformError
+from bridge.errors import AttachmentRefused, PlatformError
 from bridge.mechanisms.ratelimit import WriteBudget
-from bridge.models import Capabilities, ChatUser, Employee, Rate, ThreadKey
+from bridge.models import Answer, Attachment, Capabilities, ChatUser, Employee, Frame, Rate, ThreadKey
 
 from .bot import TeamsBot, TenantRefused
 from .connector import (
     AuthRefresher,
+    TokenNotReady,
     build_cloud_adapter,
     channel_openid_url,
     outbound_credentials_key,
@@ -44,9 +45,11 @@ from .connector import (
     to_platform_error,
     token_ready,
 )
+from .files import download
 from .keys import SigningKeysUnavailable
 from .ops import TeamsMessageOps, TeamsTarget
 from .references import NS_FEEDBACK, NS_PRESSED, PLATFORM, ReferenceBook, StoredReference, bare_conversation
+from .render import with_byline
 from .streaming import TeamsStreamSink
 
 log = logging.getLogger("adapters.teams")
@@ -69,8 +72,39 @@ MAX_CONVERSATION_BUDGETS = 10_000
 FEEDBACK_TTL = 30 * 24 * 3600.0  # feedback buttons of month-old answers are not worth keeping
 
 
+class AgentByline(ReplySink):
+    """Any reply sink, with a live agent's name put first in the final text (see `with_byline`)."""
+
+    def __init__(self, inner: ReplySink) -> None:
+        self.inner = inner
+        self.capabilities = inner.capabilities
+        self.budget_key = inner.budget_key
+
+    def __getattr__(self, name: str) -> Any:  # what else the wrapped sink offers
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def show(self, frame: Frame) -> bool | None:
+        return await self.inner.show(frame)
+
+    async def finish(self, answer: Answer) -> list[str]:
+        return await self.inner.finish(with_byline(answer))
+
+    async def fail(self, message: str) -> None:
+        await self.inner.fail(message)
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        return self.inner.checkpoint()
+
+    def resume(self, checkpoint: dict[str, Any]) -> bool:
+        return self.inner.resume(checkpoint)
+
+
 class TeamsAdapter(ChatAdapter):
     platform = PLATFORM
+    shows_forms = True  # MODAL_ACTIONs open as dialogs (task modules): forms.py
+    accepts_files = True  # personal-chat files and inline images: files.py
     worker_threads = 64  # botbuilder's connector sends from the default thread pool
 
     def __init__(self, core: Core, *, native_streaming: bool = True) -> None:
@@ -118,6 +152,7 @@ class TeamsAdapter(ChatAdapter):
         server. Answers in flight keep sending (the token refresher runs until `stop`)."""
 
     async def stop(self) -> None:
+        await self.bot.close()  # dialog steps and help-menu picks still running
         refresher, self.auth_refresher = self.auth_refresher, None
         if refresher is not None:
             await refresher.stop()
@@ -179,6 +214,8 @@ class TeamsAdapter(ChatAdapter):
             return web.Response(status=201 if activity.type == "message" else 200)
         if invoke.body is None:
             return web.Response(status=invoke.status or 200)
+        if isinstance(invoke.body, dict):  # our own JSON (a dialog's task module response)
+            return web.json_response(invoke.body, status=invoke.status or 200)
         return web.json_response(serializer_helper(invoke.body), status=invoke.status or 200)
 
     # --- ChatAdapter ---------------------------------------------------------------------------
@@ -226,8 +263,9 @@ class TeamsAdapter(ChatAdapter):
             return EditingSink(TeamsMessageOps(target), EDIT_CAPABILITIES, budget, budget_key, platform=PLATFORM)
 
         if target.stored.scope == "personal" and not proactive and self.native_streaming:
-            return WithFallback(TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key), editing)
-        return editing()
+            return AgentByline(WithFallback(TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key),
+                                            editing))
+        return AgentByline(editing())
 
     async def close_reply(
         self, thread: ThreadKey, address: Address, checkpoint: dict[str, Any], message: str
@@ -293,6 +331,25 @@ class TeamsAdapter(ChatAdapter):
         )
         return self.references.save(created[0], reference, tenant=tenant, scope="personal",
                                     user_id=employee.user_id)
+
+    async def download(self, attachment: Attachment, limit: int) -> bytes:
+        """An employee's file (files.py): the bot's token only for the Bot Connector."""
+        return await download(attachment, limit, self._bot_token)
+
+    async def _bot_token(self) -> str | None:
+        """The Bot Framework token outbound calls use (None without an app id: development)."""
+        if not self.app_id:
+            return None
+        key = outbound_credentials_key(self.cloud, self.app_id)
+        try:
+            await self.credentials.create_credentials(*key)  # cached; makes the token kept fresh
+            await self.credentials.ensure(key)
+        except TokenNotReady as exc:
+            raise AttachmentRefused(f"no Bot Framework token: {exc}") from None
+        token = self.credentials.token(key)
+        if token is None:
+            raise AttachmentRefused("no Bot Framework token")
+        return token.value
 
     async def resolve_email(self, user: ChatUser) -> str | None:
         """Email (else UPN) from the Teams roster, via the chat where we met the user."""

@@ -7,7 +7,18 @@ timeout and redelivery. The answer is written later through the stored reference
 Clicks: a 👍/👎 (`message/submitAction` invoke) goes to Moveworks with the text typed with it,
 for the message it names or, when it names none (the Agents Playground), the clicker's latest
 answer in the conversation; an action button (a card's `Action.Submit`) runs once per person, a
-second press gets a short note.
+second press gets a short note; a get-help menu item goes to `core.choose_help_item`.
+
+Forms are Teams dialogs (forms.py): `task/fetch` opens one (`core.open_form`), `task/submit`
+refreshes or submits it. An invoke's HTTP answer is what the dialog shows, so each is answered
+within `INVOKE_DEADLINE` even when Moveworks is slow (teams.md §4.6: the Bot Framework waits
+about 10-15 s for the HTTP answer, then Teams sends the activity again). A form still loading
+then gets "press again" (the result is kept a while for that press); a submit still running gets
+"Still submitting…" and its outcome is posted in the chat when it lands. A redelivered invoke
+joins the one still running instead of submitting twice.
+
+Files (files.py): a message's attachments ride along as `Inbound.files`; the core decides what a
+message with files and no text means.
 
 Where answers go: personal chats always; channels and group chats only when the bot is
 @mentioned (the mention is stripped). In a channel the reply goes into the message's reply chain
@@ -22,7 +33,10 @@ import html
 import json
 import logging
 import re
+import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from botbuilder.core import InvokeResponse, TurnContext
@@ -32,8 +46,21 @@ from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 from bridge import texts
 from bridge.contract import FeedbackAck
 from bridge.errors import PlatformError
-from bridge.models import ChatUser, Inbound, ThreadKey
+from bridge.models import ChatUser, FormStep, Inbound, MessageRef, ThreadKey
 
+from .files import attachments_of
+from .forms import (
+    DIALOG,
+    HELP_ITEM,
+    OPEN_FORM,
+    REFRESH,
+    message_response,
+    parse_values,
+    ref_of,
+    step_response,
+    task_data,
+    zone_name,
+)
 from .references import (
     MESSAGE_ID_MARK,
     PLATFORM,
@@ -51,6 +78,9 @@ log = logging.getLogger("adapters.teams")
 FEEDBACK_TIMEOUT = 8.0  # Teams waits ~15 s for an invoke response
 FEEDBACK_NOTE_TIMEOUT = 4.0  # the refusal/failure note, sent before the invoke is answered
 NOTE_TIMEOUT = 4.0  # a short note answering a click, sent within its turn
+INVOKE_DEADLINE = 8.0  # a dialog invoke is answered by then, whatever Moveworks does
+LATE_TTL = 120.0  # a result that missed its invoke waits this long for the next press
+MAX_PENDING = 1000
 _AT_TAG = re.compile(r"<at[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"</?(?:p|div|span|br|b|i|strong|em)\b[^>]*>", re.IGNORECASE)
 
@@ -130,8 +160,13 @@ def question_text(activity: Activity) -> str:
 
 
 class TeamsBot(TeamsActivityHandler):
-    def __init__(self, adapter: TeamsAdapter) -> None:
+    def __init__(self, adapter: TeamsAdapter, *, invoke_deadline: float = INVOKE_DEADLINE) -> None:
         self.adapter = adapter
+        self.invoke_deadline = invoke_deadline
+        # key -> (task, started): core calls an invoke could not wait for (see `_in_time`)
+        self._pending: OrderedDict[str, tuple[asyncio.Task[FormStep], float]] = OrderedDict()
+        self._late: dict[str, Callable[[FormStep], Coroutine[Any, Any, None]]] = {}  # missed, with a follow-up
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         allowed = self.adapter.settings.teams_allowed_tenants
@@ -150,9 +185,10 @@ class TeamsBot(TeamsActivityHandler):
         scope = scope_of(activity)
         value = activity.value if isinstance(activity.value, dict) else {}
         callback = value.get(CALLBACK_KEY) == "action" and isinstance(value.get("callback_id"), str)
-        if scope != "personal" and not callback and not mentions_bot(activity):
+        help_pick = ref_of(value) if value.get(CALLBACK_KEY) == HELP_ITEM else None
+        if scope != "personal" and not callback and not help_pick and not mentions_bot(activity):
             return  # channel/group traffic not addressed to the bot
-        if not callback and not (activity.text or "").strip() and value:
+        if not callback and not help_pick and not (activity.text or "").strip() and value:
             return  # a card submit that is not ours
         thread, write_to = thread_of(activity, tenant, scope)
         user = user_of(activity, tenant)
@@ -164,6 +200,13 @@ class TeamsBot(TeamsActivityHandler):
                 tenant, user.user_id, member_id=sender.id, ref_key=write_to,
                 service_url=activity.service_url or "", bot=stored.bot,
             )
+        if help_pick is not None:
+            if activity.id and not self.adapter.core.claim_inbound(PLATFORM, f"help|{thread.channel}|{activity.id}"):
+                return  # a redelivery of a pick already handled
+            ref, where = help_pick
+            self._spawn(self._help_item(activity, user, thread, {"ref_key": write_to, "scope": scope}, ref, where),
+                        "help-item")
+            return
         if callback and not self.adapter.references.press(
             str(value.get("conversation_id") or ""), value["callback_id"], user.user_id, activity.id
         ):
@@ -182,6 +225,7 @@ class TeamsBot(TeamsActivityHandler):
             callback_label=value.get("label") if callback else None,
             address={"ref_key": write_to, "scope": scope},
             direct=scope == "personal",
+            files=() if callback else attachments_of(activity),
         )
         budget = self.adapter.tenant_budget(tenant)
         if budget.try_take():  # a courtesy: skipped when the tenant's budget is busy
@@ -190,6 +234,15 @@ class TeamsBot(TeamsActivityHandler):
             except Exception as exc:  # noqa: BLE001 - the answer matters, not the indicator
                 log.info("teams typing indicator failed: %s", exc)
         self.adapter.core.submit(inbound)
+
+    async def _help_item(self, activity: Activity, user: ChatUser, thread: ThreadKey, address: dict[str, Any],
+                         ref: MessageRef, where: str) -> None:
+        """A get-help menu item that is not a form: the core posts what it gives; a refusal (not
+        theirs, expired) is told to whoever pressed (Teams has no private replies: in a channel
+        it goes into the reply chain, like the other click notes)."""
+        refusal = await self.adapter.core.choose_help_item(user, thread, address, ref, where)
+        if refusal:
+            await self._note(activity, refusal)
 
     # --- install events: remember where to reach people proactively ----------------------------
 
@@ -227,10 +280,136 @@ class TeamsBot(TeamsActivityHandler):
     # --- invokes -------------------------------------------------------------------------------
 
     async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
-        if turn_context.activity.name == "message/submitAction":
+        name = turn_context.activity.name
+        if name == "message/submitAction":
             await self._feedback(turn_context)
             return InvokeResponse(status=200, body=None)  # Teams wants 200 with an empty body
+        if name == "task/fetch":
+            return InvokeResponse(status=200, body=await self._open_form(turn_context.activity))
+        if name == "task/submit":
+            return InvokeResponse(status=200, body=await self._dialog_submit(turn_context.activity))
         return await super().on_invoke_activity(turn_context)
+
+    # --- forms (dialogs) ---------------------------------------------------------------------------
+
+    async def _open_form(self, activity: Activity) -> dict[str, Any] | None:
+        data = task_data(activity)
+        located = ref_of(data) if data.get(CALLBACK_KEY) == OPEN_FORM else None
+        if located is None:
+            log.info("teams task/fetch without a form reference")
+            return message_response(texts.FORM_GONE)
+        ref, where = located
+        user = user_of(activity, tenant_of(activity))
+        key = f"open|{user.platform}|{user.user_id}|{ref.conversation_id}|{ref.message_id}|{where}"
+        step = await self._in_time(key, lambda: self.adapter.core.open_form(user, ref, where), texts.FORM_FAILED)
+        if step is None:
+            return message_response(texts.TEAMS_FORM_SLOW)  # kept for the next press
+        # task/fetch must show something: a dialog, or a message (never an empty answer)
+        return step_response(step, tz=zone_name(activity)) or message_response(texts.FORM_GONE)
+
+    async def _dialog_submit(self, activity: Activity) -> dict[str, Any] | None:
+        data = task_data(activity)
+        session = data.get("s")
+        if data.get(CALLBACK_KEY) != DIALOG or not isinstance(session, str):
+            log.info("teams task/submit that is not one of our forms")
+            return message_response(texts.FORM_GONE)
+        user = user_of(activity, tenant_of(activity))
+        values, tz = parse_values(data)
+        core = self.adapter.core
+        refresh = data.get("op") == REFRESH
+        redelivery = f"{activity.conversation.id or ''}|{activity.id}" if activity.id else uuid.uuid4().hex
+        key = f"{'refresh' if refresh else 'submit'}|{redelivery}"
+        if refresh:
+            step = await self._in_time(key, lambda: core.refresh_form(user, session, values), texts.FORM_FAILED)
+            return step_response(step, tz=tz) if step is not None else message_response(texts.TEAMS_FORM_SLOW)
+        step = await self._in_time(key, lambda: core.submit_form(user, session, values), texts.FORM_FAILED,
+                                   late=lambda late: self._submitted_late(activity, late))
+        if step is None:
+            return message_response(texts.TEAMS_FORM_STILL_SUBMITTING)
+        return step_response(step, tz=tz, typed=values if step.errors else None)
+
+    async def _in_time(
+        self,
+        key: str,
+        call: Callable[[], Awaitable[FormStep]],
+        failed: str,
+        *,
+        late: Callable[[FormStep], Coroutine[Any, Any, None]] | None = None,
+    ) -> FormStep | None:
+        """`call()`'s step if it comes within the invoke deadline, else None: the call goes on,
+        its result is kept under `key` (a redelivery or the next press with the same key takes
+        it) and, with `late`, handed to `late` when it lands. A failure is a `failed` notice."""
+        now = time.monotonic()
+        for stale in [k for k, (t, at) in self._pending.items() if now - at > LATE_TTL and t.done()]:
+            self._pending.pop(stale, None)
+        found = self._pending.get(key)
+        if found is None:
+            async def run() -> FormStep:
+                try:
+                    return await call()
+                except Exception:
+                    log.warning("teams form step failed", exc_info=True)
+                    return FormStep(notice=failed)
+
+            task = asyncio.create_task(run(), name="teams-form-step")
+            self._pending[key] = (task, now)
+            while len(self._pending) > MAX_PENDING:
+                self._pending.popitem(last=False)
+            task.add_done_callback(lambda done: self._landed(key, done))
+        else:
+            task = found[0]
+        try:
+            step = await asyncio.wait_for(asyncio.shield(task), self.invoke_deadline)
+        except TimeoutError:
+            log.info("teams: a form step is taking longer than the invoke deadline; answering now")
+            if late is not None:
+                self._late[key] = late
+                if task.done():  # landed just now, before it was marked
+                    self._landed(key, task)
+            return None
+        if not key.startswith("submit|"):
+            self._pending.pop(key, None)  # an open or refresh result is taken once
+        return step
+
+    def _landed(self, key: str, done: asyncio.Task[FormStep]) -> None:
+        late = self._late.pop(key, None)
+        if late is not None and not done.cancelled():
+            self._spawn(late(done.result()), "teams-form-late")
+
+    async def _submitted_late(self, activity: Activity, step: FormStep) -> None:
+        """A submit that outlived its invoke: its dialog shows "Still submitting…", so the
+        outcome goes into the chat (a success's receipt is there already)."""
+        if step.done:
+            return
+        if step.notice:
+            await self._note(activity, step.notice)
+        elif step.errors:
+            errors = " ".join(dict.fromkeys(step.errors.values()))
+            await self._note(activity, texts.TEAMS_FORM_LATE_ERRORS.format(errors=errors))
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Let form steps and follow-ups still running finish (at most `grace` s), then cancel."""
+        tasks = [*self._background, *(task for task, _ in self._pending.values())]
+        running = [task for task in tasks if not task.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self._pending.clear()
+        self._late.clear()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run work a turn must not wait for; failures are logged."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+
+        def finished(done: asyncio.Task[Any]) -> None:
+            self._background.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.warning("teams %s failed", name, exc_info=done.exception())
+
+        task.add_done_callback(finished)
 
     async def _feedback(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity

@@ -5,7 +5,9 @@ no headings, tables, rules, task lists or images), so those are rewritten
 into the subset. With `TEAMS_TEXT_FORMAT=extendedmarkdown` the text goes through unchanged and
 the client renders it. Citations become the AI entity's claims (`[n]` markers stay in the text;
 Teams allows at most 10) or, beyond 10, an Adaptive Card listing the sources. Moveworks actions
-become Adaptive Card buttons; feedback uses Teams' native feedback loop.
+become Adaptive Card buttons (a form's opens a dialog, forms.py), the get-help menu a container
+per category; feedback uses Teams' native feedback loop. A live agent's message has no AI label
+and no feedback, and starts with the agent's name.
 
 One answer is text messages (one per part, each with the AI label, the last with the feedback
 flag) plus, when there are buttons or more than ten sources, one card message of its own: Teams
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botbuilder.schema import Attachment, Entity
@@ -32,9 +34,9 @@ from bridge import texts
 from bridge.models import Answer
 
 from .entities import MAX_CITATIONS, AIMessageEntity, claim
+from .forms import ADAPTIVE_CARD, CALLBACK_KEY, help_menu_body, open_form_button
 
-ADAPTIVE_CARD = "application/vnd.microsoft.card.adaptive"
-CALLBACK_KEY = "mwb"  # marks our Action.Submit payloads
+__all__ = ["ADAPTIVE_CARD", "CALLBACK_KEY"]  # re-exported: where bot.py and tests find them
 INFORMATIVE_LIMIT = 1000  # Teams' cap on informative stream updates
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
@@ -339,8 +341,20 @@ def cited(text: str, answer: Answer, *, last: bool) -> list[Any]:
 
 
 def has_feedback(answer: Answer | None) -> bool:
-    return answer is not None and answer.feedback is not None and bool(
+    """👍/👎 for the assistant's answers only: a live agent's message is a person's, not rated."""
+    return answer is not None and answer.sender is None and answer.feedback is not None and bool(
         answer.feedback.helpful or answer.feedback.unhelpful)
+
+
+def with_byline(answer: Answer) -> Answer:
+    """A live agent's message starts with who wrote it ("**Dana Fielding** (agent)"): Teams shows
+    every bot message under the app's name and icon; a bot message has no documented per-message
+    author (`from` names the bot itself), so the name goes into the text."""
+    if answer.sender is None or not answer.sender.name.strip():
+        return answer
+    name = re.sub(r"[*_`\[\]<>~|#]", "", answer.sender.name).strip() or texts.LIVE_AGENT
+    byline = texts.LIVE_AGENT_BYLINE.format(name=f"**{name}**")
+    return replace(answer, text=f"{byline}\n\n{answer.text}" if answer.text.strip() else byline)
 
 
 def text_extras(text: str, answer: Answer | None, *, last: bool = True, ai: bool = True,
@@ -372,16 +386,21 @@ def answer_card(answer: Answer | None) -> Attachment | None:
 
 
 def actions_card(answer: Answer, sources: Sequence[Any] = ()) -> dict[str, Any] | None:
-    """An Adaptive Card with the Moveworks actions (and the sources when there are > 10)."""
+    """An Adaptive Card with the Moveworks actions (forms open as dialogs), the get-help menu,
+    and the sources when there are more than 10."""
     body: list[dict[str, Any]] = []
     if sources:
         body.append({"type": "TextBlock", "text": texts.SOURCES, "weight": "Bolder", "wrap": True})
         for c in sources:
             label = f"[{c.number}] [{c.title}]({c.url})" if c.url else f"[{c.number}] {c.title}"
             body.append({"type": "TextBlock", "text": label, "wrap": True, "spacing": "Small"})
+    body.extend(help_menu_body(answer))
     actions: list[dict[str, Any]] = []
     for action in answer.actions:
-        if action.url:
+        if action.opens_form:
+            if action.ref is not None and action.where:
+                actions.append(open_form_button(action.label, action.ref, action.where))
+        elif action.url:
             actions.append({"type": "Action.OpenUrl", "title": action.label[:100], "url": action.url})
         elif action.callback_id and answer.conversation_id:
             actions.append({

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import replace
 
 from bridge import texts
-from bridge.answers.markdown import markup_spans, normalise_markdown, plain_text
+from bridge.answers.markdown import emojize, markup_spans, normalise_markdown, plain_text
 from bridge.models import Answer, CitationLink, FeedbackTarget, Sender
 from bridge.moveworks.models import Action, Citation, Message, Response
 
@@ -134,9 +134,9 @@ def answer_from_message(
         replace(a, ref=m.ref, where=f"a{i}") for m in messages for i, a in enumerate(m.actions)
     ], titles)
     help_menu = tuple(
-        replace(cat, items=tuple(
+        replace(cat, name=emojize(cat.name), description=emojize(cat.description), items=tuple(
             replace(
-                item, ref=m.ref, where=f"h{c}.{i}",
+                item, ref=m.ref, where=f"h{c}.{i}", title=emojize(item.title),
                 action=replace(item.action, ref=m.ref, where=f"h{c}.{i}") if item.action is not None else None,
             )
             for i, item in enumerate(cat.items)

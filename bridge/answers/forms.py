@@ -395,7 +395,7 @@ class Forms:
     ) -> str | None:
         owner = self._owner_link(user, ref)
         if isinstance(owner, str):
-            return owner
+            return texts.HELP_NOT_OWNER if owner == texts.FORM_NOT_OWNER else owner
         try:
             message = await self._message(owner.identity or None, ref)
         except MoveworksError as exc:

@@ -21,13 +21,38 @@ entity is checked as teams.md §3.4 and the Playground do: one per message, at m
 claims, each with a position > 0 and an appearance with a name and an abstract; else 400.
 
 `TeamsUser` builds inbound activities the way Teams sends them (personal chat, channel reply
-chain with `;messageid=`, group chat, @mention entities, feedback invokes, card submits).
+chain with `;messageid=`, group chat, @mention entities, feedback invokes, card submits, dialog
+invokes `task/fetch`/`task/submit`, file attachments).
+
+Dialogs (task modules; msteams-docs `task-modules-bots.md`, `invoking-task-modules.md`): an invoke
+is an HTTP request *into* the bot whose response body is what Teams shows. `FakeConnector.invoke`
+sends one, records the exchange (`invokes`) and checks the answer as Teams would take it: HTTP 200
+within `invoke_deadline` (teams.md §4.6: ~15 s, then Teams sends the activity again), a body that
+is empty (the dialog closes) or `{"task": {"type": "continue", "value": {title, card}}}` with an
+Adaptive Card attachment, or `{"task": {"type": "message", "value": "<text>"}}`; the card is
+checked by `check_card` (type, version at most 1.5, unique input ids, known elements, choices with
+title and value, Action.Submit data an object). Anything else raises `TeamsRefused`.
+`TeamsDialog` is the Teams client showing such a card: it keeps the inputs' values, lets a test
+fill them in (by label or id; choices by title or value, as a person picks them) and press a
+button, which validates `isRequired` inputs first (Adaptive Cards validate every Action.Submit's
+associated inputs and show `errorMessage` instead of sending) and builds the `task/submit`
+payload: every input as a string ("" when empty, "true"/"false" for toggles, comma-joined values
+for a multi-select), merged with the action's `data`.
+
+Files (msteams-docs `bots-filesv4.md`): `add_file` serves a personal-chat file behind a
+pre-authenticated `downloadUrl` (a `file.download.info` attachment; the URL carries its own
+signature, and a request bringing an `Authorization` header is recorded in `token_leaks`);
+`add_inline_image` serves an inline image on the connector (`/v3/attachments/{id}/views/original`)
+that needs the bot's token (`bot_token`; 401 without it). `downloads` records every fetch.
+Every Adaptive Card the bot posts or updates is checked with `check_card` too; what would not
+render is listed in `card_problems`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 import uuid
 from collections import defaultdict, deque
@@ -170,8 +195,252 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return web.json_response(body, status=status, headers=headers)
 
 
+class TeamsRefused(AssertionError):
+    """The bot answered an invoke in a way Teams would not show (see the module docstring)."""
+
+
+class DialogValidation(AssertionError):
+    """The Teams client refused to send a dialog: required inputs are empty; `messages` are the
+    `errorMessage`s it shows under them."""
+
+    def __init__(self, messages: dict[str, str]) -> None:
+        super().__init__(f"required inputs are empty: {sorted(messages)}")
+        self.messages = messages
+
+
+CARD_ELEMENTS = {
+    "TextBlock", "RichTextBlock", "Image", "ImageSet", "Container", "ColumnSet", "Column", "FactSet",
+    "ActionSet", "Input.Text", "Input.Date", "Input.Time", "Input.Number", "Input.Toggle",
+    "Input.ChoiceSet",
+}
+CARD_ACTIONS = {"Action.Submit", "Action.OpenUrl", "Action.ShowCard", "Action.ToggleVisibility",
+                "Action.Execute"}
+MAX_CARD_VERSION = (1, 5)
+
+
+def _walk(elements: Any) -> list[dict[str, Any]]:
+    """Every element of a card body, depth first (containers, columns, action sets)."""
+    found: list[dict[str, Any]] = []
+    for element in elements or []:
+        if not isinstance(element, dict):
+            continue
+        found.append(element)
+        found.extend(_walk(element.get("items")))
+        found.extend(_walk(element.get("columns")))
+    return found
+
+
+def card_actions(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every action of a card: its own and those of its action sets."""
+    actions = [a for a in card.get("actions") or [] if isinstance(a, dict)]
+    for element in _walk(card.get("body")):
+        if element.get("type") == "ActionSet":
+            actions.extend(a for a in element.get("actions") or [] if isinstance(a, dict))
+    return actions
+
+
+def check_card(card: Any) -> None:
+    """What Teams needs to render an Adaptive Card in a message or a dialog; raises TeamsRefused."""
+    if not isinstance(card, dict) or card.get("type") != "AdaptiveCard":
+        raise TeamsRefused("not an AdaptiveCard")
+    try:
+        version = tuple(int(n) for n in str(card.get("version")).split("."))
+    except ValueError:
+        raise TeamsRefused(f"bad card version {card.get('version')!r}") from None
+    if version > MAX_CARD_VERSION:
+        raise TeamsRefused(f"card version {card.get('version')} is newer than Teams renders")
+    ids: set[str] = set()
+    for element in _walk(card.get("body")):
+        kind = element.get("type")
+        if kind not in CARD_ELEMENTS:
+            raise TeamsRefused(f"unknown card element {kind!r}")
+        if str(kind).startswith("Input."):
+            if not isinstance(element.get("id"), str) or not element["id"] or element["id"] in ids:
+                raise TeamsRefused(f"an input needs a unique id: {element.get('id')!r}")
+            ids.add(element["id"])
+        if kind == "Input.ChoiceSet":
+            choices = element.get("choices")
+            if not isinstance(choices, list) or not all(
+                    isinstance(c, dict) and isinstance(c.get("title"), str) and isinstance(c.get("value"), str)
+                    for c in choices):
+                raise TeamsRefused("ChoiceSet choices need a title and a value")
+        if kind == "Image" and not isinstance(element.get("url"), str):
+            raise TeamsRefused("an Image needs a url")
+        if kind == "TextBlock" and not isinstance(element.get("text"), str):
+            raise TeamsRefused("a TextBlock needs text")
+    for action in card_actions(card):
+        if action.get("type") not in CARD_ACTIONS:
+            raise TeamsRefused(f"unknown card action {action.get('type')!r}")
+        if action.get("type") == "Action.Submit" and not isinstance(action.get("data", {}), dict):
+            raise TeamsRefused("Action.Submit data must be an object")
+        if action.get("type") == "Action.OpenUrl" and not isinstance(action.get("url"), str):
+            raise TeamsRefused("Action.OpenUrl needs a url")
+
+
+def check_invoke_response(name: str, status: int, body: Any) -> None:
+    """A dialog invoke's HTTP answer, as Teams takes it; raises TeamsRefused."""
+    if status != 200:
+        raise TeamsRefused(f"{name} answered HTTP {status}")
+    if body is None:
+        if name == "task/fetch":
+            raise TeamsRefused("task/fetch must answer with a task (a dialog or a message)")
+        return  # task/submit: no response closes the dialog
+    task = body.get("task") if isinstance(body, dict) else None
+    if not isinstance(task, dict) or task.get("type") not in ("continue", "message"):
+        raise TeamsRefused(f"{name}: the body must be {{task: {{type: continue|message}}}}, got {body!r}")
+    if task["type"] == "message":
+        if not isinstance(task.get("value"), str) or not task["value"]:
+            raise TeamsRefused("a message task needs its text as value")
+        return
+    value = task.get("value")
+    if not isinstance(value, dict):
+        raise TeamsRefused("a continue task needs a TaskInfo value")
+    for size in ("height", "width"):
+        if size in value and value[size] not in ("small", "medium", "large") and not isinstance(value[size], int):
+            raise TeamsRefused(f"{size} must be small, medium, large or pixels")
+    card = value.get("card")
+    if not isinstance(card, dict) or card.get("contentType") != ADAPTIVE_CARD:
+        raise TeamsRefused("a bot's dialog card is an Adaptive Card attachment {contentType, content}")
+    check_card(card.get("content"))
+
+
+@dataclass
+class InvokeExchange:
+    activity: dict[str, Any]
+    status: int
+    body: Any
+    elapsed: float
+
+    @property
+    def dialog(self) -> TeamsDialog | None:
+        """The dialog Teams shows now (None when the answer closed it or was a message)."""
+        task = (self.body or {}).get("task") if isinstance(self.body, dict) else None
+        if isinstance(task, dict) and task.get("type") == "continue":
+            return TeamsDialog(task["value"])
+        return None
+
+    @property
+    def message(self) -> str | None:
+        """The message Teams shows in the dialog, if the answer was one."""
+        task = (self.body or {}).get("task") if isinstance(self.body, dict) else None
+        return task.get("value") if isinstance(task, dict) and task.get("type") == "message" else None
+
+    @property
+    def closed(self) -> bool:
+        return self.status == 200 and self.body is None
+
+
+class TeamsDialog:
+    """The Teams client showing a dialog's Adaptive Card: values, labels, buttons, validation."""
+
+    def __init__(self, task_info: dict[str, Any]) -> None:
+        self.title: str = task_info.get("title") or ""
+        self.card: dict[str, Any] = task_info["card"]["content"]
+        self.elements = _walk(self.card.get("body"))
+        self.inputs = {e["id"]: e for e in self.elements if str(e.get("type", "")).startswith("Input.")}
+        self.values: dict[str, str] = {}
+        for key, element in self.inputs.items():
+            initial = element.get("value")
+            if element["type"] == "Input.Toggle":
+                on, off = element.get("valueOn", "true"), element.get("valueOff", "false")
+                self.values[key] = on if initial == on else off
+            else:
+                self.values[key] = "" if initial is None else str(initial)
+
+    # --- what a person sees ----------------------------------------------------------------
+
+    def texts(self) -> list[str]:
+        return [e["text"] for e in self.elements if e.get("type") == "TextBlock"]
+
+    def text(self) -> str:
+        return "\n".join(self.texts())
+
+    def errors(self) -> list[str]:
+        """Texts shown in the attention colour (errors)."""
+        return [e["text"] for e in self.elements
+                if e.get("type") == "TextBlock" and str(e.get("color", "")).lower() == "attention"]
+
+    def labels(self) -> list[str]:
+        return [e.get("label") or e.get("title") or "" for e in self.inputs.values()]
+
+    def input(self, key: str) -> dict[str, Any]:
+        """An input by id, label or (toggle) title."""
+        if key in self.inputs:
+            return self.inputs[key]
+        found = [e for e in self.inputs.values()
+                 if key in (e.get("label"), e.get("title"), str(e.get("label") or "").rstrip(" *"))]
+        if len(found) != 1:
+            raise KeyError(f"no single input labelled {key!r} (labels: {self.labels()})")
+        return found[0]
+
+    def buttons(self) -> list[str]:
+        return [a.get("title") or "" for a in card_actions(self.card)]
+
+    def error_under(self, key: str) -> str | None:
+        """The attention text right after the input (or its column set / companion inputs)."""
+        target = self.input(key)["id"]
+        seen = False
+        for element in self.elements:
+            if element.get("id") == target:
+                seen = True
+                continue
+            if not seen:
+                continue
+            if str(element.get("type", "")).startswith("Input.") and not str(element.get("id", "")).startswith(
+                    target + "."):
+                return None
+            if element.get("type") == "TextBlock" and str(element.get("color", "")).lower() == "attention":
+                return str(element["text"])
+        return None
+
+    # --- what a person does ----------------------------------------------------------------
+
+    def fill(self, **values: Any) -> TeamsDialog:
+        """Type / pick values, keyed by input id or label (`fill(**{"Summary": "x"})`). Choices
+        are given by title or value (a list for a multi-select); toggles as bools."""
+        for key, value in values.items():
+            element = self.input(key)
+            kind = element["type"]
+            if kind == "Input.Toggle":
+                self.values[element["id"]] = element.get("valueOn", "true") if value else element.get(
+                    "valueOff", "false")
+            elif kind == "Input.ChoiceSet":
+                by_title = {c["title"]: c["value"] for c in element.get("choices") or []}
+                listed = set(by_title.values())
+                picked = [str(by_title.get(v, v)) for v in (value if isinstance(value, list) else [value]) if v]
+                if any(v not in listed for v in picked):
+                    raise ValueError(f"{key}: a ChoiceSet only offers {sorted(listed)}")
+                if len(picked) > 1 and not element.get("isMultiSelect"):
+                    raise ValueError(f"{key} takes one choice")
+                self.values[element["id"]] = ",".join(picked)
+            elif kind == "Input.Date" and value and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
+                raise ValueError(f"{key}: the date picker gives YYYY-MM-DD")
+            elif kind == "Input.Time" and value and not re.fullmatch(r"\d{2}:\d{2}", str(value)):
+                raise ValueError(f"{key}: the time picker gives HH:MM")
+            else:
+                self.values[element["id"]] = "" if value is None else str(value)
+        return self
+
+    def press(self, title: str, *, validate: bool = True) -> dict[str, Any]:
+        """The `task/submit` data for pressing the Action.Submit `title` (see the module doc);
+        `validate=False` is a client that does not check required inputs."""
+        action = next((a for a in card_actions(self.card) if a.get("title") == title), None)
+        if action is None or action.get("type") != "Action.Submit":
+            raise KeyError(f"no submit button {title!r} (buttons: {self.buttons()})")
+        associated = action.get("associatedInputs", "auto") != "none"
+        if validate and associated:
+            missing = {key: str(e.get("errorMessage") or "required") for key, e in self.inputs.items()
+                       if e.get("isRequired") and not self.values.get(key, "").strip()}
+            if missing:
+                raise DialogValidation(missing)
+        data: dict[str, Any] = dict(self.values) if associated else {}
+        data.update(action.get("data") or {})
+        return data
+
+
 class FakeConnector:
-    def __init__(self, *, enforce_limits: bool = False, tenant_rps: int = 50) -> None:
+    def __init__(self, *, enforce_limits: bool = False, tenant_rps: int = 50,
+                 invoke_deadline: float = 15.0) -> None:
         self.enforce_limits = enforce_limits
         self.tenant_rps = tenant_rps
         self.calls: list[Call] = []
@@ -185,6 +454,13 @@ class FakeConnector:
         self._tenant_window: deque[float] = deque()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.invoke_deadline = invoke_deadline
+        self.invokes: list[InvokeExchange] = []
+        self.bot_token: str | None = None  # what inline-image downloads must carry (None: nothing)
+        self.files: dict[str, tuple[bytes, str, str]] = {}  # id -> (bytes, content type, signature)
+        self.downloads: list[dict[str, Any]] = []  # {path, authorization, status}
+        self.token_leaks: list[str] = []  # pre-authenticated links fetched with a bearer token
+        self.card_problems: list[str] = []  # posted cards Teams could not render (see check_card)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -200,6 +476,8 @@ class FakeConnector:
         app.router.add_put("/v3/conversations/{cid}/activities/{aid}", self._put_activity)
         app.router.add_delete("/v3/conversations/{cid}/activities/{aid}", self._delete_activity)
         app.router.add_get("/v3/conversations/{cid}/members/{uid}", self._get_member)
+        app.router.add_get("/v3/attachments/{aid}/views/{view}", self._get_attachment)
+        app.router.add_get("/personal/files/{fid}", self._get_file)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -276,6 +554,77 @@ class FakeConnector:
         """Writes answered with a 4xx other than 429 (Teams refusing what was sent)."""
         return [c for c in self.writes() if 400 <= c.status < 500 and c.status != 429
                 and (conversation_id is None or f"/v3/conversations/{conversation_id}/" in c.path)]
+
+    # --- dialogs (invokes into the bot) -----------------------------------------------------
+
+    async def invoke(self, session: Any, bot_url: str, activity: dict[str, Any]) -> InvokeExchange:
+        """POST an invoke activity to the bot (`bot_url` is its /api/messages) and take the HTTP
+        answer as Teams would: recorded in `invokes`, checked (`TeamsRefused` when Teams could
+        not show it, or it came after `invoke_deadline`)."""
+        started = time.monotonic()
+        async with session.post(bot_url, json=activity) as response:
+            raw = await response.read()
+            status = response.status
+        elapsed = time.monotonic() - started
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        if body == "null":
+            body = None
+        exchange = InvokeExchange(activity, status, body, elapsed)
+        self.invokes.append(exchange)
+        if elapsed > self.invoke_deadline:
+            raise TeamsRefused(f"{activity.get('name')} answered after {elapsed:.1f} s; Teams gave up")
+        check_invoke_response(str(activity.get("name")), status, body)
+        return exchange
+
+    # --- files -----------------------------------------------------------------------------
+
+    def add_file(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> dict[str, Any]:
+        """A file sent in a personal chat: the `file.download.info` attachment Teams puts on the
+        message (its `downloadUrl` is pre-authenticated)."""
+        fid = uuid.uuid4().hex[:12]
+        signature = uuid.uuid4().hex
+        self.files[fid] = (data, content_type, signature)
+        kind = name.rsplit(".", 1)[-1] if "." in name else ""
+        return {
+            "contentType": "application/vnd.microsoft.teams.file.download.info",
+            "contentUrl": f"https://contoso.sharepoint.com/personal/alice/Documents/{name}",
+            "name": name,
+            "content": {"downloadUrl": f"{self.url}personal/files/{fid}?sig={signature}",
+                        "uniqueId": fid, "fileType": kind, "etag": "1"},
+        }
+
+    def add_inline_image(self, data: bytes, content_type: str = "image/*") -> dict[str, Any]:
+        """An image pasted into the message: on the connector, behind the bot's token."""
+        aid = f"0-eus-d1-{uuid.uuid4().hex[:16]}"
+        self.files[aid] = (data, "image/png", "")
+        return {"contentType": content_type, "contentUrl": f"{self.url}v3/attachments/{aid}/views/original"}
+
+    async def _get_attachment(self, request: web.Request) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization")
+        found = self.files.get(request.match_info["aid"])
+        if self.bot_token is not None and authorization != f"Bearer {self.bot_token}":
+            response = _error(401, "Unauthorized", "Authorization has been denied for this request.")
+        elif found is None:
+            response = _error(404, "NotFound", "Attachment not found")
+        else:
+            response = web.Response(body=found[0], content_type=found[1])
+        self.downloads.append({"path": request.path, "authorization": authorization, "status": response.status})
+        return response
+
+    async def _get_file(self, request: web.Request) -> web.StreamResponse:
+        authorization = request.headers.get("Authorization")
+        if authorization:
+            self.token_leaks.append(request.path)
+        found = self.files.get(request.match_info["fid"])
+        if found is None or request.query.get("sig") != found[2]:
+            response = _error(403, "accessDenied", "Access denied")
+        else:
+            response = web.Response(body=found[0], content_type=found[1])
+        self.downloads.append({"path": request.path, "authorization": authorization, "status": response.status})
+        return response
 
     # --- faults and limits -----------------------------------------------------------------
 
@@ -355,6 +704,12 @@ class FakeConnector:
 
     def _record(self, request: web.Request, body: Any, response: web.Response) -> web.Response:
         self.calls.append(Call(request.method, request.path, body, response.status))
+        for attachment in (body.get("attachments") or []) if isinstance(body, dict) else []:
+            if isinstance(attachment, dict) and attachment.get("contentType") == ADAPTIVE_CARD:
+                try:
+                    check_card(attachment.get("content"))
+                except TeamsRefused as exc:
+                    self.card_problems.append(f"{request.method} {request.path}: {exc}")
         return response
 
     def _new_id(self) -> str:
@@ -562,13 +917,36 @@ class TeamsUser:
         }
 
     def personal(self, text: str, *, conversation_id: str | None = None, activity_id: str | None = None,
-                 value: Any = None) -> dict[str, Any]:
+                 value: Any = None, attachments: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         conv = {"id": conversation_id or f"a:personal-{self.aad_object_id}", "conversationType": "personal"}
         activity = self._base("message", conv, activity_id=activity_id)
         activity["text"] = text
         activity["textFormat"] = "plain"
         if value is not None:
             activity["value"] = value
+        if attachments:
+            # Teams also sends the message's own HTML as a text/html attachment
+            html = f"<p>{text}</p>" if text else "<p>&nbsp;</p>"
+            activity["attachments"] = [*attachments, {"contentType": "text/html", "content": html}]
+        return activity
+
+    def task_fetch(self, conversation: dict[str, Any], data: dict[str, Any], *,
+                   timezone: str | None = "America/Los_Angeles") -> dict[str, Any]:
+        """Pressing an Action.Submit whose data says `msteams.type: task/fetch` (a dialog opens)."""
+        activity = self._base("invoke", conversation)
+        activity["name"] = "task/fetch"
+        activity["value"] = {"data": dict(data), "context": {"theme": "default"}}
+        if timezone:
+            activity["localTimezone"] = timezone
+            activity["entities"] = [{"type": "clientInfo", "locale": "en-US", "country": "US",
+                                     "platform": "Web", "timezone": timezone}]
+        return activity
+
+    def task_submit(self, conversation: dict[str, Any], data: dict[str, Any], *,
+                    timezone: str | None = "America/Los_Angeles") -> dict[str, Any]:
+        """Pressing an Action.Submit inside a dialog (`TeamsDialog.press` gives `data`)."""
+        activity = self.task_fetch(conversation, data, timezone=timezone)
+        activity["name"] = "task/submit"
         return activity
 
     @staticmethod
