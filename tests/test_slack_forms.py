@@ -377,7 +377,7 @@ async def test_someone_else_picking_from_the_menu_is_told_privately(v1):
     await v1.interact(v1.fake.message_pick(answer, "D1", label, user="U2"))
     await until(lambda: v1.fake.ephemerals, what="the not-yours notice")
     assert v1.fake.ephemerals[-1]["user"] == "U2"
-    assert v1.fake.ephemerals[-1]["text"] == texts.FORM_NOT_OWNER
+    assert v1.fake.ephemerals[-1]["text"] == texts.HELP_NOT_OWNER
     assert len(v1.answers("D1", answer["thread_ts"])) == 1
 
 
