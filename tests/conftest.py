@@ -26,3 +26,7 @@ async def mw(sim):
     client = MoveworksClient(sim.base_url, ASSISTANT, ApiKeyAuth("sim-key"), sleep=no_sleep, poll_interval=0.01)
     yield client
     await client.aclose()
+
+
+# A real PostgreSQL server (session) and a fresh schema per test (`pg_url`): see tests/pg.py.
+from tests.pg import pg_server, pg_url  # noqa: E402, F401

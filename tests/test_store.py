@@ -15,7 +15,8 @@ from bridge.store import Store, interfaces
 from bridge.store.migrations import migrations
 
 THREAD = ThreadKey("slack", "T1", "C1", "1700000000.000100")
-ALL_MIGRATIONS = ["m001_initial", "m002_lookup_indexes", "m003_reply_checkpoints", "m004_conversation_refs_to_kv"]
+ALL_MIGRATIONS = ["m001_initial", "m002_lookup_indexes", "m003_reply_checkpoints", "m004_conversation_refs_to_kv",
+                  "m005_several_processes"]
 
 
 def test_migrations_apply_once_and_twice_is_a_no_op(tmp_path):

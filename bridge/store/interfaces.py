@@ -2,17 +2,21 @@
 
 One query object per aggregate (`LinkQuery`, `EmployeeQuery`, …) behind one facade
 (`BridgeStore`), in the style of mautrix-go's `database` package. The SQLite implementation lives
-in `bridge.store.sqlite`; another backend (PostgreSQL) implements these same protocols.
+in `bridge.store.sqlite`; `bridge.store.aio` mirrors these protocols with awaited methods (same
+names, parameters and semantics), implemented by SQLite and by PostgreSQL (`bridge.store.postgres`).
 
 Guarantees every backend must keep, because several processes (`serve` and `poll`) share one
 database:
 
 - every "create once" or "claim" operation (`links.insert`, `inbound.claim`, `events.claim`,
-  `replies.mark_shown`, `checkpoints.start`) is decided by the database (a unique key), never by
-  an in-process lock, so exactly one caller across all processes wins;
+  `replies.mark_shown`, `checkpoints.start`, `queue.enqueue`, `queue.take`, `leases.acquire`) is
+  decided by the database (a unique key, a conditional UPDATE), never by an in-process lock, so
+  exactly one caller across all processes wins;
 - `checkpoints.advance` never moves a checkpoint backwards, even when two processes race;
 - `employees.save` never forgets a known email, name or timestamp;
-- times come from the store's `clock`, so tests can move them;
+- times come from the store's `clock`, so tests can move them (several hosts sharing PostgreSQL
+  must keep their clocks in sync: every TTL and lease here is seconds long, skew must stay well
+  below that; NTP gives milliseconds);
 - a database that cannot be used now (disk full, read-only, I/O error, not a database) raises
   `bridge.errors.StoreUnavailable` (a message without data) from any method; other errors (a
   constraint the logic relies on, a programming error) are not translated.
@@ -20,7 +24,12 @@ database:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.models import ChatUser, Employee, ThreadKey, ThreadLink
@@ -28,6 +37,18 @@ from bridge.models import ChatUser, Employee, ThreadKey, ThreadLink
 INBOUND_TTL = 24 * 3600.0  # Slack retries for ~1 hour, Teams re-sends within minutes
 HISTORY_TTL = 30 * 24 * 3600.0  # finished replies, shown messages, delivered events
 STREAMING_STALE = 600.0  # a 'streaming' reply older than this belongs to a dead process
+INSTANCE_TTL = 15.0  # suggested: an instance whose heartbeat is older than this is dead
+
+
+def new_instance_id() -> str:
+    """A process's instance id: `<hostname>-<pid>-<random>` (readable in logs, unique even when
+    a container reuses a hostname and pid after a restart)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def queue_thread_key(thread: ThreadKey) -> str:
+    """The one value per chat thread the inbound queue orders by (unambiguous: a JSON array)."""
+    return json.dumps([thread.platform, thread.workspace, thread.channel, thread.thread], separators=(",", ":"))
 
 
 class LinkQuery(Protocol):
@@ -97,7 +118,10 @@ class EmployeeQuery(Protocol):
 class ReplyQuery(Protocol):
     """Answers being streamed into chat threads, and the Moveworks messages already shown."""
 
-    def start(self, link_id: int) -> int: ...
+    def start(self, link_id: int, owner: str | None = None) -> int:
+        """A reply begins streaming; `owner` is the instance id of the process streaming it (no
+        other live process touches it). None: an unowned reply (single-process behaviour)."""
+        ...
 
     def finish(
         self,
@@ -116,9 +140,17 @@ class ReplyQuery(Protocol):
         """Is an answer streaming into `thread` right now, in any process (not stale)?"""
         ...
 
-    def interrupt_streaming(self) -> list[tuple[int, dict[str, Any] | None]]:
-        """Mark every 'streaming' reply 'interrupted'; return (link id, last checkpoint),
-        oldest first."""
+    def interrupt_streaming(self, owners: Sequence[str] | None = None) -> list[tuple[int, dict[str, Any] | None]]:
+        """Mark 'streaming' replies 'interrupted'; return (link id, last checkpoint), oldest
+        first. `owners` None: every streaming reply (one process per database); else only the
+        replies of those (dead) owners."""
+        ...
+
+    def interrupt_orphans(self, ttl: float) -> list[tuple[int, dict[str, Any] | None]]:
+        """Crash recovery with several processes: mark 'interrupted' and return the streaming
+        replies whose owner is not alive (no heartbeat within `ttl` seconds, see
+        `InstanceQuery`), and unowned ones not updated for `STREAMING_STALE`. One statement: a
+        reply is returned to exactly one caller, and a live owner's replies are never touched."""
         ...
 
     def mark_shown(self, message_id: str, link_id: int | None, source: str) -> None:
@@ -141,13 +173,25 @@ class InboundQuery(Protocol):
 class EventQuery(Protocol):
     """Delivery of Moveworks events (claim -> post -> finish)."""
 
-    def claim(self, event_id: str, identity: str, conversation_id: str, payload: str) -> bool:
-        """Claim an event for delivery. False if it was already sent or skipped. A claim left
-        unfinished by a crash (or marked 'retry') is claimable again."""
+    def claim(
+        self,
+        event_id: str,
+        identity: str,
+        conversation_id: str,
+        payload: str,
+        *,
+        owner: str | None = None,
+        lease: float | None = None,
+    ) -> bool:
+        """Claim an event for delivery. False if it was already sent or skipped, or if another
+        owner holds an unexpired claim. A claim left unfinished by a crash (or marked 'retry') is
+        claimable again once its lease expired; a claim without `owner`/`lease` has no lease
+        (claimable again at once, the single-process behaviour); an owner may re-claim its own."""
         ...
 
     def finish(self, event_id: str, status: str, detail: str | None = None) -> None:
-        """status: 'sent', 'skipped' (explicitly not delivered, with a reason) or 'retry'."""
+        """status: 'sent', 'skipped' (explicitly not delivered, with a reason) or 'retry'. Ends
+        the claim's lease."""
         ...
 
     def status(self, event_id: str) -> str | None: ...
@@ -221,6 +265,145 @@ class KVQuery(Protocol):
     def namespace(self, namespace: str) -> KV: ...
 
 
+class InstanceQuery(Protocol):
+    """Running processes: each registers an instance id (`new_instance_id()`) and beats every
+    few seconds; work of an instance that stopped beating is taken over by a live one."""
+
+    def beat(self, instance_id: str) -> None:
+        """Register or refresh `instance_id` (call before taking any work, then every
+        `ttl / 3` seconds)."""
+        ...
+
+    def alive(self, instance_id: str, ttl: float) -> bool:
+        """Did `instance_id` beat within the last `ttl` seconds?"""
+        ...
+
+    def dead(self, ttl: float) -> list[str]:
+        """Registered instances that did not beat within `ttl` seconds, oldest beat first."""
+        ...
+
+    def leave(self, instance_id: str) -> None:
+        """A clean shutdown: forget the instance (its remaining work is orphaned at once)."""
+        ...
+
+
+class LeaseQuery(Protocol):
+    """Named roles held by one owner at a time until an expiry (e.g. 'poller': exactly one
+    active poller). The holder must stop acting as the holder once its own `ttl` passed without
+    a successful `renew`: another owner may acquire it then."""
+
+    def acquire(self, name: str, owner: str, ttl: float) -> bool:
+        """Take the role if it is free, expired, or already `owner`'s (then it is renewed)."""
+        ...
+
+    def renew(self, name: str, owner: str, ttl: float) -> bool:
+        """Extend `owner`'s lease to now + `ttl`; False if another owner holds it (or nobody)."""
+        ...
+
+    def release(self, name: str, owner: str) -> None:
+        """Give the role up (only if `owner` holds it)."""
+        ...
+
+    def holder(self, name: str) -> str | None:
+        """The owner of an unexpired lease, or None."""
+        ...
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """One durable inbound question. `user` and `payload` are the JSON strings given to
+    `QueueQuery.enqueue` (`bridge.store.codec` defines the form of an `Inbound`); `attempts` is
+    how many times it was taken (more than one: a process died or gave it back mid-way)."""
+
+    id: int
+    platform: str
+    dedupe_id: str
+    thread: ThreadKey
+    user: str
+    payload: str
+    attempts: int
+    owner: str | None
+    lease_until: float | None
+    enqueued_at: float
+
+
+class QueueQuery(Protocol):
+    """The durable inbound queue: a question is stored (atomically with its dedupe claim) before
+    the platform gets its acknowledgement, taken by a worker under a lease, and deleted when
+    done. Per-thread order: an item is handed out only when no older item of its thread is
+    still queued or in progress, and never while another item of its thread is in progress."""
+
+    def enqueue(self, platform: str, dedupe_id: str, thread: ThreadKey, user: str, payload: str) -> bool:
+        """Claim `dedupe_id` (as `InboundQuery.claim` does) and queue the item, atomically.
+        False, and nothing queued, when the delivery was already seen."""
+        ...
+
+    def take(self, owner: str, lease_seconds: float, limit: int = 1) -> list[QueueItem]:
+        """Hand out up to `limit` ready items (queued, or taken under an expired lease), oldest
+        first, at most one per thread, each owned by `owner` until now + `lease_seconds`."""
+        ...
+
+    def extend(self, owner: str, lease_seconds: float, item_ids: Sequence[int] | None = None) -> int:
+        """Extend `owner`'s leases (all of them, or the listed items) to now + `lease_seconds`;
+        return how many are still `owner`'s. Call it with the heartbeat while answering."""
+        ...
+
+    def done(self, item_id: int, owner: str) -> bool:
+        """The item was answered (or its asker told): delete it. False if `owner` no longer
+        holds it (its lease expired and another process took it)."""
+        ...
+
+    def release(self, item_id: int, owner: str) -> bool:
+        """Give an item back unanswered (e.g. shutting down before starting it)."""
+        ...
+
+    def of_owners(self, owners: Sequence[str]) -> list[QueueItem]:
+        """Items held by these owners (e.g. `instances.dead(ttl)`), oldest first."""
+        ...
+
+    def release_owners(self, owners: Sequence[str]) -> list[QueueItem]:
+        """Give the items of these (dead) owners back to the queue at once (without waiting for
+        their leases); return them, oldest first."""
+        ...
+
+    def release_orphans(self, ttl: float) -> list[QueueItem]:
+        """Give back every item whose owner did not beat within `ttl` seconds (or is not
+        registered); return them, oldest first."""
+        ...
+
+    def release_expired(self) -> int:
+        """Give back the items whose lease expired (`take` takes them anyway; this keeps
+        `counts` honest)."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """{'queued': n, 'taken': n}."""
+        ...
+
+
+class BudgetQuery(Protocol):
+    """Write budgets shared by every process: one token bucket per key ('slack:T123',
+    'teams:<tenant>') in the database, so several replicas together stay inside a platform's
+    per-workspace limit. Buckets start full; tokens refill at `rate_per_second` up to `burst`."""
+
+    def take_token(self, key: str, rate_per_second: float, burst: float, cost: float = 1.0) -> float:
+        """Reserve `cost` tokens now (the bucket may go into debt) and return how many seconds
+        the caller must wait before writing (0.0: write now). One atomic statement."""
+        ...
+
+    def try_take(self, key: str, rate_per_second: float, burst: float, cost: float = 1.0) -> bool:
+        """Take `cost` tokens only if they are there now (and the key is not penalised)."""
+        ...
+
+    def refund(self, key: str, burst: float, cost: float = 1.0) -> None:
+        """Give back tokens of a write that was not made (never above `burst`)."""
+        ...
+
+    def penalize(self, key: str, retry_after: float) -> None:
+        """The platform said 429: every process waits `retry_after` seconds on this key."""
+        ...
+
+
 class BridgeStore(Protocol):
     """The facade: one query object per aggregate, plus lifecycle."""
 
@@ -249,6 +432,18 @@ class BridgeStore(Protocol):
     def kv(self) -> KVQuery: ...
 
     @property
+    def instances(self) -> InstanceQuery: ...
+
+    @property
+    def leases(self) -> LeaseQuery: ...
+
+    @property
+    def queue(self) -> QueueQuery: ...
+
+    @property
+    def budgets(self) -> BudgetQuery: ...
+
+    @property
     def ready(self) -> bool:
         """`health()[0]`: the database is the file opened, writable, and migrated."""
         ...
@@ -264,7 +459,8 @@ class BridgeStore(Protocol):
 
     def prune_history(self, older_than: float = HISTORY_TTL) -> int:
         """Forget finished bookkeeping (finished replies, shown messages, sent or skipped
-        events) older than `older_than`. Mappings (links, employees, kv, checkpoints) stay."""
+        events, instances that stopped beating) older than `older_than`. Mappings (links,
+        employees, kv, checkpoints, leases, budgets) stay."""
         ...
 
     def close(self) -> None: ...

@@ -168,3 +168,66 @@ def m004_conversation_refs_to_kv(db: Database) -> None:
         ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"""
     )
     db.execute("DROP TABLE conversation_refs")
+
+
+@migrations(name="m005_several_processes")
+def m005_several_processes(db: Database) -> None:
+    # Several processes share one database (CONTRACT.md, "Several processes"): who streams a
+    # reply, who holds an event claim and until when.
+    db.execute("ALTER TABLE replies ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE event_deliveries ADD COLUMN owner TEXT")
+    db.execute("ALTER TABLE event_deliveries ADD COLUMN lease_until REAL")
+    # Running processes and their heartbeats.
+    db.execute(
+        """
+        CREATE TABLE instances (
+            id TEXT PRIMARY KEY,
+            started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL
+        )"""
+    )
+    # Named roles (the one active poller), held by one owner until they expire.
+    db.execute(
+        """
+        CREATE TABLE leases (
+            name TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            acquired_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )"""
+    )
+    # The durable inbound queue: a row per acknowledged question until it is answered.
+    # AUTOINCREMENT: ids are never reused, so they order items for ever and a stale worker's
+    # done() can never delete a newer item. thread_key (the thread as one value) is what the
+    # per-thread order compares, through its own index.
+    db.execute(
+        """
+        CREATE TABLE inbound_queue (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            platform TEXT NOT NULL,
+            dedupe_id TEXT NOT NULL,
+            workspace TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            thread TEXT NOT NULL,
+            thread_key TEXT NOT NULL,
+            user_json TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            owner TEXT,
+            lease_until REAL,
+            enqueued_at REAL NOT NULL,
+            UNIQUE (platform, dedupe_id)
+        )"""
+    )
+    db.execute("CREATE INDEX inbound_queue_thread ON inbound_queue (thread_key, id)")
+    db.execute("CREATE INDEX inbound_queue_owner ON inbound_queue (owner)")
+    # Write budgets shared by every process (token buckets).
+    db.execute(
+        """
+        CREATE TABLE budgets (
+            key TEXT PRIMARY KEY,
+            tokens REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            blocked_until REAL NOT NULL DEFAULT 0
+        )"""
+    )

@@ -25,15 +25,20 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from bridge.errors import ConfigError, StoreUnavailable
+from bridge.store import interfaces
 from bridge.store.interfaces import HISTORY_TTL
 from bridge.store.migrations import migrations
+from bridge.store.sqlite.budgets import BudgetQuery
 from bridge.store.sqlite.checkpoints import CheckpointQuery
 from bridge.store.sqlite.employees import EmployeeQuery
 from bridge.store.sqlite.events import EventQuery
 from bridge.store.sqlite.guard import Availability, guard, startup_error, unavailable_reason
 from bridge.store.sqlite.inbound import InboundQuery
+from bridge.store.sqlite.instances import InstanceQuery
 from bridge.store.sqlite.kv import KVQuery
+from bridge.store.sqlite.leases import LeaseQuery
 from bridge.store.sqlite.links import LinkQuery
+from bridge.store.sqlite.queue import QueueQuery
 from bridge.store.sqlite.replies import ReplyQuery
 
 log = logging.getLogger("bridge.store")
@@ -66,7 +71,7 @@ def connect(path: str) -> Database:
         db.execute("PRAGMA busy_timeout = 10000")
         db.execute("PRAGMA foreign_keys = ON")
         if not _memory(path):
-            db.execute("PRAGMA journal_mode = WAL")
+            _wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.Error as exc:
         conn.close()
@@ -77,16 +82,44 @@ def connect(path: str) -> Database:
     return db
 
 
+def _wal(db: Database, timeout: float = 10.0) -> None:
+    """Switch to WAL. Two processes creating a new file at the same moment can get "database is
+    locked" here without SQLite's busy handler waiting, so retry for up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def migrate(db: Database) -> None:
-    """Apply pending migrations; refuse a database written by a newer release."""
-    known = {m.name for m in migrations._migrations}
-    unknown = [m.name for m in migrations.applied(db) if m.name not in known]
-    if unknown:
-        raise ConfigError(
-            f"BRIDGE_DB: the database was written by a newer moveworks-bridge "
-            f"(unknown migrations: {', '.join(unknown)}); upgrade before starting"
-        )
-    migrations.apply(db)
+    """Apply pending migrations; refuse a database written by a newer release.
+
+    Processes starting together on one file (`serve` and `poll`, an overlapping deploy) are
+    serialised by the write lock, taken first (BEGIN IMMEDIATE; the others wait up to the busy
+    timeout): one migrates, the next finds nothing pending. Each migration runs in a savepoint
+    inside that transaction, so a failing one leaves nothing behind."""
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        known = {m.name for m in migrations._migrations}
+        unknown = [m.name for m in migrations.applied(db) if m.name not in known]
+        if unknown:
+            raise ConfigError(
+                f"BRIDGE_DB: the database was written by a newer moveworks-bridge "
+                f"(unknown migrations: {', '.join(unknown)}); upgrade before starting"
+            )
+        migrations.apply(db)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
 
 
 class Store:
@@ -121,6 +154,10 @@ class Store:
         self.events = EventQuery(self.db, self._now, self.availability)
         self.checkpoints = CheckpointQuery(self.db, self._now, self.availability)
         self.kv = KVQuery(self.db, self._now, self.availability)
+        self.instances = InstanceQuery(self.db, self._now, self.availability)
+        self.leases = LeaseQuery(self.db, self._now, self.availability)
+        self.queue = QueueQuery(self.db, self._now, self.availability)
+        self.budgets = BudgetQuery(self.db, self._now, self.availability)
 
     def _now(self) -> float:
         return self.clock()
@@ -193,13 +230,18 @@ class Store:
     @guard
     def prune_history(self, older_than: float = HISTORY_TTL) -> int:
         """Forget finished bookkeeping older than a month, so the database stays small. The
-        mappings (thread links, employees, kv, checkpoints) are kept."""
+        mappings (thread links, employees, kv, checkpoints, leases, budgets) are kept."""
         cutoff = self.clock() - older_than
         removed = 0
         for sql in (
             "DELETE FROM replies WHERE status != 'streaming' AND updated_at < ?",
             "DELETE FROM shown_messages WHERE shown_at < ?",
             "DELETE FROM event_deliveries WHERE status IN ('sent', 'skipped') AND finished_at < ?",
+            "DELETE FROM instances WHERE heartbeat_at < ?",
         ):
             removed += self.db.execute(sql, (cutoff,)).rowcount
         return removed
+
+
+def _conforms(store: Store) -> interfaces.BridgeStore:
+    return store  # mypy checks the facade and every query object against the protocols here

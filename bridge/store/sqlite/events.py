@@ -14,11 +14,22 @@ PENDING = "('claimed', 'retry', 'new')"
 @dataclass
 class EventQuery(Query):
 
-    def claim(self, event_id: str, identity: str, conversation_id: str, payload: str) -> bool:
-        """Claim an event for delivery. False if it was already sent or skipped.
+    def claim(
+        self,
+        event_id: str,
+        identity: str,
+        conversation_id: str,
+        payload: str,
+        *,
+        owner: str | None = None,
+        lease: float | None = None,
+    ) -> bool:
+        """Claim an event for delivery. False if it was already sent or skipped, or another
+        owner's claim has not expired.
 
-        A row left 'claimed' by a crash is claimable again (re-delivery after restart). The
-        conditional UPDATE decides, across processes, from the row's status.
+        A row left 'claimed' by a crash is claimable again once its lease expired (re-delivery
+        after restart; a claim without a lease at once). The conditional UPDATE decides, across
+        processes, from the row's status, owner and lease.
         """
         now = self.clock()
         # Plain statements on the delivery hot path: the table helpers introspect the schema on
@@ -29,16 +40,18 @@ class EventQuery(Query):
             (event_id, identity, conversation_id, payload, now),
         )
         cursor = self.db.execute(
-            "UPDATE event_deliveries SET status = 'claimed', attempts = attempts + 1, claimed_at = ? "
-            "WHERE event_id = ? AND status IN ('new', 'claimed', 'retry')",
-            (now, event_id),
+            "UPDATE event_deliveries SET status = 'claimed', attempts = attempts + 1, claimed_at = ?, "
+            "owner = ?, lease_until = ? WHERE event_id = ? AND (status IN ('new', 'retry') OR "
+            "(status = 'claimed' AND (lease_until IS NULL OR lease_until < ? OR owner = ?)))",
+            (now, owner, None if lease is None else now + lease, event_id, now, owner),
         )
         return cursor.rowcount == 1
 
     def finish(self, event_id: str, status: str, detail: str | None = None) -> None:
         """status: 'sent', 'skipped' (explicitly not delivered, with a reason) or 'retry'."""
         self.db.execute(  # never claimed: nothing to finish
-            "UPDATE event_deliveries SET status = ?, detail = ?, finished_at = ? WHERE event_id = ?",
+            "UPDATE event_deliveries SET status = ?, detail = ?, finished_at = ?, lease_until = NULL "
+            "WHERE event_id = ?",
             (status, detail, self.clock(), event_id),
         )
 

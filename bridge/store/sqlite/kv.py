@@ -20,9 +20,13 @@ class KVQuery(Query):
         return rows[0]["value"] if rows else None
 
     def set(self, namespace: str, key: str, value: str) -> None:
-        self.db.table(TABLE).upsert(
-            {"namespace": namespace, "key": key, "value": value, "updated_at": self.clock()},
-            pk=("namespace", "key"),
+        # Plain SQL, not sqlite-utils' upsert: that one probes ON CONFLICT support with a CREATE
+        # TABLE once per connection, and when the probe fails (a full disk) it falls back for
+        # good to INSERT OR IGNORE + UPDATE, which silently stores nothing for a new key.
+        self.db.execute(
+            "INSERT INTO kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            (namespace, key, value, self.clock()),
         )
 
     def delete(self, namespace: str, key: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,16 +17,21 @@ TABLE = "replies"
 SHOWN = "shown_messages"
 
 
+def _interrupted(rows: list[tuple[int, int, str | None]]) -> list[tuple[int, dict[str, Any] | None]]:
+    return [(link_id, json.loads(checkpoint) if checkpoint else None) for _, link_id, checkpoint in sorted(rows)]
+
+
 @dataclass
 class ReplyQuery(Query):
 
-    def start(self, link_id: int) -> int:
+    def start(self, link_id: int, owner: str | None = None) -> int:
         now = self.clock()
-        table = self.db.table(TABLE).insert(
-            {"link_id": link_id, "status": "streaming", "started_at": now, "updated_at": now}
+        cursor = self.db.execute(
+            "INSERT INTO replies (link_id, status, owner, started_at, updated_at) VALUES (?, 'streaming', ?, ?, ?)",
+            (link_id, owner, now, now),
         )
-        assert table.last_rowid is not None
-        return int(table.last_rowid)
+        assert cursor.lastrowid is not None
+        return int(cursor.lastrowid)
 
     def _update(self, reply_id: int, values: dict[str, Any]) -> None:
         try:
@@ -65,18 +71,31 @@ class ReplyQuery(Query):
         )
         return bool(list(rows))
 
-    def interrupt_streaming(self) -> list[tuple[int, dict[str, Any] | None]]:
+    def interrupt_streaming(self, owners: Sequence[str] | None = None) -> list[tuple[int, dict[str, Any] | None]]:
         """At start-up of the answering process: replies a crashed process left 'streaming' can
         never finish. Marks them and returns (thread link, the reply's last checkpoint), oldest
-        first, so the users can be told in place."""
+        first, so the users can be told in place. `owners`: only the replies of these (dead)
+        instances."""
         # One statement: a reply another process starts meanwhile is either returned or untouched.
+        sql = "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming'"
+        params: list[Any] = [self.clock()]
+        if owners is not None:
+            sql += f" AND owner IN ({', '.join('?' for _ in owners)})"
+            params.extend(owners)
+        return _interrupted(self.db.execute(sql + " RETURNING id, link_id, checkpoint", params).fetchall())
+
+    def interrupt_orphans(self, ttl: float) -> list[tuple[int, dict[str, Any] | None]]:
+        """Replies of owners without a heartbeat within `ttl` seconds, and unowned replies not
+        updated for STREAMING_STALE: marked 'interrupted' and returned (one statement, so each
+        goes to exactly one live process)."""
+        now = self.clock()
         cursor = self.db.execute(
-            "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming' "
-            "RETURNING id, link_id, checkpoint",
-            (self.clock(),),
+            "UPDATE replies SET status = 'interrupted', updated_at = ? WHERE status = 'streaming' AND ("
+            "(owner IS NULL AND updated_at < ?) OR (owner IS NOT NULL AND owner NOT IN "
+            "(SELECT id FROM instances WHERE heartbeat_at >= ?))) RETURNING id, link_id, checkpoint",
+            (now, now - STREAMING_STALE, now - ttl),
         )
-        rows = sorted(cursor.fetchall())
-        return [(link_id, json.loads(checkpoint) if checkpoint else None) for _, link_id, checkpoint in rows]
+        return _interrupted(cursor.fetchall())
 
     def mark_shown(self, message_id: str, link_id: int | None, source: str) -> None:
         """The first record of a message wins (the primary key decides, across processes)."""

