@@ -65,18 +65,19 @@ class FeedbackAck:
 
 
 class KeyValue(Protocol):
-    """One namespace of the store's key/value table (installations, references, targets)."""
+    """One namespace of the store's key/value table (installations, references, targets),
+    shared by every process on the store."""
 
-    def get(self, key: str) -> str | None: ...
+    async def get(self, key: str) -> str | None: ...
 
-    def set(self, key: str, value: str) -> None: ...
+    async def set(self, key: str, value: str) -> None: ...
 
-    def delete(self, key: str | None = None) -> None:
+    async def delete(self, key: str | None = None) -> None:
         """Delete `key`, or the whole namespace when None."""
 
-    def items(self, prefix: str = "") -> list[tuple[str, str]]: ...
+    async def items(self, prefix: str = "") -> list[tuple[str, str]]: ...
 
-    def prune(self, older_than: float) -> int:
+    async def prune(self, older_than: float) -> int:
         """Drop entries not written for `older_than` seconds; returns how many."""
 
 
@@ -85,8 +86,11 @@ class Core(Protocol):
 
     settings: Settings
 
-    def submit(self, inbound: Inbound) -> None:
-        """Accept a question (or button press) and return at once; the answer streams later."""
+    async def submit(self, inbound: Inbound) -> bool:
+        """Accept a question (or button press): it is stored durably (deduplicated across
+        redeliveries, processes and restarts) before this returns, so acknowledge the platform
+        only afterwards; the answer streams later, from whichever live process takes it. False
+        for a redelivery already accepted."""
 
     async def feedback(
         self, user: ChatUser, target: FeedbackTarget, helpful: bool, comment: str | None = None
@@ -116,17 +120,17 @@ class Core(Protocol):
         Moveworks stream is closed at once and the reply ends with a short "Stopped.". False
         when no answer was streaming there (in this process)."""
 
-    def recent_notifications(self, user: ChatUser, limit: int = 5) -> list[Notification]:
+    async def recent_notifications(self, user: ChatUser, limit: int = 5) -> list[Notification]:
         """The person's latest notifications from the poller (newest first), for a home page."""
 
-    def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
+    async def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
         """True the first time an inbound delivery is seen, across processes and restarts (for
         replies the adapter writes itself; `submit` dedupes questions on its own)."""
 
-    def follows(self, thread: ThreadKey, user_id: str) -> bool:
+    async def follows(self, thread: ThreadKey, user_id: str) -> bool:
         """Is the bot talking with this user in this thread (so they need no new mention)?"""
 
-    def end_threads(self, platform: str, channel: str, thread: str | None = None) -> None:
+    async def end_threads(self, platform: str, channel: str, thread: str | None = None) -> None:
         """The bot can no longer write into `channel` (or one `thread` of it): stop mapping
         conversations there, so notifications take another route."""
 

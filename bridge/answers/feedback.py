@@ -10,20 +10,20 @@ from bridge.contract import FeedbackAck
 from bridge.models import ChatUser, FeedbackTarget
 from bridge.moveworks.client import MoveworksClient
 from bridge.moveworks.errors import MoveworksError
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
 
 log = logging.getLogger(__name__)
 
 
 async def submit_feedback(
-    store: Store,
+    store: AnyStore,
     client: MoveworksClient,
     user: ChatUser,
     target: FeedbackTarget,
     helpful: bool,
     comment: str | None = None,
 ) -> FeedbackAck:
-    links = store.links.for_conversation(target.conversation_id)
+    links = await as_async(store).links.for_conversation(target.conversation_id)
     if links and links[0].user_id != user.user_id:
         return FeedbackAck(texts.FEEDBACK_NOT_OWNER, False)
     callback = target.helpful if helpful else target.unhelpful

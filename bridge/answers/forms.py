@@ -240,8 +240,8 @@ class Forms:
 
     # --- who, and which message ---------------------------------------------------------------
 
-    def _owner_link(self, user: ChatUser, ref: MessageRef) -> ThreadLink | str:
-        links = self.relay.store.links.for_conversation(ref.conversation_id)
+    async def _owner_link(self, user: ChatUser, ref: MessageRef) -> ThreadLink | str:
+        links = await self.relay.store.links.for_conversation(ref.conversation_id)
         if not links:
             return texts.FORM_GONE
         link = links[0]
@@ -264,11 +264,11 @@ class Forms:
         action = locate(message, where)[0] if message is not None else None
         return action.modal_id if action is not None else None
 
-    def _save(self, token: str, session: _Session) -> None:
-        self._kv.set(token, session.dump())
+    async def _save(self, token: str, session: _Session) -> None:
+        await self._kv.set(token, session.dump())
 
-    def _session(self, user: ChatUser, token: str) -> _Session | str:
-        raw = self._kv.get(token) if token else None
+    async def _session(self, user: ChatUser, token: str) -> _Session | str:
+        raw = await self._kv.get(token) if token else None
         if raw is None:
             return texts.FORM_GONE
         try:
@@ -284,7 +284,7 @@ class Forms:
     # --- the three steps ----------------------------------------------------------------------
 
     async def open(self, user: ChatUser, ref: MessageRef, where: str) -> FormStep:
-        owner = self._owner_link(user, ref)
+        owner = await self._owner_link(user, ref)
         if isinstance(owner, str):
             return FormStep(notice=owner)
         identity = owner.identity or None
@@ -303,9 +303,9 @@ class Forms:
         modal = _shown(modal)
         options = {f.name: [[o.value, o.label] for o in f.options] for f in modal.fields if f.options}
         token = secrets.token_urlsafe(16)
-        self._save(token, _Session(ref, where, modal_id, user.user_id, user.platform, owner.id, modal,
+        await self._save(token, _Session(ref, where, modal_id, user.user_id, user.platform, owner.id, modal,
                                    options, time.time()))
-        self._kv.prune(SESSION_TTL)
+        await self._kv.prune(SESSION_TTL)
         return FormStep(session=token, form=modal)
 
     async def _with_fresh_id(self, session: _Session, identity: str | None, call: Any) -> Any:
@@ -319,15 +319,15 @@ class Forms:
             session.modal_id = fresh
             return await call(fresh)
 
-    def _identity(self, session: _Session) -> str | None:
-        link = self.relay.store.links.get_by_id(session.link_id)
+    async def _identity(self, session: _Session) -> str | None:
+        link = await self.relay.store.links.get_by_id(session.link_id)
         return (link.identity or None) if link is not None else None
 
     async def refresh(self, user: ChatUser, token: str, given: dict[str, FieldInput]) -> FormStep:
-        session = self._session(user, token)
+        session = await self._session(user, token)
         if isinstance(session, str):
             return FormStep(notice=session)
-        identity = self._identity(session)
+        identity = await self._identity(session)
         values = convert(session.form, given, strict=False).values
         client = self.relay.client
         try:
@@ -345,18 +345,18 @@ class Forms:
             if f.options:
                 session.options.setdefault(f.name, [[o.value, o.label] for o in f.options])
         session.form = form
-        self._save(token, session)
+        await self._save(token, session)
         return FormStep(session=token, form=form)
 
     async def submit(self, user: ChatUser, token: str, given: dict[str, FieldInput]) -> FormStep:
-        session = self._session(user, token)
+        session = await self._session(user, token)
         if isinstance(session, str):
             return FormStep(notice=session)
         form = _with_entries(session.form, given, session.options)
         converted = convert(session.form, given, strict=True)
         if converted.errors:
             return FormStep(session=token, form=form, errors=converted.errors)
-        identity = self._identity(session)
+        identity = await self._identity(session)
         adapter = self.relay.adapters.get(session.platform)
         for name, files in converted.files.items():
             try:
@@ -381,8 +381,8 @@ class Forms:
         except MoveworksError as exc:
             log.warning("forms: submit failed: %s", exc)
             return FormStep(session=token, form=form, errors={"": texts.FORM_SUBMIT_FAILED})
-        self._kv.delete(token)
-        link = self.relay.store.links.get_by_id(session.link_id)
+        await self._kv.delete(token)
+        link = await self.relay.store.links.get_by_id(session.link_id)
         if link is not None:
             self.relay.background(self.relay.post_note(link, texts.form_receipt(receipt.receipt_text)),
                                   name="form-receipt")
@@ -393,7 +393,7 @@ class Forms:
     async def choose(
         self, user: ChatUser, thread: ThreadKey, address: Address, ref: MessageRef, where: str
     ) -> str | None:
-        owner = self._owner_link(user, ref)
+        owner = await self._owner_link(user, ref)
         if isinstance(owner, str):
             return texts.HELP_NOT_OWNER if owner == texts.FORM_NOT_OWNER else owner
         try:
@@ -405,7 +405,7 @@ class Forms:
         if action is None and not text:
             return texts.FORM_GONE
         if action is not None and action.callback_id:
-            self.relay.submit(Inbound(
+            await self.relay.submit(Inbound(
                 dedupe_id=f"help:{ref.message_id}:{where}:{user.user_id}:{uuid.uuid4()}",
                 thread=thread, user=user, text=action.label, callback_id=action.callback_id,
                 callback_conversation_id=ref.conversation_id, callback_label=action.label,

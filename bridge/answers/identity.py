@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from bridge.models import ChatUser
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,13 @@ class NoIdentity(Exception):
 class Identities:
     def __init__(
         self,
-        store: Store,
+        store: AnyStore,
         *,
         per_employee: bool,
         lookup: Lookup,
         background: Callable[[Coroutine[Any, Any, Any], str], None] | None = None,
     ) -> None:
-        self.store = store
+        self.store = as_async(store)
         self.per_employee = per_employee
         self._lookup = lookup
         # Single-identity modes need the email only for proactive DMs: look it up beside the
@@ -49,10 +49,10 @@ class Identities:
         looked up there too, but at most once a day per user."""
         email = user.email
         looked_up = False
-        checked = self.store.employees.email_checked_at(user.platform, user.workspace, user.user_id)
+        checked = await self.store.employees.email_checked_at(user.platform, user.workspace, user.user_id)
         stale = checked is None or time.time() - checked > EMAIL_RECHECK_SECONDS
         if not email:
-            known = self.store.employees.get(user.platform, user.workspace, user.user_id)
+            known = await self.store.employees.get(user.platform, user.workspace, user.user_id)
             email = known.email if known else None
             if email and self.per_employee and stale and checked is not None:
                 email = await self._lookup_email(user) or email
@@ -64,7 +64,7 @@ class Identities:
             looked_up = True
             email = await self._lookup_email(user)
         if email or looked_up:
-            self.store.employees.save(replace(user, email=email or None), email_checked=looked_up)
+            await self.store.employees.save(replace(user, email=email or None), email_checked=looked_up)
         if not self.per_employee:
             return None
         if not email:
@@ -73,7 +73,7 @@ class Identities:
 
     async def _remember_email(self, user: ChatUser) -> None:
         email = await self._lookup_email(user)
-        self.store.employees.save(replace(user, email=email or None), email_checked=True)
+        await self.store.employees.save(replace(user, email=email or None), email_checked=True)
 
     async def _lookup_email(self, user: ChatUser) -> str | None:
         try:

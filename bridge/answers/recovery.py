@@ -15,7 +15,7 @@ from typing import Any
 from bridge import texts
 from bridge.contract import ChatAdapter
 from bridge.mechanisms.gate import ThreadGate
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,10 @@ Interrupted = list[tuple[int, dict[str, Any] | None]]  # (thread link id, the re
 
 
 async def announce_interrupted(
-    interrupted: Interrupted, *, store: Store, adapters: Mapping[str, ChatAdapter], gate: ThreadGate
+    interrupted: Interrupted, *, store: AnyStore, adapters: Mapping[str, ChatAdapter], gate: ThreadGate
 ) -> None:
     for link_id, checkpoint in interrupted:
-        link = store.links.get_by_id(link_id)
+        link = await as_async(store).links.get_by_id(link_id)
         adapter = adapters.get(link.thread.platform) if link and link.active else None
         if link is None or adapter is None:
             continue

@@ -9,10 +9,11 @@ sink (`renderer.py`). Every way this can fail ends with a short, kind message in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from bridge import texts
 from bridge.answers.attachments import Attachments
@@ -37,7 +38,10 @@ from bridge.moveworks.errors import (
 )
 from bridge.moveworks.models import FileRef, Response
 from bridge.process import metrics
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
+
+if TYPE_CHECKING:
+    from bridge.answers.intake import Intake
 
 LIVE_AGENTS = "live_agent"  # kv: conversation id -> the agent's name while a human is on it
 LIVE_NOTED = "live_agent.noted"  # kv: conversations already told their message was passed on
@@ -66,7 +70,7 @@ class Relay:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AnyStore,
         client: MoveworksClient,
         per_employee: bool,
         budgets: Budgets | None = None,
@@ -76,7 +80,7 @@ class Relay:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.store = store
+        self.store = as_async(store)
         self.client = client
         self.per_employee = per_employee
         self.budgets = budgets or Budgets(clock=clock, sleep=sleep)
@@ -96,6 +100,10 @@ class Relay:
         )
         self.forms = Forms(self)
         self._stops: dict[str, asyncio.Event] = {}  # thread -> set when its person pressed Stop
+        # This process among those sharing the store (`serve` sets it): the owner of the replies
+        # it streams, so another process only ever recovers the replies of a dead one.
+        self.owner: str | None = None
+        self.intake: Intake | None = None  # the durable inbound queue's worker, when running
         self._first_text_observers: list[Callable[[str, float], None]] = []
         self._activity_observers: list[Callable[[str | None], object]] = []
 
@@ -120,9 +128,18 @@ class Relay:
     def in_flight(self) -> int:
         return len(self._tasks)
 
-    def submit(self, inbound: Inbound) -> None:
-        """Accept a question and return at once; the answer streams in a background task."""
+    async def submit(self, inbound: Inbound) -> bool:
+        """Accept a question: stored in the durable inbound queue (deduplicated) before this
+        returns; a worker of some live process answers it (`bridge.answers.intake`). Without a
+        queue worker (tests, the terminal) the answer streams in a background task here."""
+        if self.intake is not None:
+            return await self.intake.submit(inbound)
         self._tasks.spawn(self.handle(inbound), name=f"answer:{inbound.thread.platform}")
+        return True
+
+    def spawn_answer(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """An answer task, drained (and cut off with a note) at shutdown like every answer."""
+        return self._tasks.spawn(coro, name=name)
 
     def background(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         """Run bookkeeping work (e.g. restart notes) without holding up the caller; drained
@@ -163,6 +180,11 @@ class Relay:
         async with self.gate.hold(link.thread):
             return await self._note(link.thread, link.address, text)
 
+    async def tell(self, inbound: Inbound, text: str) -> bool:
+        """A short note to the asker in the question's thread (in turn with its answers)."""
+        async with self.gate.hold(inbound.thread):
+            return await self._note(inbound.thread, inbound.address, text)
+
     async def _note(self, thread: ThreadKey, address: dict[str, Any], text: str) -> bool:
         adapter = self.adapters.get(thread.platform)
         if adapter is None:
@@ -181,10 +203,15 @@ class Relay:
 
     # --- questions ---------------------------------------------------------------------------
 
-    async def handle(self, inbound: Inbound) -> None:
+    async def handle(
+        self, inbound: Inbound, *, dedupe: bool = True, started: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """Answer one question in its thread. `dedupe=False` when the queue already deduplicated
+        it; `started` is awaited once its turn is about to be posted to Moveworks (from then on a
+        crash must not ask it again: the asker is told instead)."""
         platform = inbound.thread.platform
         try:
-            fresh = self.store.inbound.claim(platform, inbound.dedupe_id)
+            fresh = await self.store.inbound.claim(platform, inbound.dedupe_id) if dedupe else True
         except StoreUnavailable:
             fresh = True  # cannot dedupe; the asker is told below rather than left in silence
         if not fresh:
@@ -210,7 +237,7 @@ class Relay:
             async with self.gate.hold(inbound.thread):
                 metrics.ACTIVE_ANSWERS.inc()
                 try:
-                    outcome = await self._answer(inbound, renderer)
+                    outcome = await self._answer(inbound, renderer, started)
                 except StoreUnavailable:
                     log.error("the store cannot be written; telling the asker")
                     await self._fail_quietly(renderer, texts.STORE_DOWN)
@@ -253,7 +280,9 @@ class Relay:
         return StreamRenderer(sink, budget, platform=platform, clock=self._clock, sleep=self._sleep,
                               on_first_text=first_text)
 
-    async def _answer(self, inbound: Inbound, renderer: StreamRenderer) -> str:
+    async def _answer(
+        self, inbound: Inbound, renderer: StreamRenderer, started: Callable[[], Awaitable[None]] | None = None
+    ) -> str:
         text = inbound.text.strip()
         adapter = self.adapters.get(inbound.thread.platform)
         if inbound.callback_id is None:
@@ -273,10 +302,12 @@ class Relay:
         try:
             async with asyncio.timeout_at(deadline):
                 identity = await self.identities.identity_for(inbound.user)
-                self.store.employees.save(inbound.user, active=True)
+                await self.store.employees.save(inbound.user, active=True)
                 for observer in self._activity_observers:
                     try:
-                        observer(identity)
+                        result = observer(identity)
+                        if inspect.isawaitable(result):
+                            await result
                     except Exception:  # an observer must never cost an answer
                         log.warning("activity observer failed", exc_info=True)
                 link = await self._link_for(inbound, identity)
@@ -299,6 +330,8 @@ class Relay:
         if files is None:
             await renderer.fail(texts.FILES_NONE_USABLE)
             return "rejected"
+        if started is not None:
+            await started()
         return await self._stream(inbound, link, renderer, deadline, retry_lost=True, files=files)
 
     async def _pass_on_files(
@@ -317,19 +350,19 @@ class Relay:
 
     async def _link_for(self, inbound: Inbound, identity: str | None) -> ThreadLink:
         if inbound.callback_id is not None:
-            links = self.store.links.for_conversation(inbound.callback_conversation_id or "")
+            links = await self.store.links.for_conversation(inbound.callback_conversation_id or "")
             if not links:
                 raise _Refused(texts.CALLBACK_GONE)
             owner = links[0]
             if owner.user_id != inbound.user.user_id or owner.thread.platform != inbound.thread.platform:
                 raise _Refused(texts.NOT_OWNER)
             return owner
-        link = self.store.links.get(inbound.thread, inbound.user.user_id)
+        link = await self.store.links.get(inbound.thread, inbound.user.user_id)
         if link is not None and link.active:
-            self.store.links.touch(link.id, inbound.address or None)
+            await self.store.links.touch(link.id, inbound.address or None)
             return link
         conversation = await self.client.create_conversation(identity)
-        return self.store.links.insert(
+        return await self.store.links.insert(
             inbound.thread,
             inbound.user.user_id,
             identity or "",
@@ -348,10 +381,10 @@ class Relay:
         files: tuple[FileRef, ...] = (),
     ) -> str:
         identity = link.identity or None
-        reply_id = self.store.replies.start(link.id)
+        reply_id = await self.store.replies.start(link.id, owner=self.owner)
         renderer.on_response_id = lambda rid: self.store.replies.finish(reply_id, "streaming", response_id=rid)
         renderer.on_checkpoint = lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint)
-        renderer.save_checkpoint()  # what the status line already shows
+        await renderer.save_checkpoint()  # what the status line already shows
         renderer.on_empty = lambda response: self._empty_turn(link, response)
         question = texts.with_thread_context(
             inbound.text.strip() or texts.attached_only(inbound.files), inbound.context
@@ -370,29 +403,29 @@ class Relay:
             # Shutdown: the store says "interrupted" only once the thread says so too; a reply
             # whose note could not be written stays "streaming", so the next start tells it.
             if await self._note_restart(renderer):
-                self.store.replies.finish(reply_id, "interrupted")
+                await self.store.replies.finish(reply_id, "interrupted")
             else:
                 self.unmarked += 1
                 log.warning("an answer cut off by the shutdown could not be marked in its thread; "
                             "the next start will tell it")
             raise _Interrupted() from None
         except UserCanceled:
-            self.store.replies.finish(reply_id, "canceled")
+            await self.store.replies.finish(reply_id, "canceled")
             log.info("the user stopped the answer")
             if stop.is_set():  # Stop from the platform's event: the reply still needs an end
                 await self._fail_quietly(renderer, texts.STOPPED)
             return "canceled"
         except AnswerTimedOut:
-            self.store.replies.finish(reply_id, "failed")
+            await self.store.replies.finish(reply_id, "failed")
             log.warning("the answer did not end within %.0fs; ended it", self.answer_timeout)
             await self._fail_quietly(renderer, texts.TOO_SLOW)
             return "timed_out"
         except NotFound as exc:
-            self.store.replies.finish(reply_id, "failed")
+            await self.store.replies.finish(reply_id, "failed")
             if retry_lost and renderer.response_id is None and inbound.callback_id is None:
                 # The conversation is gone on the Moveworks side: start a new one once.
                 log.info("conversation %s not found; starting a new one", link.conversation_id)
-                self.store.links.deactivate(link.id)
+                await self.store.links.deactivate(link.id)
                 retry = self._renderer(inbound, renderer.sink)
                 try:
                     async with asyncio.timeout_at(deadline):
@@ -404,41 +437,41 @@ class Relay:
             await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
         except InvalidRequest as exc:
-            self.store.replies.finish(reply_id, "failed")
+            await self.store.replies.finish(reply_id, "failed")
             log.warning("Moveworks refused the request: %s", exc)
             await self._fail_quietly(renderer, texts.CALLBACK_GONE if inbound.callback_id else texts.ANSWER_FAILED)
             return "failed"
         except PlatformError as exc:
-            self.store.replies.finish(reply_id, "failed")
+            await self.store.replies.finish(reply_id, "failed")
             if exc.permanent:
                 log.warning("cannot write into the thread any more: %s", exc)
-                self.store.links.deactivate(link.id)
+                await self.store.links.deactivate(link.id)
                 return "undeliverable"
             log.warning("delivery failed: %s", exc)
             await self._fail_quietly(renderer)
             return "failed"
         except (MoveworksError, AnswerFailed) as exc:
-            self.store.replies.finish(reply_id, "failed")
+            await self.store.replies.finish(reply_id, "failed")
             log.warning("answer failed: %s", exc)
             await self._fail_quietly(renderer, apology_for(exc))
             return "failed"
         except StoreUnavailable:
             raise  # the caller tells the asker; nothing more can be recorded
         except Exception:
-            self.store.replies.finish(reply_id, "failed")
+            await self.store.replies.finish(reply_id, "failed")
             log.exception("unexpected error while answering")
             await self._fail_quietly(renderer, texts.BUG)
             return "failed"
         finally:
             if self._stops.get(inbound.thread.lock_key) is stop:
                 del self._stops[inbound.thread.lock_key]
-        self._note_live_agent(link, result.answer)
+        await self._note_live_agent(link, result.answer)
         try:
-            self.store.replies.finish(
+            await self.store.replies.finish(
                 reply_id, "final", response_id=result.response_id, platform_message_ids=result.platform_ids
             )
             for message_id in result.message_ids:
-                self.store.replies.mark_shown(message_id, link.id, "stream")
+                await self.store.replies.mark_shown(message_id, link.id, "stream")
         except StoreUnavailable:
             # The answer is visible; only the bookkeeping is lost (the poller may post the same
             # message again if Moveworks also lists it as an event).
@@ -468,30 +501,30 @@ class Relay:
 
     # --- live agents -------------------------------------------------------------------------
 
-    def _note_live_agent(self, link: ThreadLink, answer: Answer) -> None:
+    async def _note_live_agent(self, link: ThreadLink, answer: Answer) -> None:
         """Remember whether the conversation is with a human agent (their name), so an empty
         turn is not taken for a missing answer; an assistant answer ends it."""
         live = self.store.kv.namespace(LIVE_AGENTS)
         if answer.sender is not None:
-            live.set(link.conversation_id, answer.sender.name)
+            await live.set(link.conversation_id, answer.sender.name)
         elif answer.message_ids and answer.ai_generated:
-            live.delete(link.conversation_id)
+            await live.delete(link.conversation_id)
 
     async def _empty_turn(self, link: ThreadLink, response: Response) -> Answer:
         """A turn that completed with no outputs and no reply found in history: what a live-agent
         hand-off looks like (the agent answers later, through the poller). Say it was passed on,
         quietly, never "no answer"."""
         live = self.store.kv.namespace(LIVE_AGENTS)
-        agent = live.get(link.conversation_id) or await self._agent_in_history(link)
+        agent = await live.get(link.conversation_id) or await self._agent_in_history(link)
         if agent:
-            live.set(link.conversation_id, agent)
+            await live.set(link.conversation_id, agent)
         noted = self.store.kv.namespace(LIVE_NOTED)
         if agent:
             text = texts.LIVE_SENT.format(name=agent)
-        elif noted.get(link.conversation_id):
+        elif await noted.get(link.conversation_id):
             text = texts.LIVE_SENT_ANON
         else:
-            noted.set(link.conversation_id, "1")
+            await noted.set(link.conversation_id, "1")
             text = texts.LIVE_CONNECTING
         log.info("response %s completed with no outputs (a live-agent hand-off?)", response.response_id)
         return Answer(text=text, conversation_id=link.conversation_id, response_id=response.response_id,

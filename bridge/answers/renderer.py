@@ -72,9 +72,9 @@ class StreamRenderer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         max_strikes: int = 3,
-        on_response_id: Callable[[str], None] | None = None,
+        on_response_id: Callable[[str], Awaitable[None]] | None = None,
         on_first_text: Callable[[float], None] | None = None,
-        on_checkpoint: Callable[[dict[str, Any] | None], None] | None = None,
+        on_checkpoint: Callable[[dict[str, Any] | None], Awaitable[None]] | None = None,
         on_empty: Callable[[Response], Awaitable[Answer]] | None = None,
     ) -> None:
         self.sink = sink
@@ -176,7 +176,7 @@ class StreamRenderer:
             if isinstance(event, ResponseCreated):
                 self.response_id = event.response.response_id
                 if self.on_response_id:
-                    self.on_response_id(self.response_id)
+                    await self.on_response_id(self.response_id)
             elif isinstance(event, OutputDelta):
                 output = event.output
                 if isinstance(output, ReasoningMessage):
@@ -295,12 +295,12 @@ class StreamRenderer:
             self._strikes = 0
             self._last_write = self._clock()
             self.frames_shown += 1
-            self.save_checkpoint()
+            await self.save_checkpoint()
             if frame.text and self._on_first_text and self._first_delta_at is not None:
                 self._on_first_text(self._clock() - self._first_delta_at)
                 self._on_first_text = None
 
-    def save_checkpoint(self) -> None:
+    async def save_checkpoint(self) -> None:
         """Hand the sink's checkpoint (what a restarted process needs to close this reply in
         place) to the owner when it changed: once per stream, not once per frame."""
         if self.on_checkpoint is None:
@@ -308,4 +308,4 @@ class StreamRenderer:
         state = self.sink.checkpoint()
         if state != self._checkpoint:
             self._checkpoint = state
-            self.on_checkpoint(state)
+            await self.on_checkpoint(state)

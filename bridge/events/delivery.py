@@ -6,7 +6,7 @@ Exactly once as users see it:
   anything is posted; an event already 'sent' or 'skipped' is never claimed again.
 * The answer is posted through the thread gate (`routing.py`), so an event never interleaves
   with a live answer streaming in the same thread.
-* `store.replies.mark_shown` + `store.events.finish("sent")` right after the post. A crash
+* `store.replies.mark_shown` + `await store.events.finish("sent")` right after the post. A crash
   between claim and post leaves the row 'claimed' and it is re-delivered at the next start; a
   crash between post and mark re-delivers once more: at most one duplicate.
 
@@ -34,13 +34,14 @@ from bridge.events.routing import Busy, Outcome, Result, Routes, Transient
 from bridge.mechanisms.gate import ThreadGate
 from bridge.moveworks.models import Event
 from bridge.process import metrics
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
 
 log = logging.getLogger(__name__)
 
 MESSAGE_EVENT = "MESSAGE_EVENT"
 KNOWN_CONTENT_TYPES = frozenset({"PLAIN_TEXT", "COMMONMARK_TEXT", "MARKDOWN_TEXT"})
 MAX_EVENT_TEXT = 20_000  # Moveworks' own limit for Events API messages; more is a runaway
+CLAIM_LEASE = 120.0  # seconds another process leaves a claimed event alone (one delivery at most)
 MAX_ATTEMPTS = 10  # transient failures of one event before it is skipped (logged as an error)
 
 
@@ -48,7 +49,7 @@ class Delivery:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AnyStore,
         adapters: Mapping[str, ChatAdapter],
         gate: ThreadGate,
         per_employee: bool,
@@ -56,8 +57,12 @@ class Delivery:
         dm_single_identity: str = "sole",
         max_attempts: int = MAX_ATTEMPTS,
         max_text: int = MAX_EVENT_TEXT,
+        owner: str | None = None,
+        claim_lease: float = CLAIM_LEASE,
     ) -> None:
-        self.store = store
+        self.store = as_async(store)
+        self.owner = owner  # claims carry this process's id and a lease (several processes)
+        self.claim_lease = claim_lease
         self.routes = Routes(store, adapters, gate, per_employee=per_employee,
                              dm_single_identity=dm_single_identity)
         self.wall = wall
@@ -75,14 +80,14 @@ class Delivery:
 
     # --- the public entry points --------------------------------------------------------------
 
-    def defer(self, ev: Event, key: str, reason: str) -> None:
+    async def defer(self, ev: Event, key: str, reason: str) -> None:
         """Store `ev` for the next poll without trying it (an earlier event of its conversation
         is waiting for a busy thread, and order within a conversation holds)."""
         if ev.event_id in self._inflight:
             return
         payload = json.dumps(event_to_json(ev), separators=(",", ":"))
-        if self.store.events.claim(ev.event_id, key, ev.conversation_id, payload):
-            self.store.events.finish(ev.event_id, "retry", reason)
+        if await self._claim(ev, key, payload):
+            await self.store.events.finish(ev.event_id, "retry", reason)
             self._count("deferred")
 
     async def deliver(
@@ -96,7 +101,7 @@ class Delivery:
         if ev.event_id in self._inflight:  # recovery and a poll met the same event
             return Result(Outcome.RETRY, "being delivered by another task")
         payload = json.dumps(event_to_json(ev), separators=(",", ":"))
-        if not self.store.events.claim(ev.event_id, key, ev.conversation_id, payload):
+        if not await self._claim(ev, key, payload):
             self._count("duplicate")
             return Result(Outcome.DUPLICATE, "already handled")
         self._inflight.add(ev.event_id)
@@ -113,13 +118,19 @@ class Delivery:
             except Exception as exc:  # a bug or an unexpected platform reply: never a crash loop
                 log.exception("event %s: unexpected error while delivering", ev.event_id)
                 result = Result(Outcome.RETRY, f"unexpected error: {type(exc).__name__}: {exc}")
-            return self._record(ev, result)
+            return await self._record(ev, result)
         finally:
             self._inflight.discard(ev.event_id)
 
-    def _record(self, ev: Event, result: Result) -> Result:
+    async def _claim(self, ev: Event, key: str, payload: str) -> bool:
+        if self.owner is None:
+            return await self.store.events.claim(ev.event_id, key, ev.conversation_id, payload)
+        return await self.store.events.claim(ev.event_id, key, ev.conversation_id, payload,
+                                             owner=self.owner, lease=self.claim_lease)
+
+    async def _record(self, ev: Event, result: Result) -> Result:
         if result.outcome is Outcome.SENT:
-            self.store.events.finish(ev.event_id, "sent", json.dumps(list(result.message_ids)))
+            await self.store.events.finish(ev.event_id, "sent", json.dumps(list(result.message_ids)))
             self._attempts.pop(ev.event_id, None)
             self._count("sent")
             lag = None
@@ -134,9 +145,9 @@ class Delivery:
                      f"{lag:.2f}s" if lag is not None else "unknown")
             return result
         if result.outcome is Outcome.SKIPPED:
-            return self._skip(ev.event_id, result)
+            return await self._skip(ev.event_id, result)
         if result.outcome is Outcome.DEFERRED:  # not a failure: no attempt counted
-            self.store.events.finish(ev.event_id, "retry", result.detail[:500])
+            await self.store.events.finish(ev.event_id, "retry", result.detail[:500])
             self._count("deferred")
             log.info("event %s deferred: %s", ev.event_id, result.detail)
             return result
@@ -145,18 +156,18 @@ class Delivery:
         if attempts >= self.max_attempts:
             self._attempts.pop(ev.event_id, None)
             log.error("event %s: giving up after %d attempts: %s", ev.event_id, attempts, result.detail)
-            return self._skip(
+            return await self._skip(
                 ev.event_id,
                 Result(Outcome.SKIPPED, f"gave up after {attempts} attempts: {result.detail}"),
             )
         log.warning("event %s: will retry (attempt %d/%d): %s", ev.event_id, attempts,
                     self.max_attempts, result.detail)
-        self.store.events.finish(ev.event_id, "retry", result.detail[:500])
+        await self.store.events.finish(ev.event_id, "retry", result.detail[:500])
         self._count("retry")
         return result
 
-    def _skip(self, event_id: str, result: Result) -> Result:
-        self.store.events.finish(event_id, "skipped", result.detail[:500])
+    async def _skip(self, event_id: str, result: Result) -> Result:
+        await self.store.events.finish(event_id, "skipped", result.detail[:500])
         self._count("skipped")
         reason = result.detail.split(":")[0][:40]
         metrics.EVENTS_SKIPPED.labels(reason).inc()
@@ -185,7 +196,7 @@ class Delivery:
         if message.content_type not in KNOWN_CONTENT_TYPES:
             log.info("event %s: unknown content type %r, delivered as Markdown", ev.event_id,
                      message.content_type)
-        if self.store.replies.was_shown(message.message_id):
+        if await self.store.replies.was_shown(message.message_id):
             return Result(Outcome.SKIPPED, "already shown live")
         answer = answer_from_message(message, conversation_id=ev.conversation_id)
         if len(answer.text) > self.max_text:
@@ -195,5 +206,5 @@ class Delivery:
         conversation_id = ev.conversation_id or message.conversation_id
         if answer.sender is not None and conversation_id:
             # a human agent is on this conversation: the employee's next turns complete empty
-            self.store.kv.namespace(LIVE_AGENTS).set(conversation_id, answer.sender.name)
+            await self.store.kv.namespace(LIVE_AGENTS).set(conversation_id, answer.sender.name)
         return await self.routes.post(ev, key, conversation_id, answer, message.message_id)

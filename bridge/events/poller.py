@@ -13,7 +13,7 @@ events created before that are marked skipped ("history") instead of flooding th
 Scheduling (`bridge.events.schedule`): active identities every `interval`, idle ones progressively less
 often (up to `max_idle_interval`), all Moveworks requests through one `RequestBudget`
 (`rps`, default 10/s; a 429 pauses everyone for its Retry-After), at most `max_concurrency`
-identities in flight, one identity's errors only back that identity off. `trigger()` (the webhook)
+identities in flight, one identity's errors only back that identity off. `await trigger()` (the webhook)
 makes an identity - or every recently active one - due now.
 """
 
@@ -36,12 +36,15 @@ from bridge.moveworks.client import MoveworksClient
 from bridge.moveworks.errors import InvalidRequest, MoveworksError, RateLimited
 from bridge.process import metrics
 from bridge.process.config import Settings
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
 
 log = logging.getLogger(__name__)
 
 SERVICE = "service"  # checkpoint key of the single identity (api_key / client_credentials)
 PAGE_LIMIT = 100
+LEASE = "poller"
+WAKES = "poller.wakes"  # kv: identities a webhook on a standby process asked to poll now
+WAKE_CHECK = 1.0  # how often the polling process looks for them  # the lease row naming the one process that polls
 MAX_PAGES = 1000  # per poll: a server returning cursors forever cannot pin a worker
 RATE_LIMIT_BACKOFF = (1.0, 60.0)  # 429 without Retry-After: exponential, for everyone
 
@@ -50,7 +53,7 @@ class Poller:
     def __init__(
         self,
         *,
-        store: Store,
+        store: AnyStore,
         client: MoveworksClient,
         relay: Relay,
         interval: float = 5.0,
@@ -64,11 +67,18 @@ class Poller:
         max_attempts: int = 10,
         dm_single_identity: str = "sole",
         history_grace: float | None = None,
+        owner: str | None = None,
+        lease_ttl: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.store = as_async(store)
+        # Several processes: only the holder of the `poller` lease polls (`owner` = this
+        # process's instance id; None = the only process, no lease).
+        self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.active = owner is None
         self.client = client
         self.relay = relay
         self.per_employee = relay.per_employee if per_employee is None else per_employee
@@ -96,6 +106,7 @@ class Poller:
             wall=wall,
             dm_single_identity=dm_single_identity,
             max_attempts=max_attempts,
+            owner=owner,
         )
         self.max_concurrency = max(1, int(max_concurrency))
         self._locks = KeyedLock()
@@ -109,13 +120,14 @@ class Poller:
 
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, store: Store, client: MoveworksClient, relay: Relay,
+    def from_settings(cls, settings: Settings, *, store: AnyStore, client: MoveworksClient, relay: Relay,
                       **kw: Any) -> Poller:
         params: dict[str, Any] = {
             "interval": float(settings.poll_interval),
             "max_idle_interval": float(settings.poll_max_interval),
             "rps": float(settings.moveworks_rps),
             "dm_single_identity": settings.unmapped_dm,
+            "lease_ttl": float(settings.instance_ttl),
         }
         params.update(kw)
         return cls(store=store, client=client, relay=relay, **params)
@@ -132,60 +144,65 @@ class Poller:
     def _api_identity(self, key: str) -> str | None:
         return key if self.per_employee else None
 
-    def _ensure_checkpoint(self, key: str) -> tuple[str | None, float]:
-        checkpoint = self.store.checkpoints.get(key)
+    async def _ensure_checkpoint(self, key: str) -> tuple[str | None, float]:
+        checkpoint = await self.store.checkpoints.get(key)
         if checkpoint is None:
-            checkpoint = self.store.checkpoints.start(key)
+            checkpoint = await self.store.checkpoints.start(key)
             log.info("poller: new identity %s starts at now (older events are history)",
                      key if key == SERVICE else "<employee>")
         return checkpoint
 
-    def refresh_identities(self) -> int:
+    async def refresh_identities(self) -> int:
         """Load identities (and their last activity) from the store; start new checkpoints."""
         if not self.per_employee:
             # one cheap MAX() query: follow the employees' activity at the polling pace
             self._next_refresh = self._clock() + min(self.refresh_interval, self.schedule.interval)
             known = SERVICE in self.schedule.states
-            self.schedule.add(SERVICE, self.store.employees.last_activity(), spread=False)
+            self.schedule.add(SERVICE, await self.store.employees.last_activity(), spread=False)
             if not known:
-                self._ensure_checkpoint(SERVICE)
+                await self._ensure_checkpoint(SERVICE)
             return 1
         self._next_refresh = self._clock() + self.refresh_interval
-        rows = self.store.employees.identities()
+        rows = await self.store.employees.identities()
         fresh = [email for email, _ in rows if email not in self.schedule.states]
         for email, last in rows:
             self.schedule.add(email, last)
         for email in fresh:
-            self._ensure_checkpoint(email)
+            await self._ensure_checkpoint(email)
         return len(rows)
 
-    def _known(self, key: str) -> bool:
+    async def _known(self, key: str) -> bool:
         if key in self.schedule.states:
             return True
         if key == SERVICE:
-            self.refresh_identities()
+            await self.refresh_identities()
             return True
-        employees = self.store.employees.by_email(key)
+        employees = await self.store.employees.by_email(key)
         if not employees:
             return False
         times = [e.last_active_at for e in employees if e.last_active_at is not None]
         self.schedule.add(key, max(times) if times else None, spread=False)
-        self._ensure_checkpoint(key)
+        await self._ensure_checkpoint(key)
         return True
 
     # --- webhook / manual triggers -----------------------------------------------------------
 
-    def trigger(self, identity: str | None = None) -> int:
+    async def trigger(self, identity: str | None = None) -> int:
         """Poll `identity` now (or every recently active identity); returns how many.
 
         Returns at once; the polls run in `run()`'s loop under the request budget.
         """
+        if not self.active:
+            # another process polls: leave the push in the store, where it looks every second
+            key = SERVICE if not self.per_employee else (identity or "").strip().lower() or "*"
+            await self.store.kv.namespace(WAKES).set(key, str(self._wall()))
+            return 1
         if not self.per_employee:
-            self._known(SERVICE)
+            await self._known(SERVICE)
             keys = [SERVICE]
         elif identity:
             key = self.key_for(identity)
-            if not self._known(key):
+            if not await self._known(key):
                 log.info("poller: webhook for an identity the bridge does not know; ignored")
                 return 0
             keys = [key]
@@ -197,14 +214,14 @@ class Poller:
             self._wake.set()
         return len(keys)
 
-    def touch(self, identity: str | None) -> None:
+    async def touch(self, identity: str | None) -> None:
         """The employee just used the bot (relay hook): known and polled at the active pace
         from now on, without waiting for the next identity refresh."""
         key = SERVICE if not self.per_employee else (identity or "").strip().lower()
         if not key:
             return
         if key not in self.schedule.states:
-            self._ensure_checkpoint(key)
+            await self._ensure_checkpoint(key)
         self.schedule.add(key, self._wall(), spread=False)
         self._wake.set()
 
@@ -230,13 +247,13 @@ class Poller:
         the other conversations' go on."""
         waiting = set() if waiting is None else waiting
         delivered = 0
-        for row in self.store.events.pending(key):
+        for row in await self.store.events.pending(key):
             if self._stopping:
                 return delivered, True, None
             ev = event_from_payload(row.get("payload"))
             if ev is None:
                 log.error("event %s: stored payload unreadable; skipped", row.get("event_id"))
-                self.store.events.finish(row["event_id"], "skipped", "unreadable stored payload")
+                await self.store.events.finish(row["event_id"], "skipped", "unreadable stored payload")
                 continue
             if ev.conversation_id in waiting:
                 continue  # stays pending, behind its conversation's earlier event
@@ -250,7 +267,7 @@ class Poller:
         return delivered, True, None
 
     async def _poll(self, key: str) -> tuple[int, bool, float | None]:
-        last, started_at = self._ensure_checkpoint(key)
+        last, started_at = await self._ensure_checkpoint(key)
         started_at -= self.history_grace
         first_poll = last is None
         waiting: set[str] = set()  # conversations whose thread is busy in this poll
@@ -293,14 +310,14 @@ class Poller:
                     # the page cursor expired: restart from what is already handled
                     log.warning("poller: cursor rejected for %s; resuming from the checkpoint",
                                 self._who(key))
-                    checkpoint = self.store.checkpoints.get(key)
+                    checkpoint = await self.store.checkpoints.get(key)
                     query_after, cursor = (checkpoint[0] if checkpoint else None), None
                     continue
                 # the checkpoint itself is refused: start again from now, explicitly
                 log.error("poller: checkpoint %s rejected for %s (INVALID_CURSOR); restarting "
                           "from now - undelivered events before now are skipped as history",
                           query_after, self._who(key))
-                self.store.checkpoints.reset(key)
+                await self.store.checkpoints.reset(key)
                 return delivered, True, None
             except MoveworksError as exc:
                 self._error(type(exc).__name__)
@@ -313,8 +330,8 @@ class Poller:
                     continue
                 seen.add(ev.event_id)
                 if ev.conversation_id in waiting:
-                    self.delivery.defer(ev, key, "waiting for an earlier event of its conversation")
-                    self.store.checkpoints.advance(key, ev.event_id)  # stored: the next poll has it
+                    await self.delivery.defer(ev, key, "waiting for an earlier event of its conversation")
+                    await self.store.checkpoints.advance(key, ev.event_id)  # stored: the next poll has it
                     continue
                 result = await self.delivery.deliver(ev, key, started_at=started_at, first_poll=first_poll)
                 if result.outcome is Outcome.DEFERRED:
@@ -323,7 +340,7 @@ class Poller:
                     return delivered, False, result.retry_after
                 if result.outcome is Outcome.SENT:
                     delivered += 1
-                self.store.checkpoints.advance(key, ev.event_id)
+                await self.store.checkpoints.advance(key, ev.event_id)
                 if self._stopping:
                     return delivered, True, None
             if not page.next_cursor or page.next_cursor == cursor:
@@ -343,7 +360,7 @@ class Poller:
     async def recover(self) -> int:
         """Start-up: re-deliver events a previous process claimed but never marked, oldest first."""
         keys: list[str] = []
-        for row in self.store.events.pending():
+        for row in await self.store.events.pending():
             if row["identity"] not in keys:
                 keys.append(row["identity"])
         delivered = 0
@@ -351,7 +368,7 @@ class Poller:
             if self._stopping:
                 break
             async with self._locks(key):
-                checkpoint = self.store.checkpoints.get(key)
+                checkpoint = await self.store.checkpoints.get(key)
                 started_at = checkpoint[1] - self.history_grace if checkpoint else None
                 n, _ok, _ = await self._deliver_pending(key, started_at)
                 delivered += n
@@ -362,14 +379,64 @@ class Poller:
     # --- the loop -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Run `run()` in a background task (serve, poll)."""
+        """Run `run()` in a background task (serve, poll): at once when this is the only process,
+        else whenever this process holds the `poller` lease."""
         if self._task is None or self._task.done():
             self._stopping = False
-            self._task = asyncio.create_task(self.run(), name="events-poller")
+            body = self.run() if self.owner is None else self._hold_role()
+            self._task = asyncio.create_task(body, name="events-poller")
+
+    async def _hold_role(self) -> None:
+        """Poll while holding the `poller` lease; stand by (and try again) while another live
+        process holds it. A holder that dies stops renewing, and the lease passes on within
+        `lease_ttl` seconds."""
+        assert self.owner is not None
+        renew_every = self.lease_ttl / 3
+        while not self._stopping:
+            try:
+                held = await self.store.leases.acquire(LEASE, self.owner, self.lease_ttl)
+            except Exception:  # the store is down: try again
+                log.warning("poller: could not read the poller lease", exc_info=True)
+                held = False
+            if not held:
+                await self._wait(renew_every)
+                continue
+            log.info("poller: this process polls Moveworks events now")
+            self.active = True
+            polling = asyncio.create_task(self.run(), name="events-poller-active")
+            try:
+                while not self._stopping and not polling.done():
+                    await asyncio.wait({polling}, timeout=renew_every)
+                    if self._stopping or polling.done():
+                        break
+                    try:
+                        still = await self.store.leases.renew(LEASE, self.owner, self.lease_ttl)
+                    except Exception:
+                        log.warning("poller: could not renew the poller lease", exc_info=True)
+                        still = False
+                    if not still:
+                        log.warning("poller: lost the poller lease; standing by")
+                        break
+            finally:
+                self.active = False
+                if not polling.done():
+                    polling.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await polling
+                self._stopping_poll_reset()
+        if self.owner is not None:
+            with contextlib.suppress(Exception):
+                await self.store.leases.release(LEASE, self.owner)
+
+    def _stopping_poll_reset(self) -> None:
+        """After losing the role, polls in flight are cancelled; what they claimed is re-claimed
+        when its lease runs out."""
+        for task in list(self._polls):
+            task.cancel()
 
     async def run(self) -> None:
         self._stopping = False
-        self.refresh_identities()
+        await self.refresh_identities()
         try:
             await self.recover()
         except Exception:
@@ -378,7 +445,7 @@ class Poller:
         while not self._stopping:
             try:
                 if self._clock() >= self._next_refresh:
-                    self.refresh_identities()
+                    await self.refresh_identities()
             except Exception:
                 log.exception("poller: could not load identities")
                 self._next_refresh = self._clock() + self.refresh_interval
@@ -398,10 +465,27 @@ class Poller:
             timeout = self._next_refresh - now
             if due is not None:
                 timeout = min(timeout, due - now)
+            if self.owner is not None:
+                await self._take_wakes()
+                timeout = min(timeout, WAKE_CHECK)
             await self._wait(max(0.0, timeout))
 
+    async def _take_wakes(self) -> None:
+        """Webhook pushes that reached a standby process (see `trigger`)."""
+        try:
+            wakes = self.store.kv.namespace(WAKES)
+            for key, _ in await wakes.items():
+                await wakes.delete(key)
+                if key == "*":
+                    for state_key in self.schedule.recently_active():
+                        self.schedule.trigger(state_key, "webhook")
+                elif await self._known(key):
+                    self.schedule.trigger(key, "webhook")
+        except Exception:  # a hint only: the regular polls still come
+            log.warning("poller: could not read webhook wakes", exc_info=True)
+
     async def _wait(self, timeout: float) -> None:
-        """Sleep `timeout` (with the injected sleep) or until woken by trigger()/stop()."""
+        """Sleep `timeout` (with the injected sleep) or until woken by await trigger()/stop()."""
         if self._wake.is_set():
             self._wake.clear()
             return

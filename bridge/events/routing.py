@@ -22,7 +22,7 @@ from bridge.errors import PlatformError, PlatformRateLimited
 from bridge.mechanisms.gate import ThreadGate
 from bridge.models import Answer, Employee, ThreadLink
 from bridge.moveworks.models import Event
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,21 @@ class Busy(Transient):
 class Routes:
     def __init__(
         self,
-        store: Store,
+        store: AnyStore,
         adapters: Mapping[str, ChatAdapter],
         gate: ThreadGate,
         *,
         per_employee: bool,
         dm_single_identity: str = "sole",
     ) -> None:
-        self.store = store
+        self.store = as_async(store)
         self.adapters = adapters
         self.gate = gate
         self.per_employee = per_employee
         self.dm_single_identity = dm_single_identity
 
     async def post(self, ev: Event, key: str, conversation_id: str, answer: Answer, message_id: str) -> Result:
-        for link in self.store.links.for_conversation(conversation_id):
+        for link in await self.store.links.for_conversation(conversation_id):
             if not link.active:
                 continue
             result = await self._try_link(ev, link, answer, message_id)
@@ -95,15 +95,15 @@ class Routes:
             raise Busy("an answer is streaming in this thread")
         try:
             async with self.gate.hold(link.thread):
-                if self.store.replies.was_shown(message_id):  # a live answer showed it already
+                if await self.store.replies.was_shown(message_id):  # a live answer showed it already
                     return Result(Outcome.SKIPPED, "already shown live")
-                if self.store.replies.streaming_in(link.thread):
+                if await self.store.replies.streaming_in(link.thread):
                     # Another process (`serve`, with a separate `poll` worker) is streaming an
                     # answer here: the in-process gate cannot see it, the store can.
                     raise Busy("an answer is streaming in this thread (another process)")
                 sink = await adapter.open_reply(link.thread, link.address, user=None, proactive=True)
                 ids = await sink.finish(answer)
-                self.store.replies.mark_shown(message_id, link.id, "event")
+                await self.store.replies.mark_shown(message_id, link.id, "event")
         except PlatformRateLimited as exc:
             raise Transient(f"{link.thread.platform} rate limited: {exc}", exc.retry_after) from None
         except PlatformError as exc:
@@ -111,27 +111,27 @@ class Routes:
                 raise Transient(f"{link.thread.platform} delivery failed: {exc}") from None
             log.warning("event %s: %s thread is gone (%s); link %d deactivated", ev.event_id,
                         link.thread.platform, exc, link.id)
-            self.store.links.deactivate(link.id)
+            await self.store.links.deactivate(link.id)
             return None
         return Result(Outcome.SENT, platform=link.thread.platform, message_ids=tuple(ids or ()))
 
-    def _employees(self, key: str) -> list[Employee]:
+    async def _employees(self, key: str) -> list[Employee]:
         if self.per_employee:
-            return list(self.store.employees.by_email(key))
+            return list(await self.store.employees.by_email(key))
         # One service identity: a brand-new conversation has no known owner. Sending it to the
         # wrong person would leak someone's notification, so by default it goes out only when
         # the bridge knows exactly one employee ("sole"); "last_active" guesses, "off" never DMs.
-        if self.dm_single_identity == "sole" and self.store.employees.active_people() != 1:
+        if self.dm_single_identity == "sole" and await self.store.employees.active_people() != 1:
             return []
         if self.dm_single_identity in ("sole", "last_active"):
-            employee = self.store.employees.last_active()
+            employee = await self.store.employees.last_active()
             return [employee] if employee is not None else []
         return []
 
     async def _direct(
         self, ev: Event, key: str, conversation_id: str, answer: Answer, message_id: str
     ) -> Result:
-        employees = self._employees(key)
+        employees = await self._employees(key)
         link_identity = key if self.per_employee else ""
         tried = 0
         for employee in employees:
@@ -153,14 +153,14 @@ class Routes:
             if target is None:
                 continue
             thread, address = target
-            link = self.store.links.insert(thread, employee.user_id, link_identity, conversation_id,
+            link = await self.store.links.insert(thread, employee.user_id, link_identity, conversation_id,
                                           address)
             if link.conversation_id != conversation_id:
-                link = self._remap(link, conversation_id, address)
+                link = await self._remap(link, conversation_id, address)
             result = await self._try_link(ev, link, answer, message_id)
             if result is not None:
                 if result.outcome is Outcome.SENT:
-                    self._map_reply_thread(adapter, link, result.message_ids)
+                    await self._map_reply_thread(adapter, link, result.message_ids)
                 return result
         reason = "nowhere to deliver: no active thread and no reachable chat account"
         if not employees:
@@ -170,7 +170,7 @@ class Routes:
         log.warning("event %s (conversation %s): %s", ev.event_id, conversation_id, reason)
         return Result(Outcome.SKIPPED, reason)
 
-    def _map_reply_thread(self, adapter: ChatAdapter, link: ThreadLink, message_ids: tuple[str, ...]) -> None:
+    async def _map_reply_thread(self, adapter: ChatAdapter, link: ThreadLink, message_ids: tuple[str, ...]) -> None:
         """Map the thread a reply to the posted DM continues in, when the adapter says it is
         not the DM itself (`reply_thread`), so that reply finds the event's conversation."""
         if not message_ids or link.thread.thread:
@@ -179,11 +179,11 @@ class Routes:
         if target is None:
             return
         thread, address = target
-        self.store.links.insert(thread, link.user_id, link.identity, link.conversation_id, address)
+        await self.store.links.insert(thread, link.user_id, link.identity, link.conversation_id, address)
 
-    def _remap(self, link: ThreadLink, conversation_id: str, address: Address) -> ThreadLink:
+    async def _remap(self, link: ThreadLink, conversation_id: str, address: Address) -> ThreadLink:
         """The DM is already mapped to another conversation (flat DM, one link per user): it now
         continues the event's conversation, as a new "System Initiated Conversation" would in
         Moveworks' own channels."""
-        self.store.links.remap(link.id, conversation_id, address)
+        await self.store.links.remap(link.id, conversation_id, address)
         return replace(link, conversation_id=conversation_id, address=address)

@@ -252,46 +252,46 @@ def is_response_event(kind: Any) -> bool:
     return kind is None or (isinstance(kind, str) and kind.strip().upper() == EVENT_TYPE)
 
 
-def owners_of(poller: Any, conversation_id: str) -> list[str]:
+async def owners_of(poller: Any, conversation_id: str) -> list[str]:
     """Identities whose thread links point at `conversation_id` (active, most recent first)."""
     store = getattr(poller, "store", None)
     if store is None:
         return []
     owners: list[str] = []
-    for link in store.links.for_conversation(conversation_id):
+    for link in await store.links.for_conversation(conversation_id):
         identity = (link.identity or "").strip()
         if identity and identity not in owners:
             owners.append(identity)
     return owners
 
 
-def dispatch(poller: Any, payload: Any) -> int:
+async def dispatch(poller: Any, payload: Any) -> int:
     """Make the identity (or identities) this payload concerns due now; returns how many."""
     data = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(data, dict):
         identity = identity_of(payload)  # earlier shapes: an unknown identity is ignored
-        return int(poller.trigger(identity))
+        return int(await poller.trigger(identity))
     event_id = _text(payload.get("id"))
     conversation_id = _text(data.get("conversation_id"))
     if conversation_id:
-        owners = owners_of(poller, conversation_id)
+        owners = await owners_of(poller, conversation_id)
         if len(owners) > 1:
             log.info("webhook: conversation %s is linked to %d identities; polling the most recent one "
                      "the poller knows", conversation_id, len(owners))
         for identity in owners:
-            count = int(poller.trigger(identity))
+            count = int(await poller.trigger(identity))
             if count:
                 log.debug("webhook: event %s polls the owner of conversation %s", event_id, conversation_id)
                 return count
     for source, identity in (("data.user_id", _text(data.get("user_id"))), ("identity", identity_of(payload))):
         if identity:
-            count = int(poller.trigger(identity))
+            count = int(await poller.trigger(identity))
             if count:
                 log.debug("webhook: event %s polls the identity in its %s", event_id, source)
                 return count
     log.debug("webhook: event %s names no known conversation or identity; polling the recently active",
               event_id)
-    return int(poller.trigger(None))
+    return int(await poller.trigger(None))
 
 
 # --- the handler ---------------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def make_webhook_handler(
             note_other_type(kind)
             return web.json_response({"status": "accepted", "polls": 0}, status=202)
         try:
-            count = dispatch(poller, payload)
+            count = await dispatch(poller, payload)
         except Exception:  # the push is a hint: never fail Moveworks' delivery over it
             log.exception("webhook: could not trigger a poll")
             count = 0

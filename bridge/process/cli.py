@@ -9,6 +9,7 @@ import os
 import sys
 import uuid
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from bridge.errors import ConfigError
 from bridge.process import logs
@@ -27,6 +28,10 @@ def _settings(**kw) -> Settings:
 
 def _setup_logs(settings: Settings | None, level: str | None = None) -> None:
     secrets = [getattr(settings, f) for f in SECRET_FIELDS] if settings else []
+    if settings is not None:
+        password = urlsplit(settings.db).password if "://" in settings.db else None
+        if password:
+            secrets.append(password)  # BRIDGE_DB=postgresql://user:password@host/db
     logs.setup(
         settings.log_format if settings else os.environ.get("BRIDGE_LOG_FORMAT", "text"),
         level or (settings.log_level if settings else "INFO"),
@@ -42,18 +47,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logs(settings)
     from bridge.process.runtime import build_runtime
     from bridge.process.server import serve
+    from bridge.store.aio import open_store
 
     if not settings.adapters:
         log.warning("no chat platform configured (set SLACK_BOT_TOKEN, TEAMS_APP_ID or BRIDGE_ADAPTERS)")
-    runtime = build_runtime(settings, poller=settings.poller)
-    asyncio.run(serve(runtime, port=args.port))
+    async def main() -> None:
+        store = await open_store(settings.db)  # a PostgreSQL store is opened on the event loop
+        await serve(build_runtime(settings, poller=settings.poller, store=store), port=args.port)
+
+    asyncio.run(main())
     return 0
 
 
 async def _poll_forever(settings: Settings) -> None:
     from bridge.process.runtime import build_runtime
+    from bridge.store.aio import open_store
 
-    runtime = build_runtime(settings, poller=True, answers=False)
+    runtime = build_runtime(settings, poller=True, answers=False, store=await open_store(settings.db))
     await runtime.start(inbound=False)  # deliveries only: questions go to `serve`
     from bridge.process.server import stop_on_signals
 
@@ -124,7 +134,7 @@ async def _chat(args: argparse.Namespace) -> int:
     runtime = build_runtime(settings, adapters=(), store=store, poller=not args.once, answers=False)
     runtime.add_adapter(console)
     user = console.user
-    store.employees.save(user, active=True)
+    await runtime.store.employees.save(user, active=True)
 
     async def ask(text: str, callback=None) -> None:
         inbound = Inbound(

@@ -70,6 +70,7 @@ class Settings:
     log_level: str = "INFO"
     shutdown_grace: float = 20.0
     answer_timeout: float = 180.0
+    instance_ttl: float = 10.0  # BRIDGE_INSTANCE_TTL: a process silent this long is dead
     unmapped_dm: str = "sole"
 
     moveworks_base_url: str = DEFAULT_BASE_URL
@@ -112,6 +113,8 @@ class Settings:
             value = getattr(self, f.name)
             if f.name in SECRET_FIELDS and value:
                 value = "***"
+            if f.name == "db" and "@" in str(value):
+                value = str(value).split("://")[0] + "://***@" + str(value).rsplit("@", 1)[1]
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -156,6 +159,7 @@ class Settings:
             ),
             shutdown_grace=reader.float("BRIDGE_SHUTDOWN_GRACE", 20.0, low=0.0),
             answer_timeout=reader.float("BRIDGE_ANSWER_TIMEOUT", 180.0, low=5.0),
+            instance_ttl=reader.float("BRIDGE_INSTANCE_TTL", 10.0, low=0.5),
             unmapped_dm=reader.choice("BRIDGE_UNMAPPED_DM", ("sole", "last_active", "off"), "sole"),
             moveworks_base_url=reader.url("MOVEWORKS_BASE_URL", DEFAULT_BASE_URL),
             moveworks_assistant_name=reader.str("MOVEWORKS_ASSISTANT_NAME") or "",

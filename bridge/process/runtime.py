@@ -14,17 +14,21 @@ from typing import Any
 import httpx
 
 from bridge.answers.attachments import Attachments
+from bridge.answers.intake import Intake
 from bridge.answers.recovery import Interrupted
 from bridge.answers.relay import Relay
 from bridge.contract import ChatAdapter
+from bridge.errors import ConfigError
 from bridge.events.poller import Poller
 from bridge.mechanisms.ratelimit import Budgets, Sleep
 from bridge.moveworks import ApiKeyAuth, ClientCredentialsAuth, MoveworksClient, UserJwtAuth
 from bridge.moveworks.auth import AuthProvider
 from bridge.process import metrics
+from bridge.process.cluster import Membership
 from bridge.process.config import Settings
 from bridge.process.services import Services
 from bridge.store import Store
+from bridge.store.aio import AnyStore, AsyncStore, as_async, is_postgres_url, new_instance_id
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +36,21 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     settings: Settings
-    store: Store
+    store: AsyncStore
     auth: AuthProvider
     client: MoveworksClient
     relay: Relay
     budgets: Budgets
     services: Services
+    membership: Membership
+    intake: Intake | None = None  # `serve` answers questions from the durable queue
     adapters: list[ChatAdapter] = field(default_factory=list)
     poller: Poller | None = None
     poller_client: MoveworksClient | None = None
-    interrupted: Interrupted = field(default_factory=list)
+
+    @property
+    def instance_id(self) -> str:
+        return self.membership.instance_id
 
     def add_adapter(self, adapter: ChatAdapter) -> None:
         self.relay.register(adapter)
@@ -50,14 +59,18 @@ class Runtime:
     async def start(self, *, inbound: bool = True) -> None:
         """Start the adapters; `inbound=False` (the `poll` worker) sends only and receives
         nothing (no Slack Socket Mode connection)."""
+        await self.store.inbound.prune()
+        await self.store.prune_history()
+        await self.membership.start()  # heartbeat; the first sweep tells threads of dead processes
         for adapter in self.adapters:
             await adapter.start(inbound=inbound)
-        if self.interrupted:
-            interrupted, self.interrupted = self.interrupted, []
-            self.relay.background(self.relay.announce_interrupted(interrupted), name="restart-notes")
+        if self.intake is not None and inbound:
+            self.intake.start()
 
     async def stop_inbound(self) -> None:
         """First step of a graceful shutdown: accept no new questions while answers finish."""
+        if self.intake is not None:
+            await self.intake.stop_taking()  # what is still queued is answered by another process
         for adapter in self.adapters:
             try:
                 await adapter.stop_inbound()
@@ -76,7 +89,8 @@ class Runtime:
         if self.poller_client is not None:
             await self.poller_client.aclose()
         await self.auth.aclose()
-        self.store.close()
+        await self.membership.stop()
+        await self.store.close()
 
 
 def build_auth(settings: Settings) -> AuthProvider:
@@ -117,7 +131,7 @@ def build_runtime(
     *,
     adapters: tuple[str, ...] | None = None,
     poller: bool = False,
-    store: Store | None = None,
+    store: AnyStore | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     client_kw: dict[str, Any] | None = None,
@@ -126,15 +140,12 @@ def build_runtime(
     """Build everything (no network yet). `adapters` (names) defaults to `settings.adapters`."""
     from adapters import registry  # composition root only: the core never imports adapters
 
-    store = store or Store(settings.db)
-    # Only the process that streams answers may sweep unfinished ones: a separate `poll` worker
-    # would otherwise mark the live answers of `serve` as interrupted.
-    interrupted = store.replies.interrupt_streaming() if answers else []
-    if interrupted:
-        log.warning("%d answers were cut off by the previous process; telling their threads",
-                    len(interrupted))
-    store.inbound.prune()
-    store.prune_history()
+    if store is None:
+        if is_postgres_url(settings.db):
+            raise ConfigError("BRIDGE_DB: a PostgreSQL store is opened with `await open_store(...)` first")
+        store = Store(settings.db)
+    store = as_async(store)
+    instance_id = new_instance_id()
     auth = build_auth(settings)
     client = build_client(settings, auth, **(client_kw or {}))
     budgets = Budgets(clock=clock, sleep=sleep)
@@ -142,9 +153,20 @@ def build_runtime(
                               purpose=settings.moveworks_file_purpose)
     relay = Relay(store=store, client=client, per_employee=auth.per_employee, budgets=budgets,
                   answer_timeout=settings.answer_timeout, attachments=attachments, clock=clock, sleep=sleep)
+    relay.owner = instance_id
     services = Services(settings=settings, store=store, relay=relay, budgets=budgets)
+
+    def announce(interrupted: Interrupted) -> None:
+        relay.background(relay.announce_interrupted(interrupted), name="restart-notes")
+
+    # Only processes that answer questions sweep unfinished answers: a `poll` worker has no
+    # adapters receiving questions, but it sees the same store.
+    membership = Membership(store, instance_id, sweep=answers, announce=announce,
+                            ttl=settings.instance_ttl, beat=settings.instance_ttl / 5)
+    intake = Intake(relay, store, instance_id) if answers else None
+    relay.intake = intake
     runtime = Runtime(settings=settings, store=store, auth=auth, client=client, relay=relay,
-                      budgets=budgets, services=services, interrupted=interrupted)
+                      budgets=budgets, services=services, membership=membership, intake=intake)
     for name in settings.adapters if adapters is None else adapters:
         runtime.add_adapter(registry.build(name, services))
     if poller:
@@ -152,6 +174,6 @@ def build_runtime(
         # through its global budget, so the client must not retry behind its back.
         runtime.poller_client = build_client(settings, auth, max_retries=1)
         runtime.poller = Poller.from_settings(settings, store=store, client=runtime.poller_client,
-                                              relay=relay)
+                                              relay=relay, owner=instance_id)
         relay.on_activity(runtime.poller.touch)
     return runtime

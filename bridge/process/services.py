@@ -23,18 +23,21 @@ from bridge.models import (
 )
 from bridge.process import metrics
 from bridge.process.config import Settings
-from bridge.store import Store
+from bridge.store.aio import AnyStore, as_async
 
 
 @dataclass
 class Services:
     settings: Settings
-    store: Store
+    store: AnyStore
     relay: Relay
     budgets: Budgets
 
-    def submit(self, inbound: Inbound) -> None:
-        self.relay.submit(inbound)
+    def __post_init__(self) -> None:
+        self.store = as_async(self.store)
+
+    async def submit(self, inbound: Inbound) -> bool:
+        return await self.relay.submit(inbound)
 
     async def feedback(
         self, user: ChatUser, target: FeedbackTarget, helpful: bool, comment: str | None = None
@@ -58,11 +61,11 @@ class Services:
     def stop_answer(self, thread: ThreadKey) -> bool:
         return self.relay.stop_answer(thread)
 
-    def recent_notifications(self, user: ChatUser, limit: int = 5) -> list[Notification]:
-        employee = self.store.employees.get(user.platform, user.workspace, user.user_id)
+    async def recent_notifications(self, user: ChatUser, limit: int = 5) -> list[Notification]:
+        employee = await self.store.employees.get(user.platform, user.workspace, user.user_id)
         identity = employee.email if employee is not None and self.relay.per_employee else None
         out = []
-        for row in self.store.events.recent_for(user.platform, user.workspace, user.user_id,
+        for row in await self.store.events.recent_for(user.platform, user.workspace, user.user_id,
                                                 (identity or "").lower() or None, limit):
             event = event_from_payload(row.get("payload"))
             text = event.message.text if event is not None and event.message is not None else ""
@@ -70,17 +73,17 @@ class Services:
             out.append(Notification(row.get("claimed_at"), preview[:150], str(row.get("status") or "")))
         return out
 
-    def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
-        return self.store.inbound.claim(platform, dedupe_id)
+    async def claim_inbound(self, platform: str, dedupe_id: str) -> bool:
+        return await self.store.inbound.claim(platform, dedupe_id)
 
-    def follows(self, thread: ThreadKey, user_id: str) -> bool:
-        link = self.store.links.get(thread, user_id)
+    async def follows(self, thread: ThreadKey, user_id: str) -> bool:
+        link = await self.store.links.get(thread, user_id)
         return link is not None and link.active
 
-    def end_threads(self, platform: str, channel: str, thread: str | None = None) -> None:
-        self.store.links.deactivate_where(platform, channel, thread)
+    async def end_threads(self, platform: str, channel: str, thread: str | None = None) -> None:
+        await self.store.links.deactivate_where(platform, channel, thread)
 
-    def kv(self, namespace: str) -> KeyValue:
+    def kv(self, namespace: str) -> KeyValue:  # binds a name; the namespace's methods are awaited
         return self.store.kv.namespace(namespace)
 
     def budget(self, key: str, rate: Rate | None) -> WriteBudget:

@@ -27,6 +27,7 @@ from bridge.store.interfaces import HISTORY_TTL, INBOUND_TTL, QueueItem, new_ins
 __all__ = [
     "AsyncStore",
     "QueueItem",
+    "as_async",
     "is_postgres_url",
     "new_instance_id",
     "open_store",
@@ -290,3 +291,18 @@ async def open_store(db: str, *, clock: Callable[[], float] | None = None) -> As
     from bridge.store.sqlite.aio import AsyncSQLiteStore
 
     return AsyncSQLiteStore.open(db, **kwargs)
+
+
+def as_async(store: Any) -> AsyncStore:
+    """The async view of a store: an `AsyncStore` as is, a synchronous SQLite `Store` wrapped
+    (both share its connection, so code and tests holding the synchronous object see the same
+    data)."""
+    from bridge.store.sqlite.aio import AsyncSQLiteStore
+    from bridge.store.sqlite.database import Store
+
+    if isinstance(store, Store):
+        return AsyncSQLiteStore(store)
+    return store
+
+
+AnyStore = Any  # an AsyncStore, or a synchronous SQLite Store that `as_async` wraps
