@@ -176,3 +176,78 @@ TEAMS_FORM_TIME = "Time ({zone})"  # the time half of a date-and-time field, in 
 TEAMS_FORM_SLOW = "The form is taking a while to load. Please press the button again in a moment."
 TEAMS_FORM_STILL_SUBMITTING = "Still submitting… I'll post the outcome in this chat."
 TEAMS_FORM_LATE_ERRORS = "Your form wasn't sent: {errors} Please open the form again to fix this."
+
+
+# --- Teams agent surface ---------------------------------------------------------------------------
+TEAMS_WELCOME_TITLE = "👋 Hi, I'm your AI assistant"
+TEAMS_WELCOME = (
+    "Ask me what you would ask IT or HR: I find answers in your company's knowledge, help with "
+    "requests such as software access or a new laptop, fill in forms with you and tell you here "
+    "when your requests move. In a channel or group chat, @mention me."
+)
+TEAMS_WELCOME_TRY = "Try one of these, or type your own question:"
+TEAMS_CONTEXT_OTHER_BOT = "{name} (bot)"  # another app's message in the thread context
+TEAMS_SOMEONE = "Someone"  # a thread participant Graph gives no name for
+
+
+# --- Slack agent surface ---------------------------------------------------------------------------
+SLACK_PROMPTS_TITLE = "Try asking"  # above the suggested prompts of the Messages tab
+SLACK_PLAN_TITLE = "Working on your question"  # the plan that shows the assistant's reasoning steps
+SLACK_CONTEXT_OTHER_BOT = "{name} (bot)"  # another app's message in the thread context
+SLACK_SOMEONE = "Someone"  # a thread participant whose name could not be looked up
+# the comment modal a 👍/👎 opens (titles and buttons: at most 24 characters)
+SLACK_FEEDBACK_TITLE = "Feedback"
+SLACK_FEEDBACK_SEND = "Send"
+SLACK_FEEDBACK_SKIP = "Skip"
+SLACK_FEEDBACK_ASK_HELPFUL = "👍 Thanks! Anything you'd like to add?"
+SLACK_FEEDBACK_ASK_UNHELPFUL = "👎 Sorry about that. What was wrong or missing?"
+SLACK_FEEDBACK_COMMENT = "Comment (optional)"
+SLACK_FEEDBACK_HINT = "Your rating is recorded either way; the comment goes with it to the assistant's team."
+SLACK_FEEDBACK_SENDING = "Sending your feedback…"
+# per-channel rules (`/moveworks channel …`)
+SLACK_CHANNEL_MODES = {
+    "all": "answer every new message in this channel",
+    "mention": "answer when someone mentions me",
+    "private": "answer privately in a direct message, with a button to share the answer here",
+    "off": "don't answer in this channel",
+}
+SLACK_CHANNEL_MODE_NOW = "In this channel I {behaviour}."
+SLACK_CHANNEL_MODE_SET = "Done: in this channel I now {behaviour}."
+SLACK_COMMAND_USAGE = (
+    "Usage: `{command} channel` shows how I behave in this channel; `{command} channel all|mention|private|off` "
+    "changes it (workspace admins and owners)."
+)
+SLACK_COMMAND_ADMINS_ONLY = "Only workspace admins and owners can change how I behave in a channel."
+SLACK_COMMAND_IN_CHANNEL = "Use this command in the channel you want to set up."
+SLACK_COMMAND_FAILED = "Sorry, I couldn't check that just now. Please try again in a moment."
+SLACK_CHANNEL_OFF = "I'm switched off in this channel. You can ask me in a direct message."
+SLACK_PRIVATE_POINTER = "🔒 I'm answering you privately, in our direct messages."
+SLACK_SHARE_PROMPT = "Share this answer in {channel}?"
+SLACK_SHARE_BUTTON = "Share in channel"
+SLACK_SHARED = "✓ Shared in {channel}."
+SLACK_SHARED_BY = "Shared by {user} from a private answer."
+SLACK_SHARE_GONE = "That answer can no longer be shared. Please ask again in the channel."
+SLACK_SHARE_FAILED = "I couldn't post in {channel}. Am I still a member there?"
+SLACK_SHARE_NOT_YOURS = "Only the person who asked can share this answer."
+# the App Home tab
+SLACK_HOME_TITLE = "Your AI assistant"
+SLACK_HOME_ABOUT = (
+    "Ask me what you would ask IT or HR: I find answers in your company's knowledge, help with requests "
+    "such as software access or a new laptop, fill in forms with you, and tell you here when your requests "
+    "move. Write to me in the *Messages* tab, or mention me in a channel."
+)
+SLACK_HOME_TRY = "*Try asking*"
+SLACK_HOME_NOTIFICATIONS = "*Your recent notifications*"
+SLACK_HOME_NO_NOTIFICATIONS = "Nothing yet: updates on your requests will show up here."
+SLACK_NOTIFICATION_STATUS = {
+    "sent": "delivered",
+    "skipped": "not delivered",
+    "retry": "delivery being retried",
+    "claimed": "being delivered",
+    "new": "waiting",
+}
+SLACK_PRIVACY_NOTE = (
+    "🔒 Privacy: your questions, and the messages of a thread you bring me into, are sent to the company's "
+    "Moveworks assistant as you, to answer you. Your ratings and comments go to the team that runs it."
+)
+SLACK_HOME_ASKED = "You asked: {prompt}"  # posted in the DM when a prompt is picked on the Home tab

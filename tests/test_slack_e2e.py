@@ -430,7 +430,7 @@ async def test_a_stream_left_open_by_a_crash_is_stopped_in_place_after_restart(h
         row = store.db.execute("SELECT checkpoint FROM replies WHERE status = 'streaming'").fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
-    await until(lambda: checkpoint() is not None, what="a checkpoint while streaming")
+    await until(lambda: (checkpoint() or {}).get("fence"), what="a checkpoint while streaming")
     live = [m for m in h.answers("D1", event["ts"]) if m.get("streaming")]
     assert checkpoint() == {"channel": "D1", "ts": live[0]["ts"], "fence": "```"}
     await h.answered("D1", event["ts"])

@@ -307,5 +307,5 @@ def test_manifest_requests_exactly_the_scopes_the_adapter_uses():
     assert sorted(re.findall(r"^\s+- ([a-z_:.]+)", bot, re.M)) == sorted(SCOPES)
     events = manifest.split("bot_events:\n", 1)[1].split("interactivity:", 1)[0]
     assert sorted(re.findall(r"^\s+- ([a-z_.]+)", events, re.M)) == sorted(
-        ["app_mention", "message.channels", "message.groups", "message.im", "message.mpim"]
+        ["agent_session_stopped", "app_home_opened", "app_mention", "message.channels", "message.groups", "message.im", "message.mpim"]
     )

@@ -12,6 +12,12 @@ views.update; `triggers_refresh` fields refresh it (views.update with `hash`); a
 answered within Slack's 3 seconds, with the outcome itself when the core is quick enough, else
 with "Submitting…" and the outcome by views.update. Files (`files.py`): shared files go with the
 question; `download` fetches them with the bot token of their workspace.
+
+The agent surface: DM answers run as agent sessions with Slack's Stop button (`sessions.py`),
+reasoning streams as a plan (`native.py`), 👍/👎 open a comment modal (`feedback.py`), a mention
+mid-thread carries the thread's earlier messages (`context.py`), channels have rules set with
+`/moveworks` and private answers can be shared (`channels.py`), and `app_home_opened` sets the
+Messages tab's prompts or publishes the Home tab (`home.py`).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import asyncio
 import hashlib
 import hmac
 import html
+import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -42,16 +50,31 @@ from bridge import texts
 from bridge.answers.sinks import EditingSink, WithFallback
 from bridge.contract import Address, ChatAdapter, CheckLine, Core, ReplySink
 from bridge.errors import AttachmentRefused, PlatformError
-from bridge.models import Attachment, Capabilities, ChatUser, Employee, FormStep, MessageRef, Rate, ThreadKey
+from bridge.models import (
+    Attachment,
+    Capabilities,
+    ChatUser,
+    Employee,
+    FormStep,
+    Inbound,
+    MessageRef,
+    Rate,
+    ThreadKey,
+)
 
 from . import blocks as bk
-from . import directory, files, forms
+from . import channels as ch
+from . import directory, files, forms, home
+from . import feedback as fb
 from .admission import START_RATE, STOP_RATE, Edges, Seats, StatusThenPostSink
 from .calls import TRANSIENT, call, error_code, to_platform_error
+from .context import Names, thread_context
 from .events import PLATFORM, Ignore, Notice, ids, normalise, normalise_action, register
 from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
+from .mrkdwn import escape
 from .native import CHANNEL_ERRORS, STREAM_RATE, WORKSPACE_ERRORS, NativeStreamSink
 from .ops import SlackMessageOps
+from .sessions import Session, Sessions, SessionSink
 from .status import StatusKeeper
 
 log = logging.getLogger("adapters.slack")
@@ -85,7 +108,11 @@ SCOPES = [
     "users:read.email",
     "chat:write.customize",  # a live agent's name and avatar on their messages
     "files:read",  # files employees share with the bot, passed on to Moveworks
+    "assistant:write",  # the agent surface: suggested prompts (declaring the app an agent adds it)
+    "commands",  # /moveworks: per-channel rules
 ]
+TITLES_KEPT = 1_000  # questions waiting for their answer's session title (see open_reply)
+COMMAND_DEADLINE = 2.0  # seconds for the admin check: a slash command is answered within 3
 SIGNATURE_MAX_AGE = 5 * 60  # seconds; Slack's replay window for signed requests
 # A modal's submission must be answered within 3 seconds: a submit that takes longer is answered
 # with a "Submitting…" view and the outcome follows with views.update.
@@ -129,6 +156,12 @@ class SlackAdapter(ChatAdapter):
         self._no_stream_channels: set[tuple[str, str]] = set()  # (team, channel) whose type cannot stream
         self._edit_seats = Seats()  # live edited answers per workspace (admission.py)
         self._formats: dict[str, dict[str, bool]] = {}
+        self._plans_off: set[str] = set()  # teams that refused task/plan chunks
+        self._titles: OrderedDict[tuple[str, str, str], str] = OrderedDict()  # (team, channel, thread) -> question
+        self._prompted: dict[tuple[str, str], float] = {}  # (team, DM) -> when its prompts were set
+        self.sessions = Sessions(core, count=self._count, sleep=sleep)
+        self.channels = ch.ChannelRules(core, clock=clock)
+        self.names = Names(core, USERS_RATE, count=self._count)
         self._socket: Any = None
         self._http_files: httpx.AsyncClient | None = None
         self.form_fast_reply = FORM_FAST_REPLY
@@ -280,6 +313,7 @@ class SlackAdapter(ChatAdapter):
 
     async def stop(self) -> None:
         await self.stop_inbound()
+        await self.sessions.close()
         if self._http_files is not None:
             http, self._http_files = self._http_files, None
             await http.aclose()
@@ -334,7 +368,15 @@ class SlackAdapter(ChatAdapter):
 
     async def on_event(self, body: dict, event: dict, context: Any, *, mention: bool) -> None:
         where = ids(body, context)
-        decision = normalise(event, where, mention=mention, followed=self._follows)
+        channel = event.get("channel") if isinstance(event, dict) else None
+        mode = ch.DEFAULT_MODE
+        if isinstance(channel, str) and channel and event.get("channel_type") != "im" and not channel.startswith("D"):
+            mode = self.channels.mode(where.team_id, channel)
+        if mode == "off":
+            if mention:
+                await self._tell_off(context, where, event)
+            return
+        decision = normalise(event, where, mention=mention, followed=self._follows, everything=mode == "all")
         if isinstance(decision, Ignore):
             log.debug("slack event ignored: %s", decision.reason)
             return
@@ -342,11 +384,55 @@ class SlackAdapter(ChatAdapter):
             await self._post_notice(context, decision)
             return
         inbound = decision
+        thread_ts, ts = event.get("thread_ts"), event.get("ts")
+        if mention and isinstance(thread_ts, str) and thread_ts != ts and isinstance(ts, str) \
+                and not self._follows(inbound.thread, inbound.user.user_id):
+            # Brought into a thread: the earlier messages go with the question (context.py).
+            text = await thread_context(
+                context.client, self.core, self.names, team=where.team_id, channel=inbound.thread.channel,
+                thread_ts=thread_ts, before=ts, bot_user_id=where.bot_user_id, bot_id=context.get("bot_id"),
+                count=self._count,
+            )
+            if text:
+                inbound = replace(inbound, context=text)
         if self.channel_mode == "dm" and not inbound.direct:
             address = dict(inbound.address)
             address.update({"dm_user": inbound.user.user_id, "pointer": True})
             inbound = _replace_address(inbound, address)
+        elif mode == "private" and not inbound.direct:
+            address = dict(inbound.address)
+            address.update({"dm_user": inbound.user.user_id, "pointer": "ephemeral",
+                            "share": {"channel": address["channel"], "thread_ts": address.get("thread_ts")}})
+            inbound = _replace_address(inbound, address)
+        self._keep_title(inbound.thread.workspace, str(inbound.address.get("channel") or inbound.thread.channel),
+                         str(inbound.address.get("thread_ts") or inbound.thread.thread), inbound.text)
         self.core.submit(inbound)
+
+    def _keep_title(self, team: str, channel: str, thread_ts: str, question: str) -> None:
+        """The question, for the title of its answer's agent session (open_reply takes it)."""
+        if not question.strip():
+            return
+        self._titles[(team, channel, thread_ts)] = question
+        while len(self._titles) > TITLES_KEPT:
+            self._titles.popitem(last=False)
+
+    async def _tell_off(self, context: Any, where: Any, event: dict) -> None:
+        """A mention in a channel whose mode is `off`: say so, to the person only, once."""
+        user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
+        if not (isinstance(user, str) and isinstance(channel, str) and isinstance(ts, str)) or event.get("edited"):
+            return
+        if event.get("bot_id") or user == where.bot_user_id:
+            return
+        if not self.core.claim_inbound(PLATFORM, f"off:{where.team_id}:{channel}:{ts}"):
+            return
+        kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": texts.SLACK_CHANNEL_OFF}
+        if isinstance(event.get("thread_ts"), str):
+            kwargs["thread_ts"] = event["thread_ts"]
+        try:
+            self._count("ephemeral")
+            await call(context.client.chat_postEphemeral, sleep=self._sleep, **kwargs)
+        except (SlackApiError, *TRANSIENT) as exc:
+            log.info("could not tell someone the bot is off in a channel: %s", error_code(exc) or type(exc).__name__)
 
     def _follows(self, thread: ThreadKey, user_id: str) -> bool:
         """Is the bot talking with this user in this thread (so they need no new mention)?"""
@@ -363,40 +449,264 @@ class SlackAdapter(ChatAdapter):
             log.warning("could not post a reply: %s", error_code(exc) or type(exc).__name__)
 
     async def on_feedback(self, body: dict, action: dict, context: Any) -> None:
-        """A 👍/👎 click (already acked). Always ends with an ephemeral answer to the clicker when
-        Slack says who and where; never raises."""
+        """A 👍/👎 click (already acked): the comment modal opens (feedback.py), and the rating goes
+        with its outcome. Without a modal (the click's trigger expired, views.open refused) the
+        rating goes at once. A click never goes unanswered and never raises."""
         user_id = channel = thread_ts = None
         try:
             user_id = _field(body, "user", "id")
             channel = _field(body, "channel", "id") or _field(body, "container", "channel_id")
             thread_ts = _field(body, "message", "thread_ts")
-            text = await self._feedback_text(body, action, context, user_id)
+            value = action.get("value") if isinstance(action, dict) else None
+            decoded = bk.feedback_target(bk.decode(value if isinstance(value, str) else None))
+            if decoded is None or not user_id:
+                log.info("slack feedback button without its ids")
+                text = texts.FEEDBACK_UNAVAILABLE
+            else:
+                target, helpful = decoded
+                if await self._open_comment(context, body, target, helpful, channel, thread_ts):
+                    return
+                user = ChatUser(PLATFORM, ids(body, context).team_id, user_id)
+                text = (await self.core.feedback(user, target, helpful)).text
         except Exception:  # a click must never go unanswered or crash the listener
             log.exception("slack feedback failed unexpectedly")
             text = texts.FEEDBACK_FAILED
         if not user_id or not channel:
             log.info("slack feedback click without a user or channel; nobody to answer")
             return
-        kwargs: dict[str, Any] = {"channel": channel, "user": user_id, "text": text}
+        await self._tell_at(context.client, channel, user_id, thread_ts, text)
+
+    async def _open_comment(self, context: Any, body: dict, target: Any, helpful: bool, channel: str | None,
+                            thread_ts: str | None) -> bool:
+        """The comment modal for a rating; False when Slack would not open it."""
+        meta = self._pack(fb.metadata(target, helpful, channel, thread_ts))
+        try:
+            self._count("view_open")
+            await context.client.views_open(trigger_id=body.get("trigger_id"), view=fb.comment_view(helpful, meta))
+        except (SlackApiError, *TRANSIENT) as exc:
+            log.info("slack: no comment modal for a rating (%s); sending the rating now",
+                     error_code(exc) or type(exc).__name__)
+            return False
+        return True
+
+    async def _rate(self, user: ChatUser, target: Any, helpful: bool, comment: str | None) -> Any:
+        try:
+            return await self.core.feedback(user, target, helpful, comment)
+        except Exception:
+            log.exception("slack feedback failed unexpectedly")
+            from bridge.contract import FeedbackAck
+
+            return FeedbackAck(texts.FEEDBACK_FAILED, False)
+
+    async def on_feedback_submit(self, ack: Any, body: dict, context: Any) -> None:
+        """The comment modal submitted: the rating and the comment go to Moveworks in one call; the
+        modal shows the outcome when it comes within Slack's 3 seconds, else closes and the
+        outcome follows privately in the thread."""
+        view = _obj(body.get("view"))
+        user = self._actor(body, context)
+        decoded = fb.from_metadata(self._unpack(view.get("private_metadata")))
+        if user is None or decoded is None:
+            await ack(response_action="update", view=fb.outcome_view(texts.FEEDBACK_UNAVAILABLE))
+            return
+        target, helpful, channel, thread_ts = decoded
+        task = asyncio.ensure_future(self._rate(user, target, helpful, fb.comment(view)))
+        await asyncio.wait({task}, timeout=self.form_fast_reply)
+        if task.done():
+            await ack(response_action="update", view=fb.outcome_view(task.result().text))
+            return
+        await ack(response_action="clear")
+        result = await task
+        if channel:
+            await self._tell_at(context.client, channel, user.user_id, thread_ts, result.text)
+
+    async def on_feedback_closed(self, body: dict, context: Any) -> None:
+        """The comment modal closed without sending ("Skip", ✕): the rating still goes, without a
+        comment; the person hears back only when it did not go through."""
+        view = _obj(body.get("view"))
+        user = self._actor(body, context)
+        decoded = fb.from_metadata(self._unpack(view.get("private_metadata")))
+        if user is None or decoded is None:
+            return
+        target, helpful, channel, thread_ts = decoded
+        result = await self._rate(user, target, helpful, None)
+        if not result.recorded and channel:
+            await self._tell_at(context.client, channel, user.user_id, thread_ts, result.text)
+
+    async def _tell_at(self, client: AsyncWebClient, channel: str, user: str, thread_ts: str | None, text: str) -> None:
+        kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": text}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
         try:
             self._count("ephemeral")
-            await call(context.client.chat_postEphemeral, **kwargs)
+            await call(client.chat_postEphemeral, sleep=self._sleep, **kwargs)
         except (SlackApiError, *TRANSIENT) as exc:
-            log.warning("could not acknowledge feedback: %s", error_code(exc) or type(exc).__name__)
+            log.warning("could not post an ephemeral message: %s", error_code(exc) or type(exc).__name__)
         except Exception:
-            log.exception("could not acknowledge feedback")
+            log.exception("could not post an ephemeral message")
 
-    async def _feedback_text(self, body: dict, action: dict, context: Any, user_id: str | None) -> str:
-        value = action.get("value") if isinstance(action, dict) else None
-        decoded = bk.feedback_target(bk.decode(value if isinstance(value, str) else None))
-        if decoded is None or not user_id:
-            log.info("slack feedback button without its ids")
-            return texts.FEEDBACK_UNAVAILABLE
-        target, helpful = decoded
-        user = ChatUser(PLATFORM, ids(body, context).team_id, user_id)
-        return (await self.core.feedback(user, target, helpful)).text
+    # --- the agent surface: App Home, prompts, Stop, channel rules, sharing ----------------------------
+
+    async def on_home_opened(self, body: dict, event: dict, context: Any) -> None:
+        """`app_home_opened`: the Messages tab gets the suggested prompts, the Home tab its view."""
+        team = ids(body, context).team_id
+        user, channel, tab = event.get("user"), event.get("channel"), event.get("tab")
+        if not isinstance(user, str) or not user:
+            return
+        if tab == "messages" and isinstance(channel, str) and channel:
+            last = self._prompted.get((team, channel))
+            if last is not None and self._clock() - last < home.PROMPTS_EVERY:
+                return
+            if await self._set_prompts(context.client, channel, None):
+                if len(self._prompted) > 100_000:
+                    self._prompted.clear()
+                self._prompted[(team, channel)] = self._clock()
+        elif tab == "home":
+            notes = self.core.recent_notifications(ChatUser(PLATFORM, team, user), home.NOTIFICATIONS)
+            view = home.home_view(self.settings.suggested_prompts, notes)
+            try:
+                self._count("view_publish")
+                await call(context.client.views_publish, sleep=self._sleep, user_id=user, view=view)
+            except (SlackApiError, *TRANSIENT) as exc:
+                log.warning("slack: could not publish the Home tab: %s", error_code(exc) or type(exc).__name__)
+
+    async def on_assistant_thread_started(self, body: dict, event: dict, context: Any) -> None:
+        """A workspace still on `assistant_view`: the prompts belong to each assistant thread."""
+        thread = _obj(event.get("assistant_thread"))
+        channel, thread_ts = thread.get("channel_id"), thread.get("thread_ts")
+        if isinstance(channel, str) and channel and isinstance(thread_ts, str) and thread_ts:
+            await self._set_prompts(context.client, channel, thread_ts)
+
+    async def _set_prompts(self, client: AsyncWebClient, channel: str, thread_ts: str | None) -> bool:
+        prompts = home.suggested_prompts(self.settings.suggested_prompts)
+        if not prompts:
+            return False
+        kwargs: dict[str, Any] = {"channel_id": channel, "prompts": prompts, "title": texts.SLACK_PROMPTS_TITLE}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        try:
+            self._count("prompts")
+            await call(client.assistant_threads_setSuggestedPrompts, sleep=self._sleep, **kwargs)
+        except (SlackApiError, *TRANSIENT) as exc:
+            log.info("slack: could not set the suggested prompts: %s", error_code(exc) or type(exc).__name__)
+            return False
+        return True
+
+    async def on_session_stopped(self, body: dict, event: dict, context: Any) -> None:
+        """`agent_session_stopped`: the person pressed Stop. The answer streaming in that thread
+        is stopped (closing the Moveworks stream) and ends in place with "Stopped."."""
+        team = ids(body, context).team_id
+        channel, thread_ts = event.get("channel"), event.get("thread_ts")
+        if not (isinstance(channel, str) and channel and isinstance(thread_ts, str) and thread_ts):
+            log.info("slack: agent_session_stopped without its thread")
+            return
+        streams = [ts for ts in event.get("streaming_message_ts") or [] if isinstance(ts, str)]
+        if self.sessions.stopped(team, channel, thread_ts, streams):
+            log.info("slack: the person stopped the answer")
+        else:
+            log.info("slack: Stop for an answer this process does not stream; passed on to the others")
+
+    async def on_command(self, ack: Any, body: dict, context: Any) -> None:
+        """`/moveworks channel [mode]` (channels.py). Answered privately, within Slack's 3 seconds."""
+        try:
+            text = await self._command_reply(body, context)
+        except Exception:
+            log.exception("slack: the slash command failed unexpectedly")
+            text = texts.SLACK_COMMAND_FAILED
+        await ack(text=text, response_type="ephemeral")
+
+    async def _command_reply(self, body: dict, context: Any) -> str:
+        name = str(body.get("command") or "/moveworks")
+        command = ch.parse_command(str(body.get("text") or ""))
+        if command.action == "help":
+            return texts.SLACK_COMMAND_USAGE.format(command=name)
+        channel, user = body.get("channel_id"), body.get("user_id")
+        team = ids(body, context).team_id
+        if not isinstance(channel, str) or not channel or channel.startswith("D") or not isinstance(user, str):
+            return texts.SLACK_COMMAND_IN_CHANNEL
+        if command.action == "show":
+            return ch.describe(self.channels.mode(team, channel))
+        try:
+            async with asyncio.timeout(COMMAND_DEADLINE):
+                await self.core.budget(f"slack:{team}:users", USERS_RATE).acquire()
+                self._count("users_info")
+                profile = await directory.lookup(context.client, user)
+        except (TimeoutError, SlackApiError, *TRANSIENT) as exc:
+            log.info("slack: could not check an admin for the slash command: %s", error_code(exc) or type(exc).__name__)
+            return texts.SLACK_COMMAND_FAILED
+        if profile is None or not profile.is_admin:
+            return texts.SLACK_COMMAND_ADMINS_ONLY
+        assert command.mode is not None
+        self.channels.set(team, channel, command.mode)
+        log.info("slack: channel %s of %s set to %s by an admin", channel, team, command.mode)
+        return ch.describe(command.mode, changed=True)
+
+    async def on_home_prompt(self, body: dict, action: dict, context: Any) -> None:
+        """A suggested prompt pressed on the Home tab: asked in the person's DM (the bot posts
+        "You asked: …" there, and the answer streams in that message's thread)."""
+        user = self._actor(body, context)
+        prompt = action.get("value") if isinstance(action, dict) else None
+        if user is None or not isinstance(prompt, str) or not prompt.strip() or len(prompt) > texts.MAX_INPUT_CHARS:
+            return
+        client = context.client
+        try:
+            channel = await self._open_dm(client, user.user_id)
+            self._count("post")
+            posted = await call(client.chat_postMessage, sleep=self._sleep, channel=channel,
+                                text=texts.SLACK_HOME_ASKED.format(prompt=escape(prompt)))
+        except (SlackApiError, PlatformError, *TRANSIENT) as exc:
+            log.warning("slack: could not ask a Home tab prompt: %s", error_code(exc) or exc)
+            return
+        root = str(posted["ts"])
+        team = user.workspace
+        address = {"channel": channel, "thread_ts": root, "recipient_team_id": team, "user": user.user_id}
+        self._keep_title(team, channel, root, prompt)
+        stamp = action.get("action_ts") or body.get("trigger_id") or root
+        self.core.submit(Inbound(
+            dedupe_id=f"home:{team}:{user.user_id}:{stamp}", thread=ThreadKey(PLATFORM, team, channel, root),
+            user=user, text=prompt, address=address, direct=True,
+        ))
+
+    async def on_share(self, body: dict, action: dict, context: Any) -> None:
+        """"Share in channel" under a private answer: the answer goes into the channel's thread it
+        was asked in (by its asker only, once), and the button says where it went."""
+        user = self._actor(body, context)
+        key = action.get("value") if isinstance(action, dict) else None
+        dm = _field(body, "channel", "id") or _field(body, "container", "channel_id")
+        offer_ts = _field(body, "container", "message_ts") or _field(body, "message", "ts")
+        if user is None or not isinstance(key, str) or not key or not dm:
+            return
+        shares = self.core.kv(ch.SHARES)
+        raw = shares.get(key)
+        record = json.loads(raw) if raw else None
+        if not isinstance(record, dict):
+            await self._tell_at(context.client, dm, user.user_id, None, texts.SLACK_SHARE_GONE)
+            return
+        if record.get("u") != user.user_id:
+            await self._tell_at(context.client, dm, user.user_id, None, texts.SLACK_SHARE_NOT_YOURS)
+            return
+        channel, thread_ts = str(record.get("c") or ""), record.get("ts")
+        where = f"<#{channel}>"
+        answer = ch.shared_answer(record)
+        name = self.names.known(user.workspace, user.user_id) or user.name or texts.SLACK_SOMEONE
+        parts = ch.share_parts(answer.text + "\n\n_" + texts.SLACK_SHARED_BY.format(user=name) + "_")
+        ops = SlackMessageOps(context.client, channel, thread_ts, on_write=self._count,
+                              formats=self._formats.setdefault(user.workspace, {}))
+        try:
+            for i, part in enumerate(parts):
+                await ops.post(part, answer=answer if i == len(parts) - 1 else None)
+        except PlatformError as exc:
+            log.warning("slack: could not share a private answer: %s", exc)
+            await self._tell_at(context.client, dm, user.user_id, None, texts.SLACK_SHARE_FAILED.format(channel=where))
+            return
+        shares.delete(key)
+        if offer_ts:
+            done = texts.SLACK_SHARED.format(channel=where)
+            try:
+                self._count("update")
+                await call(context.client.chat_update, sleep=self._sleep, channel=dm, ts=offer_ts, text=done,
+                           blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": done}}])
+            except (SlackApiError, *TRANSIENT) as exc:
+                log.info("slack: could not mark a private answer shared: %s", error_code(exc) or type(exc).__name__)
 
     async def on_callback(self, body: dict, action: dict, context: Any) -> None:
         where = ids(body, context)
@@ -616,10 +926,36 @@ class SlackAdapter(ChatAdapter):
         client = await self.client_for(team, address.get("enterprise_id"))
         channel = address.get("channel") or thread.channel
         thread_ts = address.get("thread_ts") if "thread_ts" in address else (thread.thread or None)
-        if address.get("dm_user"):  # SLACK_CHANNEL_MODE=dm: everything for this asker goes to their DM
+        title = self._titles.pop((team, str(channel), str(thread_ts or "")), None)
+        if address.get("dm_user"):  # SLACK_CHANNEL_MODE=dm or a `private` channel: the asker's DM
             channel, thread_ts = await self._open_dm(client, address["dm_user"]), None
             if address.get("pointer") and not proactive:
                 await self._post_pointer(client, address)
+        session = None
+        if not proactive and user is not None:
+            session = self.sessions.open(client, thread, channel, thread_ts, title=title, user=user.user_id)
+        sink = self._reply_sink(client, team, channel, thread_ts, address, user=user, proactive=proactive,
+                                session=session)
+        if session is not None:
+            sink = SessionSink(sink, session)
+        share = address.get("share")
+        if isinstance(share, dict) and share.get("channel") and user is not None and not proactive:
+            dm = channel
+
+            async def offer(key: str, where: str) -> None:
+                self._count("post")
+                await call(client.chat_postMessage, sleep=self._sleep, channel=dm,
+                           text=texts.SLACK_SHARE_PROMPT.format(channel=f"<#{where}>"),
+                           blocks=ch.offer_blocks(key, where))
+
+            sink = ch.ShareSink(sink, self.core, offer, team=team, user=user.user_id, channel=str(share["channel"]),
+                                thread_ts=share.get("thread_ts"))
+        return sink
+
+    def _reply_sink(
+        self, client: AsyncWebClient, team: str, channel: str, thread_ts: str | None, address: Address, *,
+        user: ChatUser | None, proactive: bool, session: Session | None,
+    ) -> ReplySink:
         formats = self._formats.setdefault(team, {})
         edit_budget = self.core.budget(f"slack:{team}", EDIT_RATE)
         ops = SlackMessageOps(client, channel, thread_ts, on_write=self._count, formats=formats)
@@ -650,6 +986,7 @@ class SlackAdapter(ChatAdapter):
             if thread_ts:
                 return StatusThenPostSink(editing(), status_keeper())
             return editing()
+        assert thread_ts is not None
         stream_key = f"slack:{team}:stream"
         status = status_keeper()
         recipient_user = (user.user_id if user else None) or address.get("user")
@@ -670,6 +1007,11 @@ class SlackAdapter(ChatAdapter):
             on_unavailable=lambda code: self._native_unavailable(team, channel, code),
             clock=self._clock,
             sleep=self._sleep,
+            plans=team not in self._plans_off,
+            on_plans_refused=lambda code: self._plans_off.add(team),
+            session=session,
+            on_user_stop=(lambda: self.sessions.user_stopped(session)) if session is not None else (lambda: None),
+            formats=formats,
         )
         return WithFallback(native_sink, editing, fallback_budget=edit_budget)
 
@@ -697,6 +1039,14 @@ class SlackAdapter(ChatAdapter):
 
     async def _post_pointer(self, client: AsyncWebClient, address: dict[str, Any]) -> None:
         try:
+            if address.get("pointer") == "ephemeral":  # a `private` channel: only the asker sees it
+                kwargs: dict[str, Any] = {"channel": address["channel"], "user": address["dm_user"],
+                                          "text": texts.SLACK_PRIVATE_POINTER}
+                if address.get("thread_ts"):
+                    kwargs["thread_ts"] = address["thread_ts"]
+                self._count("ephemeral")
+                await call(client.chat_postEphemeral, **kwargs)
+                return
             self._count("post")
             await call(
                 client.chat_postMessage, channel=address["channel"], thread_ts=address.get("thread_ts"),

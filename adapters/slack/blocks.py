@@ -38,7 +38,8 @@ CONTEXT_ELEMENTS = 10  # per context block
 TITLE_LIMIT = 200  # a citation's title
 SHORT_TITLE_LIMIT = 60  # ...when the full titles do not fit
 
-FEEDBACK_ACTION = "mw_feedback"
+FEEDBACK_ACTION = "mw_feedback"  # the feedback_buttons element; classic buttons add _yes / _no
+FEEDBACK_BLOCK = "mw_feedback"  # block_id of the classic feedback buttons
 CALLBACK_ACTION_PREFIX = "mw_action_"
 URL_ACTION_PREFIX = "mw_url_"
 
@@ -168,8 +169,10 @@ def action_blocks(actions: tuple[Action, ...], conversation_id: str | None) -> l
     ]
 
 
-def feedback_blocks(target: FeedbackTarget | None) -> list[dict[str, Any]]:
-    """👍/👎 buttons; each value carries the ids Moveworks submit-feedback needs."""
+def feedback_blocks(target: FeedbackTarget | None, *, classic: bool = False) -> list[dict[str, Any]]:
+    """👍/👎: Slack's native `feedback_buttons` in a `context_actions` block, or (`classic`, for a
+    workspace that refuses that block) two plain buttons in an `actions` block. Each value carries
+    the ids Moveworks submit-feedback needs; a click opens the comment modal (`feedback.py`)."""
     if target is None or not (target.helpful or target.unhelpful):
         return []
 
@@ -183,6 +186,21 @@ def feedback_blocks(target: FeedbackTarget | None) -> list[dict[str, Any]]:
     values = value(True), value(False)
     if max(len(v) for v in values) > VALUE_LIMIT:
         return []
+    if classic:
+        return [
+            {
+                "type": "actions",
+                "block_id": FEEDBACK_BLOCK,
+                "elements": [
+                    {"type": "button", "action_id": FEEDBACK_ACTION + "_yes", "value": values[0],
+                     "text": {"type": "plain_text", "text": "👍 " + texts.HELPFUL, "emoji": True},
+                     "accessibility_label": texts.HELPFUL_LABEL},
+                    {"type": "button", "action_id": FEEDBACK_ACTION + "_no", "value": values[1],
+                     "text": {"type": "plain_text", "text": "👎 " + texts.NOT_HELPFUL, "emoji": True},
+                     "accessibility_label": texts.NOT_HELPFUL_LABEL},
+                ],
+            }
+        ]
     return [
         {
             "type": "context_actions",
@@ -206,15 +224,24 @@ def feedback_blocks(target: FeedbackTarget | None) -> list[dict[str, Any]]:
     ]
 
 
-def answer_extras(answer: Answer | None) -> list[dict[str, Any]]:
+def has_context_actions(blocks: Any) -> bool:
+    """Does a payload use the `context_actions` block (which older workspaces refuse)?"""
+    if isinstance(blocks, dict):
+        return blocks.get("type") == "context_actions" or any(has_context_actions(v) for v in blocks.values())
+    if isinstance(blocks, list):
+        return any(has_context_actions(v) for v in blocks)
+    return False
+
+
+def answer_extras(answer: Answer | None, *, classic: bool = False) -> list[dict[str, Any]]:
     """Everything that goes under the last part of a final answer, at full detail (unmeasured:
     see `layout_extras`)."""
     if answer is None:
         return []
-    return citation_blocks(answer.citations) + button_blocks(answer)
+    return citation_blocks(answer.citations) + button_blocks(answer, classic=classic)
 
 
-def button_blocks(answer: Answer | None) -> list[dict[str, Any]]:
+def button_blocks(answer: Answer | None, *, classic: bool = False) -> list[dict[str, Any]]:
     """What goes under a final answer's text besides citations: who wrote it (a live agent),
     action buttons, the get-help menu, and feedback buttons (never for a person's message)."""
     if answer is None:
@@ -222,7 +249,7 @@ def button_blocks(answer: Answer | None) -> list[dict[str, Any]]:
     byline = sender_blocks(answer.sender)
     buttons = action_blocks(answer.actions, answer.conversation_id)
     menu = forms.help_blocks(answer.help_menu, _answer_ref(answer))
-    feedback = feedback_blocks(answer.feedback) if answer.sender is None else []
+    feedback = feedback_blocks(answer.feedback, classic=classic) if answer.sender is None else []
     return byline + buttons + menu + feedback
 
 
@@ -282,7 +309,7 @@ def _fit_buttons(blocks: list[dict[str, Any]], room: int, room_blocks: int) -> l
     """Buttons within the room left: action buttons go from the end first, feedback last."""
     blocks = [dict(b, elements=list(b["elements"])) for b in blocks]
     while blocks and not fits(blocks, room=room, room_blocks=room_blocks):
-        actions = [b for b in blocks if b["type"] == "actions"]
+        actions = [b for b in blocks if b["type"] == "actions" and b.get("block_id") != FEEDBACK_BLOCK]
         victim = actions[-1] if actions else blocks[-1]
         if victim["type"] == "actions" and len(victim["elements"]) > 1:
             victim["elements"].pop()
@@ -305,16 +332,18 @@ def source_blocks(citations: tuple[CitationLink, ...]) -> list[dict[str, Any]]:
 
 
 def layout_extras(
-    answer: Answer | None, *, used: int = 0, used_blocks: int = 0, sources_apart: bool = False
+    answer: Answer | None, *, used: int = 0, used_blocks: int = 0, sources_apart: bool = False,
+    classic: bool = False,
 ) -> Layout:
     """The extras of a final answer's last message, measured against what its body already
     takes (`used` text characters, `used_blocks` blocks): full detail when it fits, else short
     citation titles, else the citations in a follow-up message and the buttons under the answer.
-    `sources_apart`: the citations go to the follow-up message in any case."""
+    `sources_apart`: the citations go to the follow-up message in any case. `classic`: plain
+    feedback buttons instead of `context_actions`."""
     if answer is None:
         return Layout()
     room, room_blocks = BLOCKS_TEXT_LIMIT - used, MAX_BLOCKS - used_blocks
-    buttons = button_blocks(answer)
+    buttons = button_blocks(answer, classic=classic)
     for level in (0, 1):
         blocks = citation_blocks(answer.citations, level=level) + buttons
         if not (sources_apart and answer.citations) and fits(blocks, room=room, room_blocks=room_blocks):

@@ -20,6 +20,7 @@ class Profile:
     name: str | None
     email: str | None
     is_bot: bool = False
+    is_admin: bool = False  # a workspace admin or owner (users.info is_admin / is_owner / is_primary_owner)
 
 
 async def lookup(client: AsyncWebClient, user_id: str) -> Profile | None:
@@ -36,4 +37,5 @@ async def lookup(client: AsyncWebClient, user_id: str) -> Profile | None:
     email = profile.get("email") or None
     if email is None:
         log.info("users.info returned no email (is the users:read.email scope granted?)")
-    return Profile(user_id, name or None, email, bool(user.get("is_bot")))
+    admin = any(bool(user.get(k)) for k in ("is_admin", "is_owner", "is_primary_owner"))
+    return Profile(user_id, name or None, email, bool(user.get("is_bot")), admin)

@@ -13,7 +13,12 @@ Files shared with a question (`files`, subtype `file_share` or not) go with it a
 question too. Only files Slack gives no way to fetch get `texts.FILES_ONLY` here.
 A mention is delivered twice by Slack (`app_mention` and `message.*`); both map to the same
 delivery id (team:channel:ts), which the relay claims once in the store, so retries of
-either event and the pair itself are answered once.
+either event and the pair itself are answered once. A channel's rule (channels.py) can widen this
+(`all`: every top-level message) or narrow it (`off`).
+
+The agent surface's events and interactions are wired here too: `app_home_opened`,
+`agent_session_stopped`, `assistant_thread_started` (workspaces still on assistant_view), the
+slash command, the feedback comment modal, the Home tab's prompt buttons and "Share in channel".
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from bridge.models import ChatUser, Inbound, ThreadKey
 
 from . import forms
 from .blocks import CALLBACK_ACTION_PREFIX, FEEDBACK_ACTION
+from .channels import SHARE_ACTION
+from .feedback import FEEDBACK_CALLBACK
 from .files import attachments
+from .home import PROMPT_ACTION
 from .mrkdwn import mentions, to_plain
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -119,9 +127,11 @@ def normalise(
     *,
     mention: bool,
     followed: Callable[[ThreadKey, str], bool],
+    everything: bool = False,
 ) -> Inbound | Notice | Ignore:
     """One Slack event -> what to do with it. Pure apart from `followed(thread, user_id)` (a store
-    lookup: does this user have an active conversation in this thread?)."""
+    lookup: does this user have an active conversation in this thread?). `everything`: the
+    channel answers every top-level message (its mode is `all`, see channels.py)."""
     if not isinstance(event, dict):
         return Ignore("not an event")
     subtype = event.get("subtype")
@@ -149,8 +159,9 @@ def normalise(
         if mentions(raw, where.bot_user_id):
             return Ignore("mention: answered from app_mention")
         if not thread_ts or thread_ts == ts:
-            return Ignore("channel message not for the bot")
-        if not followed(thread, user):
+            if not everything:
+                return Ignore("channel message not for the bot")
+        elif not followed(thread, user):
             return Ignore("thread where the bot is not talking with this user")
     did = message_key(where.team_id, channel, ts)
     text = to_plain(raw, bot_user_id=where.bot_user_id)
@@ -263,9 +274,45 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     async def on_form_submit(ack: Any, body: dict, context: Any) -> None:
         await adapter.on_form_submit(ack, body, context)  # acks itself: the reply carries the outcome
 
+    async def on_home_opened(body: dict, event: dict, context: Any) -> None:
+        await adapter.on_home_opened(body, event, context)
+
+    async def on_session_stopped(body: dict, event: dict, context: Any) -> None:
+        await adapter.on_session_stopped(body, event, context)
+
+    async def on_assistant_thread(body: dict, event: dict, context: Any) -> None:
+        await adapter.on_assistant_thread_started(body, event, context)
+
+    async def on_command(ack: Any, body: dict, context: Any) -> None:
+        await adapter.on_command(ack, body, context)  # acks itself: the reply is the answer
+
+    async def on_feedback_submit(ack: Any, body: dict, context: Any) -> None:
+        await adapter.on_feedback_submit(ack, body, context)  # acks itself, with the outcome
+
+    async def on_feedback_closed(ack: Any, body: dict, context: Any) -> None:
+        await ack()
+        await adapter.on_feedback_closed(body, context)
+
+    async def on_home_prompt(ack: Any, body: dict, action: dict, context: Any) -> None:
+        await ack()
+        await adapter.on_home_prompt(body, action, context)
+
+    async def on_share(ack: Any, body: dict, action: dict, context: Any) -> None:
+        await ack()
+        await adapter.on_share(body, action, context)
+
     app.event("app_mention")(on_mention)
     app.event("message")(on_message)
-    app.action(FEEDBACK_ACTION)(on_feedback)
+    app.event("app_home_opened")(on_home_opened)
+    app.event("agent_session_stopped")(on_session_stopped)
+    app.event("assistant_thread_started")(on_assistant_thread)  # workspaces still on assistant_view
+    app.command(re.compile(".*"))(on_command)  # the app's one slash command, whatever it is named
+    # feedback_buttons (one action id), or the plain buttons of a workspace without context_actions
+    app.action(re.compile("^" + re.escape(FEEDBACK_ACTION) + "(_yes|_no)?$"))(on_feedback)
+    app.view(FEEDBACK_CALLBACK)(on_feedback_submit)
+    app.view_closed(FEEDBACK_CALLBACK)(on_feedback_closed)
+    app.action(re.compile("^" + re.escape(PROMPT_ACTION)))(on_home_prompt)
+    app.action(SHARE_ACTION)(on_share)
     app.action(re.compile("^" + re.escape(CALLBACK_ACTION_PREFIX)))(on_callback)
     app.action(re.compile("^" + re.escape(forms.OPEN_FORM_PREFIX)))(on_open_form)
     app.action(forms.HELP_ACTION)(on_help_pick)

@@ -24,7 +24,20 @@ rotation and recovery, which is where streams fail in practice. This sink:
 * pays for every call in the workspace's budgets: chat.startStream and chat.stopStream each from
   its own Tier 2 budget (admission took the first start and stop; rotations, restarts and
   failure stops take their own, and tokens never used go back), appends from the Tier 4 budget
-  the renderer draws from.
+  the renderer draws from;
+* shows Moveworks' reasoning as a plan (`plans`): the first reasoning step starts the stream with
+  `task_display_mode: plan`, a `plan_update` title and the step as a `task_update` in progress;
+  each new step marks the previous one complete; the first answer text (or the final answer)
+  marks the last one complete, a failure marks it `error`. Where Slack refuses the chunks
+  (`invalid_chunks`; an older workspace) the reasoning shows in the thread status as before, and
+  `on_plans_refused` keeps the workspace from trying again;
+* in an agent session (`sessions.py`) ends the session with the final chat.stopStream's
+  `session_status: active` and keeps it `processing` across mid-answer stops (rotations);
+* after the person pressed Stop (`agent_session_stopped`, or `stopped_by_user` from an append)
+  writes nothing more, and ends the reply in place: the stopped message is edited to end with
+  the note;
+* puts plain 👍/👎 buttons under the answer where the workspace refuses the `context_actions`
+  block (remembered in `formats`, shared with the edited replies of the workspace).
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ from bridge.models import Answer, Capabilities, Frame, Rate
 
 from . import blocks as bk
 from .calls import (
+    INVALID_BLOCKS,
     PERMANENT,
     REFUSED,
     STREAM_GONE,
@@ -61,6 +75,7 @@ from .calls import (
     retry_after,
 )
 from .ops import message_payload
+from .sessions import Session
 from .status import StatusKeeper
 
 log = logging.getLogger("adapters.slack")
@@ -103,6 +118,12 @@ WORKSPACE_ERRORS = frozenset(
 )
 # ...for every later reply in this channel (it cannot stream, whoever asks).
 CHANNEL_ERRORS = frozenset({"channel_type_not_supported"})
+# A stream that carried task/plan chunks was refused for them: no plans in this workspace (the
+# text streams as before). `invalid_arguments` too: a workspace that predates chunks and
+# `task_display_mode` may refuse the arguments themselves.
+PLAN_ERRORS = frozenset({"invalid_chunks", "invalid_arguments"})
+STOPPED_BY_USER = "stopped_by_user"  # chat.appendStream after the person pressed Stop
+STEP_LIMIT = 120  # characters of a reasoning step shown as a task title
 
 
 @dataclass
@@ -113,6 +134,8 @@ class Segment:
     text: str  # what the message shows (including fence lines added at a rotation)
     started_at: float
     live: bool = True  # may still be streaming: never chat.update or chat.delete it
+    stream: bool = True  # started with chat.startStream (not a posted part)
+    ended: bool = False  # stopped by our own chat.stopStream (not by Slack or the person)
 
 
 class _Fallback(Exception):
@@ -123,6 +146,10 @@ class _Fallback(Exception):
 
 class _Gone(Exception):
     """This stream can take no more text (expired or full)."""
+
+
+def _task(step: tuple[str, str], status: str) -> dict[str, Any]:
+    return {"type": "task_update", "id": step[0], "title": step[1], "status": status}
 
 
 class _Refused(Exception):
@@ -155,9 +182,17 @@ class NativeStreamSink(ReplySink):
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         final_attempts: int = 8,
+        plans: bool = False,
+        plan_title: str = texts.SLACK_PLAN_TITLE,
+        on_plans_refused: Callable[[str], None] = lambda code: None,
+        session: Session | None = None,
+        on_user_stop: Callable[[], None] = lambda: None,
+        formats: dict[str, bool] | None = None,
     ) -> None:
         """`start_budget`/`stop_budget`: the workspace's Tier 2 budgets of chat.startStream and
-        chat.stopStream (None: unlimited); `prepaid`: admission already took one of each."""
+        chat.stopStream (None: unlimited); `prepaid`: admission already took one of each.
+        `plans`: show reasoning steps as a plan; `session`: the answer's agent session;
+        `formats`: the workspace's refusals (`context_actions`)."""
         self.capabilities = NATIVE_CAPABILITIES
         self.budget_key = budget_key
         self.client = client
@@ -183,13 +218,26 @@ class NativeStreamSink(ReplySink):
         self._frames = 0  # text frames shown: the renderer pays an append for each after the first
         self._append_paid = False  # the renderer's token for this frame, not spent yet
         self._sources: list[dict[str, Any]] = []  # citations due in a follow-up message
+        self.plans = plans
+        self._plan_title = plan_title
+        self._on_plans_refused = on_plans_refused
+        self._plan_seg: Segment | None = None  # the stream that shows the plan
+        self._step: tuple[str, str] | None = None  # (task id, title) of the step in progress
+        self._steps = 0
+        self.session = session
+        self._on_user_stop = on_user_stop
+        self.user_stopped = False  # Slack said stopped_by_user
+        self.formats = formats if formats is not None else {}
 
     # --- ReplySink --------------------------------------------------------------------------------
 
     async def show(self, frame: Frame) -> bool | None:
-        if self.broken:
+        if self.broken or self._halted():
             return False
         if not frame.text:
+            if frame.status and self.plans and await self._show_step(frame.status):
+                self._frames += 1
+                return None
             if self.status is not None:
                 await self.status.set(frame.status)  # deduplicated, refreshed by the keeper
             # The thread status is not the streamed message: it must not hold back its first text.
@@ -203,6 +251,97 @@ class NativeStreamSink(ReplySink):
                 self.stream_budget.refund()
         self._frames += 1
         return None
+
+    def _halted(self) -> bool:
+        """The person pressed Stop: nothing more is written until the reply's end."""
+        return self.user_stopped or (self.session is not None and self.session.stop_requested)
+
+    # --- the plan ---------------------------------------------------------------------------------
+
+    async def _show_step(self, status: str) -> bool:
+        """A reasoning step as a task of the plan. True when it was written (the renderer paid an
+        append for it when it was not the first write); False: show it in the thread status."""
+        seg = self._live()
+        if self.segments and (seg is None or seg is not self._plan_seg):
+            return False  # the plan's stream ended (expiry): the status line takes over
+        title = status if len(status) <= STEP_LIMIT else status[: STEP_LIMIT - 1] + "…"
+        if self._step is not None and self._step[1] == title:
+            return False
+        chunks: list[dict[str, Any]] = []
+        if seg is None:
+            chunks.append({"type": "plan_update", "title": self._plan_title})
+        if self._step is not None:
+            chunks.append(_task(self._step, "complete"))
+        self._steps += 1
+        step = (f"step-{self._steps}", title)
+        chunks.append(_task(step, "in_progress"))
+        self._append_paid = seg is not None and self._frames > 0
+        try:
+            if seg is None:
+                await self._start_plan(chunks)
+            else:
+                if self._rotation_due(seg, 0):
+                    return False
+                await self._append_chunks(seg, chunks)
+        except _Fallback as exc:
+            if exc.code not in PLAN_ERRORS:
+                await self._switch(exc.code)  # native streaming itself is unavailable here
+                return False
+            log.info("slack refused plan chunks (%s); reasoning shows in the thread status", exc.code)
+            self.plans = False
+            self._on_plans_refused(exc.code)
+            return False
+        except _Gone as exc:
+            if seg is not None and str(exc) in TOO_LONG:
+                await self._close_full(seg)
+            return False  # the plan's stream ended early; the status line takes over
+        finally:
+            if self._append_paid:  # not spent: the renderer refunds its token when we return False
+                self._append_paid = False
+        self._step = step
+        return True
+
+    async def _start_plan(self, chunks: list[dict[str, Any]]) -> None:
+        kwargs: dict[str, Any] = {"channel": self.channel, "thread_ts": self.thread_ts, "chunks": chunks,
+                                  "task_display_mode": "plan"}
+        if self.recipient_user_id:
+            kwargs["recipient_user_id"] = self.recipient_user_id
+        if self.recipient_team_id:
+            kwargs["recipient_team_id"] = self.recipient_team_id
+        await self._pay("start")
+        try:
+            self._on_write("stream_start")
+            response = await self.client.chat_startStream(**kwargs)
+        except SlackApiError as exc:
+            if error_code(exc) in PLAN_ERRORS:
+                self._prepaid["start"] += 1  # the token is kept for the answer's own start
+                raise _Fallback(error_code(exc)) from None
+            self._raise(exc, "chat.startStream", kind="start")
+        except TRANSIENT as exc:
+            raise PlatformError(f"chat.startStream: {type(exc).__name__}") from None
+        seg = Segment(str(response["ts"]), "", self._clock())
+        self.segments.append(seg)
+        self._plan_seg = seg
+        await self._stop_status()  # the post replaces the status
+
+    async def _append_chunks(self, seg: Segment, chunks: list[dict[str, Any]]) -> None:
+        await self._pay("append")
+        try:
+            self._on_write("stream_append")
+            await self.client.chat_appendStream(channel=self.channel, ts=seg.ts, chunks=chunks)
+        except SlackApiError as exc:
+            if error_code(exc) in PLAN_ERRORS:
+                raise _Fallback(error_code(exc)) from None
+            self._stream_error(exc, seg, "chat.appendStream")
+        except TRANSIENT as exc:
+            raise PlatformError(f"chat.appendStream: {type(exc).__name__}") from None
+
+    def _plan_chunks(self, seg: Segment, outcome: str = "complete") -> list[dict[str, Any]]:
+        """The last step's end, once, when `seg` shows the plan (first text, final, failure)."""
+        if seg is not self._plan_seg or self._step is None:
+            return []
+        step, self._step = self._step, None
+        return [_task(step, outcome)]
 
     async def _show_text(self, text: str) -> None:
         if not text.startswith(self.sent):
@@ -242,21 +381,56 @@ class NativeStreamSink(ReplySink):
         await self._stop_status()
         note = texts.failure_note(message)
         try:
+            self._apply_stop()
             seg = self._live()
             if seg is not None:
                 fence = open_fence(seg.text)
                 text = ("\n" + fence[0] if fence else "") + "\n\n" + note
                 try:
-                    await self._final(lambda: self._stop_call(seg, text, None))
+                    await self._final(lambda: self._stop_call(seg, text, None, final=True, outcome="error"))
                     return
                 except _Refused:  # the note does not fit: end the stream as it is, then post it
                     with contextlib.suppress(PlatformError, _Fallback, _Gone, _Refused):
-                        await self._final(lambda: self._stop_call(seg, "", None))
-                except (PlatformError, _Fallback, _Gone):
+                        await self._final(lambda: self._stop_call(seg, "", None, final=True, outcome="error"))
+                except _Gone:
+                    log.info("the stream had ended; ending its message in place with the note")
+                except (PlatformError, _Fallback):
                     log.info("could not end the stream with the failure note; posting it")
+            if await self._end_in_place(note):
+                return
             await self._final(lambda: self._post(note, None))
         finally:
             self._release()
+
+    def _apply_stop(self) -> None:
+        """The streams Slack stopped when the person pressed Stop take no more calls."""
+        if self.session is not None and self.session.stopped_ts:
+            for seg in self.segments:
+                if seg.ts in self.session.stopped_ts:
+                    seg.live = False
+
+    async def _end_in_place(self, note: str) -> bool:
+        """A stream Slack ended before us (the person pressed Stop, or it expired) can be edited:
+        its message gets the note at its end (a code fence left open is closed first). False
+        when there is no such message or the edit did not go through."""
+        seg = self.segments[-1] if self.segments else None
+        if seg is None or seg.live or not self._streamed(seg):
+            return False
+        fence = open_fence(seg.text)
+        body = seg.text + ("\n" + fence[0] if fence else "")
+        text = (body + "\n\n" + note) if body.strip() else note
+        if len(text) > FINAL_PART_LIMIT:
+            return False
+        try:
+            await self._final(lambda: self._update(seg.ts, text, None), budget=self.edit_budget)
+        except PlatformError as exc:
+            log.info("could not end the stopped stream in place (%s); posting the note", exc)
+            return False
+        seg.text = text
+        return True
+
+    def _streamed(self, seg: Segment) -> bool:
+        return seg.stream and not seg.ended
 
     # --- budgets ----------------------------------------------------------------------------------
 
@@ -300,7 +474,7 @@ class NativeStreamSink(ReplySink):
         """Append `delta`, starting or rotating streams as needed. `self.sent` advances only by
         text Slack accepted, so a failure leaves the rest for the next attempt."""
         restarts = 0
-        while delta:
+        while delta and not self._halted():
             seg = self._live()
             if seg is not None and self._rotation_due(seg, len(delta)):
                 await self._rotate(seg)
@@ -312,7 +486,11 @@ class NativeStreamSink(ReplySink):
                     await self._start(piece)
                 else:
                     await self._append(seg, piece)
-            except _Gone:
+            except _Gone as exc:
+                if self.user_stopped:
+                    return  # the person stopped the answer: nothing more goes out
+                if seg is not None and str(exc) in TOO_LONG:
+                    await self._close_full(seg)
                 restarts += 1
                 if restarts > 3:
                     raise PlatformError("slack: streams keep ending") from None
@@ -371,45 +549,94 @@ class NativeStreamSink(ReplySink):
         await self._stop_status()  # the post replaces the status
 
     async def _append(self, seg: Segment, piece: str) -> None:
-        await self._pay("append")
+        plan = self._plan_chunks(seg)
+        kwargs: dict[str, Any] = {"channel": self.channel, "ts": seg.ts}
+        if plan:  # the plan's last step ends with the first words (text as a chunk beside it)
+            kwargs["chunks"] = plan + [{"type": "markdown_text", "text": piece}]
+        else:
+            kwargs["markdown_text"] = piece
         try:
+            await self._pay("append")
             self._on_write("stream_append")
-            await self.client.chat_appendStream(channel=self.channel, ts=seg.ts, markdown_text=piece)
+            await self.client.chat_appendStream(**kwargs)
         except SlackApiError as exc:
-            try:
-                self._raise(exc, "chat.appendStream", kind="append")
-            except _Gone:
-                code = error_code(exc)
-                log.warning("slack stream %s ended early (%s); continuing in a new one", seg.ts, code)
-                if code in TOO_LONG:  # full, but still open: close it so it does not spin forever
-                    with contextlib.suppress(PlatformError, _Gone, _Fallback, _Refused):
-                        await self._stop_call(seg, "", None)
-                seg.live = False
-                raise
+            self._unsent(plan)
+            self._stream_error(exc, seg, "chat.appendStream")
         except TRANSIENT as exc:
+            self._unsent(plan)
             raise PlatformError(f"chat.appendStream: {type(exc).__name__}") from None
+        except BaseException:
+            self._unsent(plan)
+            raise
         seg.text += piece
 
-    async def _stop_call(self, seg: Segment, text: str, extras: list[dict[str, Any]] | None) -> None:
+    def _unsent(self, plan: list[dict[str, Any]]) -> None:
+        """The plan step's end did not get through: it is due with the next call."""
+        if plan:
+            self._step = (plan[0]["id"], plan[0]["title"])
+
+    def _stream_error(self, exc: SlackApiError, seg: Segment, what: str) -> NoReturn:
+        """An append failed: the person stopped the stream (`stopped_by_user`: halt, and have the
+        answer stopped), it ended or filled up (`_Gone`: continue in a new one), or else."""
+        code = error_code(exc)
+        if code == STOPPED_BY_USER:
+            log.info("slack stream %s was stopped by the person", seg.ts)
+            seg.live = False
+            self.user_stopped = True
+            self._on_user_stop()
+            raise _Gone(code)
+        try:
+            self._raise(exc, what, kind="append")
+        except _Gone:
+            log.warning("slack stream %s ended early (%s); continuing in a new one", seg.ts, code)
+            seg.live = False
+            raise
+        raise AssertionError("unreachable")
+
+    async def _close_full(self, seg: Segment) -> None:
+        """A stream Slack found full is still open: close it so it does not spin forever."""
+        with contextlib.suppress(PlatformError, _Gone, _Fallback, _Refused):
+            await self._stop_call(seg, "", None)
+        seg.live = False
+
+    async def _stop_call(self, seg: Segment, text: str, extras: list[dict[str, Any]] | None, *,
+                         final: bool = False, outcome: str = "complete") -> None:
+        """chat.stopStream of `seg`. `final`: the reply ends here (its session goes `active`);
+        `outcome`: how a plan step still in progress ends (`complete`, `error`)."""
         kwargs: dict[str, Any] = {"channel": self.channel, "ts": seg.ts}
-        if text:
+        plan = self._plan_chunks(seg, outcome)
+        if plan:
+            kwargs["chunks"] = plan + ([{"type": "markdown_text", "text": text}] if text else [])
+        elif text:
             kwargs["markdown_text"] = text
         if extras:
             kwargs["blocks"] = extras
-        await self._pay("stop")
+        session_status = None
+        if self.session is not None and await self.session.settle():
+            session_status = self.session.stream_status(final)
+            kwargs["session_status"] = session_status
         try:
+            await self._pay("stop")
             self._on_write("stream_stop")
             await self.client.chat_stopStream(**kwargs)
         except SlackApiError as exc:
+            self._unsent(plan)
             try:
                 self._raise(exc, "chat.stopStream", kind="stop")
             except _Gone:
                 seg.live = False
                 raise
         except TRANSIENT as exc:
+            self._unsent(plan)
             raise PlatformError(f"chat.stopStream: {type(exc).__name__}") from None
+        except BaseException:
+            self._unsent(plan)
+            raise
         seg.text += text
         seg.live = False
+        seg.ended = True
+        if session_status == "active" and self.session is not None:
+            self.session.ended_by_stream()
 
     # --- finishing --------------------------------------------------------------------------------
 
@@ -430,15 +657,24 @@ class NativeStreamSink(ReplySink):
             seg = self._live()
         if seg is None:  # the last stream died just now; nothing left unsent
             return await self._rewrite(final, answer)
-        layout = bk.layout_extras(answer)  # the stop's blocks are measured as a payload of their own
+        layout = self._layout(answer)  # the stop's blocks are measured as a payload of their own
         try:
-            await self._final(lambda: self._stop_call(seg, remaining, layout.blocks))
+            try:
+                await self._final(lambda: self._stop_call(seg, remaining, layout.blocks, final=True))
+            except _Refused as exc:
+                if not (exc.code in INVALID_BLOCKS and bk.has_context_actions(layout.blocks)):
+                    raise
+                # An older workspace without the context_actions block: plain feedback buttons.
+                layout = self._layout(answer, classic=True)
+                await self._final(lambda: self._stop_call(seg, remaining, layout.blocks, final=True))
+                log.warning("slack refused the context_actions block (%s); using plain feedback buttons", exc.code)
+                self.formats["context_actions"] = False
         except _Refused as exc:
             # The stream is still open (chat.update would fail streaming_state_conflict): end it
             # without the extras, which then follow in a message of their own.
             log.warning("slack refused the end of stream %s (%s); ending it without extras", seg.ts, exc.code)
             try:
-                await self._final(lambda: self._stop_call(seg, remaining, None))
+                await self._final(lambda: self._stop_call(seg, remaining, None, final=True))
             except (_Refused, _Gone):
                 return await self._rewrite(final, answer)
             self.sent += remaining
@@ -450,11 +686,11 @@ class NativeStreamSink(ReplySink):
             # chat.update, or continue in new messages when the text no longer fits one.
             log.warning("slack stream %s ended before stop; finishing with chat.update", seg.ts)
             full = seg.text + remaining
-            if len(full) <= FINAL_PART_LIMIT and bk.fits(bk.markdown_body(full) + bk.button_blocks(answer)):
+            if len(full) <= FINAL_PART_LIMIT and bk.fits(bk.markdown_body(full) + self._buttons(answer)):
                 await self._final(lambda: self._update(seg.ts, full, answer), budget=self.edit_budget)
                 seg.text = full
                 await self._flush_sources()
-            elif remaining.strip() or bk.answer_extras(answer):
+            elif remaining.strip() or bk.answer_extras(answer, classic=self._classic()):
                 await self._post_parts(remaining, answer)
             self.sent += remaining
             return [s.ts for s in self.segments]
@@ -463,13 +699,22 @@ class NativeStreamSink(ReplySink):
         await self._flush_sources()
         return [s.ts for s in self.segments]
 
+    def _classic(self) -> bool:
+        return not self.formats.get("context_actions", True)
+
+    def _layout(self, answer: Answer, *, classic: bool | None = None) -> bk.Layout:
+        return bk.layout_extras(answer, classic=self._classic() if classic is None else classic)
+
+    def _buttons(self, answer: Answer | None) -> list[dict[str, Any]]:
+        return bk.button_blocks(answer, classic=self._classic())
+
     def _final_parts(self, text: str, answer: Answer | None) -> list[str]:
         """`text` split into messages, the last one leaving room for the extras (all of them when
         they are small enough, else the buttons: the citations then go to a follow-up)."""
         parts = split_markdown(text, FINAL_PART_LIMIT) if text.strip() else [""]
-        extras = bk.text_size(bk.answer_extras(answer))
+        extras = bk.text_size(bk.answer_extras(answer, classic=self._classic()))
         if extras > bk.BLOCKS_TEXT_LIMIT // 2:
-            extras = bk.text_size(bk.button_blocks(answer))
+            extras = bk.text_size(self._buttons(answer))
         room = bk.BLOCKS_TEXT_LIMIT - extras
         if len(parts[-1]) > room:
             parts = parts[:-1] + split_markdown(parts[-1], room)
@@ -481,7 +726,7 @@ class NativeStreamSink(ReplySink):
         for i, part in enumerate(parts):
             more = answer if i == len(parts) - 1 else None
             ts = await self._final(functools.partial(self._post, part, more))
-            self.segments.append(Segment(ts, part, self._clock(), live=False))
+            self.segments.append(Segment(ts, part, self._clock(), live=False, stream=False))
         await self._flush_sources()
 
     async def _rewrite(self, final: str, answer: Answer) -> list[str]:
@@ -508,7 +753,7 @@ class NativeStreamSink(ReplySink):
                 ts = old.ts
             else:
                 ts = await self._final(functools.partial(self._post, part, more))
-            kept.append(Segment(ts, part, self._clock(), live=False))
+            kept.append(Segment(ts, part, self._clock(), live=False, stream=False))
         for old in editable[len(parts):]:
             try:
                 self._on_write("delete")
@@ -524,16 +769,21 @@ class NativeStreamSink(ReplySink):
                     **kwargs: Any) -> Any:
         """One chat.update/postMessage of a final part, measured (`ops.message_payload`); when
         Slack still counts it too long, once more with the citations in a follow-up."""
-        content, self._sources = message_payload(text, answer)
+        content, self._sources = message_payload(text, answer, classic=self._classic())
         try:
             self._on_write("update" if what == "chat.update" else "post")
             return await call(**kwargs, **content)
         except SlackApiError as exc:
-            if not (error_code(exc) in TOO_LONG and answer is not None and answer.citations):
+            code = error_code(exc)
+            if code in INVALID_BLOCKS and bk.has_context_actions(content.get("blocks")):
+                log.warning("slack refused the context_actions block (%s); using plain feedback buttons", code)
+                self.formats["context_actions"] = False
+                return await self._send(what, call, text, answer, **kwargs)
+            if not (code in TOO_LONG and answer is not None and answer.citations):
                 self._raise_edit(exc, what)
         except TRANSIENT as exc:
             raise PlatformError(f"{what}: {type(exc).__name__}") from None
-        content, self._sources = message_payload(text, answer, sources_apart=True)
+        content, self._sources = message_payload(text, answer, sources_apart=True, classic=self._classic())
         try:
             return await call(**kwargs, **content)
         except SlackApiError as exc:
@@ -577,7 +827,7 @@ class NativeStreamSink(ReplySink):
         except PlatformError as exc:
             log.warning("could not post the sources of an answer: %s", exc)
             return
-        self.segments.append(Segment(ts, "", self._clock(), live=False))
+        self.segments.append(Segment(ts, "", self._clock(), live=False, stream=False))
 
     @staticmethod
     def _raise_edit(exc: SlackApiError, what: str) -> NoReturn:

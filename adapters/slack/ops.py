@@ -9,7 +9,8 @@ agent's answer is posted with their `username`/`icon_url` (`blocks.authorship`; 
 change a message's author, so the byline under the text says who wrote it in every case).
 
 If Slack refuses a non-empty markdown block as invalid (`invalid_blocks`) and accepts the same
-content as mrkdwn sections, this workspace keeps using sections. A size refusal
+content as mrkdwn sections, this workspace keeps using sections. Likewise a workspace that refuses
+the `context_actions` block (native feedback buttons) keeps getting plain 👍/👎 buttons. A size refusal
 (`msg_blocks_too_long`) never changes the format: the citations move to their follow-up message.
 """
 
@@ -33,15 +34,17 @@ log = logging.getLogger("adapters.slack")
 
 
 def message_payload(
-    text: str, answer: Answer | None, *, markdown: bool = True, sources_apart: bool = False
+    text: str, answer: Answer | None, *, markdown: bool = True, sources_apart: bool = False, classic: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(`text` + `blocks` of one message, the blocks of its sources follow-up or []), within
-    Slack's limits. `sources_apart`: the citations go to the follow-up even if they would fit."""
+    Slack's limits. `sources_apart`: the citations go to the follow-up even if they would fit;
+    `classic`: plain feedback buttons (a workspace that refuses `context_actions`)."""
     if text.strip():
         body = bk.markdown_body(text) if markdown else bk.mrkdwn_body(text)
     else:
         body = []  # an empty markdown block is invalid; the extras carry the message
-    layout = bk.layout_extras(answer, used=bk.text_size(body), used_blocks=len(body), sources_apart=sources_apart)
+    layout = bk.layout_extras(answer, used=bk.text_size(body), used_blocks=len(body), sources_apart=sources_apart,
+                              classic=classic)
     content = {"text": preview(text) if text.strip() else texts.ANSWER_PREVIEW, "blocks": body + layout.blocks}
     return content, layout.sources
 
@@ -62,28 +65,46 @@ class SlackMessageOps:
         self.channel = channel
         self.thread_ts = thread_ts
         self._on_write = on_write or (lambda op: None)
-        # Shared per workspace: {"markdown": False} once Slack refused a markdown block.
+        # Shared per workspace: {"markdown": False} once Slack refused a markdown block,
+        # {"context_actions": False} once it refused the native feedback block.
         self._formats = formats if formats is not None else {}
         self._sources: dict[str, str] = {}  # message ts -> ts of its sources follow-up
 
     async def _send(self, op: str, method, text: str, answer: Answer | None, **kwargs: Any) -> tuple[Any, list]:
         markdown = self._formats.get("markdown", True)
-        payload, sources = message_payload(text, answer, markdown=markdown)
+        classic = not self._formats.get("context_actions", True)
+        payload, sources = message_payload(text, answer, markdown=markdown, classic=classic)
         try:
             self._on_write(op)
             return await method(**kwargs, **payload), sources
         except SlackApiError as exc:
             code = error_code(exc)
+            if code in INVALID_BLOCKS and not classic and bk.has_context_actions(payload.get("blocks")):
+                # An older workspace without the context_actions block: plain feedback buttons.
+                payload, sources = message_payload(text, answer, markdown=markdown, classic=True)
+                try:
+                    self._on_write(op)
+                    result = await method(**kwargs, **payload)
+                except SlackApiError as again:
+                    exc, code = again, error_code(again)
+                except TRANSIENT as again:
+                    raise PlatformError(f"{op}: {type(again).__name__}") from None
+                else:
+                    log.warning("slack refused the context_actions block (%s); using plain feedback buttons", code)
+                    self._formats["context_actions"] = False
+                    return result, sources
+                classic = True
             if code in INVALID_BLOCKS and markdown and text.strip():
                 log.warning("slack refused a markdown block (%s); using mrkdwn sections", code)
-                payload, sources = message_payload(text, answer, markdown=False)
+                payload, sources = message_payload(text, answer, markdown=False, classic=classic)
                 result = await self._again(op, method, payload, **kwargs)
                 self._formats["markdown"] = False
                 return result, sources
             if code in TOO_LONG and answer is not None and answer.citations:
                 # Slack counts more than we measured: the citations go to their own message.
                 log.warning("slack refused a final's size (%s); posting its sources apart", code)
-                payload, sources = message_payload(text, answer, markdown=markdown, sources_apart=True)
+                payload, sources = message_payload(text, answer, markdown=markdown, sources_apart=True,
+                                                   classic=classic)
                 return await self._again(op, method, payload, **kwargs), sources
             raise to_platform_error(exc, op) from None
         except TRANSIENT as exc:

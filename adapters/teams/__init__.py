@@ -7,7 +7,9 @@ the core. Modules: `app` (adapter, route, ChatAdapter methods), `bot` (ActivityH
 (personal-chat native stream sink), `render` (Markdown, citations, cards, a live agent's byline),
 `forms` (Moveworks forms as dialogs, the get-help menu), `files` (attachments in, downloads),
 `entities` (Entity subclasses that really serialize), `references` (ConversationReference
-persistence), `package` (the Teams app package zip).
+persistence), `welcome` (the welcome card, once per personal install), `thread_context` (a reply
+chain's earlier messages through Microsoft Graph), `package` (the Teams app package zip, with the
+prompt starters).
 """
 
 from __future__ import annotations

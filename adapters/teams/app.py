@@ -51,6 +51,8 @@ from .ops import TeamsMessageOps, TeamsTarget
 from .references import NS_FEEDBACK, NS_PRESSED, PLATFORM, ReferenceBook, StoredReference, bare_conversation
 from .render import with_byline
 from .streaming import TeamsStreamSink
+from .thread_context import ThreadReader
+from .welcome import NS_WELCOME, Welcomes
 
 log = logging.getLogger("adapters.teams")
 
@@ -114,6 +116,8 @@ class TeamsAdapter(ChatAdapter):
         self.native_streaming = native_streaming
         self.references = ReferenceBook(core.kv, core.end_threads)
         self.cloud, self.credentials = build_cloud_adapter(self.settings)
+        self.welcomes = Welcomes(core.kv(NS_WELCOME), core.claim_inbound, PLATFORM)
+        self.threads = ThreadReader(self.settings, bot_token=self._bot_token)
         self.bot = TeamsBot(self)
         self._conversation_budgets: OrderedDict[str, WriteBudget] = OrderedDict()
         self.auth_refresher: AuthRefresher | None = None
@@ -263,8 +267,11 @@ class TeamsAdapter(ChatAdapter):
             return EditingSink(TeamsMessageOps(target), EDIT_CAPABILITIES, budget, budget_key, platform=PLATFORM)
 
         if target.stored.scope == "personal" and not proactive and self.native_streaming:
-            return AgentByline(WithFallback(TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key),
-                                            editing))
+            # Teams' Stop button: stop the answer at once (the Moveworks stream is closed now,
+            # not when its next event arrives); Teams has ended the stream on its side already.
+            sink = TeamsStreamSink(target, NATIVE_CAPABILITIES, budget, budget_key,
+                                   on_canceled=lambda: self.core.stop_answer(thread))
+            return AgentByline(WithFallback(sink, editing))
         return AgentByline(editing())
 
     async def close_reply(

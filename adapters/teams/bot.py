@@ -23,7 +23,12 @@ message with files and no text means.
 Where answers go: personal chats always; channels and group chats only when the bot is
 @mentioned (the mention is stripped). In a channel the reply goes into the message's reply chain
 and the chain's root id is the thread; follow-ups in the chain or the personal chat continue the
-same Moveworks conversation (one per person: the relay keys links by thread and user).
+same Moveworks conversation (one per person: the relay keys links by thread and user). Someone
+who brings the bot into a chain with a mention in a reply gets the chain's earlier messages sent
+along (`Inbound.context`, read through Microsoft Graph: thread_context.py).
+
+Install events: the conversation reference is kept (proactive messages), and a personal install
+gets the welcome card once (welcome.py).
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from botbuilder.core import InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
-from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
+from botbuilder.schema import Activity, ActivityTypes, Attachment, ChannelAccount
 
 from bridge import texts
 from bridge.contract import FeedbackAck
@@ -68,7 +74,9 @@ from .references import (
     bare_conversation,
     tenant_of,
 )
-from .render import CALLBACK_KEY
+from .render import ADAPTIVE_CARD, CALLBACK_KEY
+from .thread_context import chain_of
+from .welcome import welcome_card
 
 if TYPE_CHECKING:
     from .app import TeamsAdapter
@@ -78,6 +86,7 @@ log = logging.getLogger("adapters.teams")
 FEEDBACK_TIMEOUT = 8.0  # Teams waits ~15 s for an invoke response
 FEEDBACK_NOTE_TIMEOUT = 4.0  # the refusal/failure note, sent before the invoke is answered
 NOTE_TIMEOUT = 4.0  # a short note answering a click, sent within its turn
+WELCOME_TIMEOUT = 8.0  # the welcome, sent within the install event's turn
 INVOKE_DEADLINE = 8.0  # a dialog invoke is answered by then, whatever Moveworks does
 LATE_TTL = 120.0  # a result that missed its invoke waits this long for the next press
 MAX_PENDING = 1000
@@ -233,7 +242,18 @@ class TeamsBot(TeamsActivityHandler):
                 await turn_context.send_activity(Activity(type=ActivityTypes.typing))
             except Exception as exc:  # noqa: BLE001 - the answer matters, not the indicator
                 log.info("teams typing indicator failed: %s", exc)
+        if scope == "channel" and not callback:
+            inbound = replace(inbound, context=await self._thread_context(activity, thread, user))
         self.adapter.core.submit(inbound)
+
+    async def _thread_context(self, activity: Activity, thread: ThreadKey, user: ChatUser) -> str:
+        """The reply chain's earlier messages when someone brings the bot into it with a mention
+        in a reply (thread_context.py); "" for a chain's root, and for someone the bot is already
+        talking with there (their Moveworks conversation has the chain already)."""
+        chain = chain_of(activity, thread.thread)
+        if chain is None or self.adapter.core.follows(thread, user.user_id):
+            return ""
+        return await self.adapter.threads.context(chain)
 
     async def _help_item(self, activity: Activity, user: ChatUser, thread: ThreadKey, address: dict[str, Any],
                          ref: MessageRef, where: str) -> None:
@@ -251,14 +271,41 @@ class TeamsBot(TeamsActivityHandler):
         bot_id = activity.recipient.id if activity.recipient else None
         if bot_id and bot_id in [m.id for m in activity.members_removed or []]:
             self.adapter.references.forget(activity.conversation.id or "")
+            self.adapter.welcomes.removed(activity.conversation.id or "")
         elif bot_id and bot_id in [m.id for m in activity.members_added or []]:
             self._remember_install(activity)
+            await self._welcome(activity)
 
     async def on_installation_update_add(self, turn_context: TurnContext) -> None:
         self._remember_install(turn_context.activity)
+        if turn_context.activity.action == "add":  # not "add-upgrade": a new version is no install
+            await self._welcome(turn_context.activity)
 
     async def on_installation_update_remove(self, turn_context: TurnContext) -> None:
         self.adapter.references.forget(turn_context.activity.conversation.id or "")
+        if turn_context.activity.action == "remove":
+            self.adapter.welcomes.removed(turn_context.activity.conversation.id or "")
+
+    async def _welcome(self, activity: Activity) -> None:
+        """The welcome card, once per personal install (welcome.py). A welcome that cannot be sent
+        is logged and left to the next install event; it never fails the install event."""
+        chat = (activity.conversation.id or "") if activity.conversation else ""
+        if scope_of(activity) != "personal" or not chat:
+            return
+        welcomes = self.adapter.welcomes
+        generation = welcomes.claim(chat)
+        if generation is None:
+            return  # welcomed already, or the other install event is doing it
+        card = Attachment(content_type=ADAPTIVE_CARD, content=welcome_card(self.adapter.settings.suggested_prompts))
+        try:
+            await asyncio.wait_for(
+                self._send_into(activity, Activity(type=ActivityTypes.message, attachments=[card])), WELCOME_TIMEOUT)
+        except (PlatformError, TimeoutError) as exc:
+            log.warning("teams welcome could not be sent: %s", str(exc) or "timed out")
+            welcomes.failed(chat, generation)
+            return
+        welcomes.sent(chat, generation)
+        log.info("teams: welcomed a new personal install")
 
     def _remember_install(self, activity: Activity) -> None:
         """The app was installed here: keep the reference (and, in a personal chat, the user's)
@@ -459,9 +506,15 @@ class TeamsBot(TeamsActivityHandler):
         if scope == "channel" and MESSAGE_ID_MARK not in conversation_id:
             log.info("teams note skipped: the click names no reply chain to answer in")
             return
+        await self._send_into(activity, None, text=text)
+
+    async def _send_into(self, activity: Activity, message: Activity | None, *, text: str = "") -> None:
+        """Post `message` (or `text` as a plain message) into the conversation of `activity`."""
+        scope = scope_of(activity)
+        conversation_id = activity.conversation.id or ""
         reference = TurnContext.get_conversation_reference(activity)
         reference.activity_id = None  # into the conversation, not as a reply to the invoke
         tenant = tenant_of(activity)
         target = self.adapter.target_of(StoredReference(conversation_id, reference.serialize(), tenant, scope))
         await self.adapter.tenant_budget(tenant).acquire(final=True)
-        await target.send(target.text_message(text, ai=False), final=True)
+        await target.send(message if message is not None else target.text_message(text, ai=False), final=True)

@@ -234,7 +234,7 @@ class CachingCredentialFactory(ServiceClientCredentialsFactory):
         fresh = await self._inner.create_credentials(*key)
 
         def fetch() -> str:  # MSAL's client does HTTP from its constructor on: all in the thread
-            _bound_msal_requests(fresh)
+            bound_msal_requests(fresh)
             return fresh.get_access_token()
 
         value = await off_loop(fetch, timeout)
@@ -244,7 +244,7 @@ class CachingCredentialFactory(ServiceClientCredentialsFactory):
         return token
 
 
-def _bound_msal_requests(credentials: Any) -> None:
+def bound_msal_requests(credentials: Any) -> None:
     """botbuilder builds its MSAL client without an HTTP timeout; give fresh password credentials
     one with `HTTP_TIMEOUT` (other kinds are bounded by `FETCH_TIMEOUT` alone)."""
     if isinstance(credentials, MicrosoftAppCredentials) and getattr(credentials, "app", None) is None:

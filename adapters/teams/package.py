@@ -1,11 +1,27 @@
 """Build the Teams app package: `manifest.json` (bot id from settings) + two icons, zipped.
 
-    python -m adapters.teams.package --out moveworks-teams.zip            # bot id from TEAMS_APP_ID
-    python -m adapters.teams.package --bot-id <guid> --name "IT Help" --out it-help.zip
+    moveworks-bridge teams-package --out moveworks-teams.zip          # bot id from TEAMS_APP_ID
+    moveworks-bridge teams-package --bot-id <guid> --name "IT Help" --out it-help.zip
 
 The icons are drawn here (a 192×192 colour icon and a 32×32 white-on-transparent outline, as
 Teams requires) so the repository carries no binary files; `--color`/`--outline` use your own.
 Upload the zip in Teams (Apps → Manage your apps → Upload an app) or in the Teams admin center.
+
+Prompt starters: the bot's `commandLists` (personal scope) are the suggested prompts of
+`BRIDGE_SUGGESTED_PROMPTS` (or `--prompts "a;b"`), the same ones Slack's Messages tab and the Teams
+welcome card offer. Teams shows them in an empty personal chat and in its "View prompts" menu, and
+puts a prompt's `title` into the compose box when it is picked (msteams-docs
+`prompt-suggestions.md`), so the title is the prompt itself. The manifest is schema 1.21, whose
+limits (`MANIFEST_LIMITS`, from the schema at `MANIFEST_SCHEMA`) take the setting's prompts of up
+to 100 characters whole; 1.17, used before, allowed 32-character titles. `check_manifest` refuses
+a package that the schema would refuse.
+
+Thread context: the manifest asks for the resource-specific consent permission
+`ChannelMessage.Read.Group` (`authorization.permissions.resourceSpecific`, with the
+`webApplicationInfo` RSC requires), which lets the bot read a reply chain's earlier messages
+through Microsoft Graph when it is mentioned in it (thread_context.py). A team owner grants it
+when adding the app to a team. `--no-thread-context` leaves it out (tenants that do not allow
+group-owner consent); the bot then answers mentions without the chain's context.
 """
 
 from __future__ import annotations
@@ -17,11 +33,32 @@ import re
 import struct
 import sys
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError
+from bridge.process.config import DEFAULT_SUGGESTED_PROMPTS, parse_prompts
 
 TEMPLATE = Path(__file__).with_name("appPackage") / "manifest.json"
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 ACCENT = (0x5B, 0x5F, 0xC7)
+MANIFEST_VERSION = "1.21"
+MANIFEST_SCHEMA = "https://developer.microsoft.com/en-us/json-schemas/teams/v1.21/MicrosoftTeams.schema.json"
+# The limits of schema 1.21 this package can run into (OfficeDev/microsoft-teams-app-schema, the
+# "GA 1.21" MicrosoftTeams.schema.json): maxItems and maxLength of the fields it fills.
+MANIFEST_LIMITS = {
+    "commandLists": 3,  # bots[].commandLists: one list per scope at most
+    "commands": 10,  # bots[].commandLists[].commands
+    "command.title": 128,
+    "command.description": 4000,
+    "resourceSpecific": 16,  # authorization.permissions.resourceSpecific
+    "name.short": 30,
+    "name.full": 100,
+    "description.short": 80,
+    "description.full": 4000,
+    "developer.name": 32,
+}
 
 
 def png(width: int, height: int, pixel) -> bytes:
@@ -63,8 +100,51 @@ def outline_icon() -> bytes:
     return png(32, 32, pixel)
 
 
+def prompt_starters(prompts: Sequence[str]) -> list[dict[str, Any]]:
+    """`bots[].commandLists` for the suggested prompts: one list, personal scope, each prompt a
+    command whose title (what Teams puts into the compose box) is the prompt."""
+    commands = [{"title": prompt, "description": prompt} for prompt in dict.fromkeys(p.strip() for p in prompts)
+                if prompt]
+    if not commands:
+        return []
+    return [{"scopes": ["personal"], "commands": commands}]
+
+
+def check_manifest(data: dict[str, Any]) -> None:
+    """Raise ValueError naming what schema 1.21 would refuse among the fields filled here."""
+    limits = MANIFEST_LIMITS
+    if data.get("manifestVersion") != MANIFEST_VERSION or data.get("$schema") != MANIFEST_SCHEMA:
+        raise ValueError(f"the manifest template is not schema {MANIFEST_VERSION}: update MANIFEST_LIMITS")
+    for key, value in (("name.short", data["name"]["short"]), ("name.full", data["name"].get("full", "")),
+                       ("description.short", data["description"]["short"]),
+                       ("description.full", data["description"]["full"]),
+                       ("developer.name", data["developer"]["name"])):
+        if len(value) > limits[key]:
+            raise ValueError(f"{key} is {len(value)} characters; Teams allows {limits[key]}")
+    for bot in data.get("bots") or []:
+        lists = bot.get("commandLists") or []
+        if len(lists) > limits["commandLists"]:
+            raise ValueError(f"{len(lists)} command lists; Teams allows {limits['commandLists']}")
+        for command_list in lists:
+            commands = command_list.get("commands") or []
+            if len(commands) > limits["commands"]:
+                raise ValueError(f"{len(commands)} prompt starters; Teams allows {limits['commands']}")
+            for command in commands:
+                for field in ("title", "description"):
+                    value = command.get(field)
+                    if not isinstance(value, str) or not value:
+                        raise ValueError(f"a prompt starter needs a {field}")
+                    if len(value) > limits[f"command.{field}"]:
+                        raise ValueError(f"prompt starter {field} {value[:40]!r}… is {len(value)} characters; "
+                                         f"Teams allows {limits[f'command.{field}']}")
+    rsc = ((data.get("authorization") or {}).get("permissions") or {}).get("resourceSpecific") or []
+    if len(rsc) > limits["resourceSpecific"]:
+        raise ValueError(f"{len(rsc)} resource-specific permissions; Teams allows {limits['resourceSpecific']}")
+
+
 def manifest(bot_id: str, *, app_id: str | None = None, name: str = "Moveworks", version: str = "1.0.0",
-             developer: str = "Moveworks Bridge", website: str = "https://www.moveworks.com") -> dict:
+             developer: str = "Moveworks Bridge", website: str = "https://www.moveworks.com",
+             prompts: Sequence[str] = DEFAULT_SUGGESTED_PROMPTS, thread_context: bool = True) -> dict:
     if not _GUID.match(bot_id):
         raise ValueError("the bot id (TEAMS_APP_ID) must be the Azure Bot's Microsoft App ID, a GUID")
     text = TEMPLATE.read_text(encoding="utf-8")
@@ -75,11 +155,22 @@ def manifest(bot_id: str, *, app_id: str | None = None, name: str = "Moveworks",
     }
     for key, value in values.items():
         text = text.replace("{{" + key + "}}", json.dumps(value)[1:-1])
-    return json.loads(text)
+    data: dict[str, Any] = json.loads(text)
+    starters = prompt_starters(prompts)
+    for bot in data["bots"]:
+        if starters:
+            bot["commandLists"] = starters
+        else:
+            bot.pop("commandLists", None)
+    if not thread_context:
+        data.pop("authorization", None)
+        data.pop("webApplicationInfo", None)
+    check_manifest(data)
+    return data
 
 
 def build_package(out: Path, bot_id: str, *, color: bytes | None = None, outline: bytes | None = None,
-                  **options: str) -> Path:
+                  **options: Any) -> Path:
     import zipfile
 
     data = manifest(bot_id, **options)
@@ -100,22 +191,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--website", default="https://www.moveworks.com")
     parser.add_argument("--color", type=Path, help="your own 192x192 PNG")
     parser.add_argument("--outline", type=Path, help="your own 32x32 white-on-transparent PNG")
+    parser.add_argument("--prompts", default=os.environ.get("BRIDGE_SUGGESTED_PROMPTS"),
+                        help="prompt starters, ';'-separated (default: BRIDGE_SUGGESTED_PROMPTS, else built-in)")
+    parser.add_argument("--no-thread-context", dest="thread_context", action="store_false",
+                        help="leave out the ChannelMessage.Read.Group permission (no thread context)")
     parser.add_argument("--out", type=Path, default=Path("moveworks-teams.zip"))
     args = parser.parse_args(argv)
     if not args.bot_id:
         print("TEAMS_APP_ID is not set (or pass --bot-id)", file=sys.stderr)
         return 2
     try:
+        prompts = parse_prompts(args.prompts)
         path = build_package(
             args.out, args.bot_id, app_id=args.app_id, name=args.name, version=args.version,
-            developer=args.developer, website=args.website,
+            developer=args.developer, website=args.website, prompts=prompts,
+            thread_context=args.thread_context,
             color=args.color.read_bytes() if args.color else None,
             outline=args.outline.read_bytes() if args.outline else None,
         )
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ConfigError) as exc:
         print(f"cannot build the package: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    print(f"wrote {path} (prompt starters: {'; '.join(prompts)}; thread context: "
+          f"{'ChannelMessage.Read.Group requested' if args.thread_context else 'off'})")
     return 0
 
 

@@ -20,7 +20,9 @@ Recovery paths, so an answer is never lost:
   final message carries the exact text anyway;
 * 403 "exceeded streaming time" (2 minutes): the streamed message is finished with a plain
   `update_activity` of the full text (and intermediate frames keep updating it that way);
-* 403 "canceled by user": `UserCanceled`, so the relay stops the Moveworks request;
+* 403 "canceled by user" (the person pressed Stop): `UserCanceled`, and `on_canceled` tells the
+  core at once (`core.stop_answer`), so the Moveworks request is closed now rather than at its
+  next event; nothing more is written (Teams ended the stream and shows what was streamed);
 * streaming refused before anything was shown (ContentStreamNotAllowed, 405): the sink declines
   (`StreamDeclined`) and the core continues the reply by edits;
 * an answer longer than one message: when the streamed message is full it is ended with its part
@@ -63,8 +65,10 @@ class TeamsStreamSink(ReplySink):
         *,
         sleep: Sleep = asyncio.sleep,
         final_attempts: int = 8,
+        on_canceled: Callable[[], Any] | None = None,
     ) -> None:
         self.target = target
+        self.on_canceled = on_canceled
         self.capabilities = capabilities
         self.budget = budget
         self.budget_key = budget_key
@@ -143,6 +147,8 @@ class TeamsStreamSink(ReplySink):
             stream_id = await self.target.send(activity, op="stream")
         except StreamCanceled:
             self._state = "canceled"
+            if self.on_canceled is not None:
+                self.on_canceled()
             raise UserCanceled() from None
         except StreamTimedOut:
             self._state = "expired"

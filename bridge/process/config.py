@@ -41,7 +41,7 @@ SECRET_FIELDS = frozenset(
 )
 
 
-def _prompts(raw: str | None) -> tuple[str, ...]:
+def parse_prompts(raw: str | None) -> tuple[str, ...]:
     """BRIDGE_SUGGESTED_PROMPTS: `;`-separated, at most four, each at most 100 characters."""
     if raw is None or not raw.strip():
         return DEFAULT_SUGGESTED_PROMPTS
@@ -152,7 +152,7 @@ class Settings:
                 "BRIDGE_WEBHOOK_SIGNATURE", ("hmac-sha256", "hmac-sha256-timestamped"), "hmac-sha256"
             ),
             webhook_signature_header=reader.str("BRIDGE_WEBHOOK_SIGNATURE_HEADER") or "X-Moveworks-Signature",
-            suggested_prompts=_prompts(env.get("BRIDGE_SUGGESTED_PROMPTS")),
+            suggested_prompts=parse_prompts(env.get("BRIDGE_SUGGESTED_PROMPTS")),
             log_format=reader.choice("BRIDGE_LOG_FORMAT", ("text", "json"), "text"),
             log_level=reader.choice(
                 "BRIDGE_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True

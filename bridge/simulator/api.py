@@ -367,7 +367,9 @@ class ConversationsApi:
                     break
             await resp.write_eof()
         except (ConnectionError, RuntimeError):
-            pass  # client went away; the run keeps going server-side
+            # The client went away (the bridge closed the stream: a Stop); the run keeps going
+            # server-side. When it was noticed, for benchmarks: `timings[response_id]["disconnected"]`.
+            self.sim.timeline(run.response["response_id"], run.question).setdefault("disconnected", time.monotonic())
         finally:
             run.unsubscribe(queue)
         return resp

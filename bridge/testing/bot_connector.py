@@ -45,11 +45,36 @@ signature, and a request bringing an `Authorization` header is recorded in `toke
 `add_inline_image` serves an inline image on the connector (`/v3/attachments/{id}/views/original`)
 that needs the bot's token (`bot_token`; 401 without it). `downloads` records every fetch.
 Every Adaptive Card the bot posts or updates is checked with `check_card` too; what would not
-render is listed in `card_problems`.
+render is listed in `card_problems`. A button whose `data.msteams` is `imBack` needs a string
+`value` (msteams-docs `cards-actions.md`; the Agents Playground throws on anything else), and
+`TeamsUser.act` presses any card button as the Teams client does: `imBack` posts its value as
+the person's own message, anything else is a card submit.
+
+Install events (msteams-docs `subscribe-to-conversation-events.md`): `TeamsUser.install` is the
+`conversationUpdate` with the bot in `membersAdded`, `installation_update("add" | "remove" |
+"add-upgrade")` the `installationUpdate` Teams sends alongside, `uninstall` the `conversationUpdate`
+with the bot in `membersRemoved`.
+
+Microsoft Graph, for reading a channel's reply chain (Graph `chatmessage-get.md`,
+`chatmessage-list-replies.md`), served under `graph_url`: `GET
+/teams/{group-id}/channels/{channel-id}/messages/{message-id}` and `.../replies`. The team is named
+by its Microsoft 365 group id (`TEAM_GROUP_ID`, sent as `channelData.team.aadGroupId`), not the
+connector's `19:` team id (404). Replies come newest first, `$top` between 1 and 50 (else 400), no
+other query options (400); more than a page links the next with `@odata.nextLink`. Without the
+resource-specific consent `ChannelMessage.Read.Group` granted in the team (`grant_rsc`) Graph
+answers 403; with `graph_token` set, a request without that bearer token gets 401. The chain
+holds what users said (`graph_post` records an activity built by `TeamsUser.channel`, mention or
+not) and what the bot posted into it, as Graph shows them: HTML bodies, `from.user` with the
+person's display name, `from.application` (`applicationIdentityType: bot`) for the bot. Every
+Graph request is kept in `graph_calls`. `GraphCredentials` stands in for Entra ID issuing the
+bot's app-only Graph token (it records the tenant each token was asked for). The connector's team
+details (`GET /v3/teams/{team-id}`, msteams-docs `get-teams-context.md`) give the group id too.
 """
 
 from __future__ import annotations
 
+import asyncio
+import html
 import itertools
 import json
 import re
@@ -58,6 +83,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -65,6 +91,9 @@ from aiohttp import web
 TENANT = "tenant-1"
 BOT_ID = "28:bot-app-id"
 BOT_NAME = "Moveworks"
+TEAM_ID = "19:team@thread.tacv2"  # the connector's id of the team
+TEAM_GROUP_ID = "3c7a4a63-2f3b-4d5e-9f10-5a6b7c8d9e0f"  # its Microsoft 365 group id (Graph's team id)
+GRAPH_PAGE = 20  # replies per page when no $top is given
 
 MULTIPLE_ACTIVITIES = "Activity resulted into multiple skype activities"
 AI_ENTITY = "https://schema.org/Message"
@@ -103,6 +132,7 @@ class FakeActivity:
     sequence: int = 0
     streamed_text: str = ""
     deleted: bool = False
+    created: float = field(default_factory=time.time)
 
     @property
     def entities(self) -> list[dict[str, Any]]:
@@ -195,6 +225,14 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return web.json_response(body, status=status, headers=headers)
 
 
+def _markdown_html(text: str) -> str:
+    """Roughly how Graph shows a Markdown message the bot sent: as HTML (bold, italic, breaks)."""
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"(?<![*\w])\*(?!\s)(.+?)(?<!\s)\*(?![*\w])", r"<em>\1</em>", out)
+    return out.replace("\n", "<br>")
+
+
 class TeamsRefused(AssertionError):
     """The bot answered an invoke in a way Teams would not show (see the module docstring)."""
 
@@ -273,6 +311,10 @@ def check_card(card: Any) -> None:
             raise TeamsRefused(f"unknown card action {action.get('type')!r}")
         if action.get("type") == "Action.Submit" and not isinstance(action.get("data", {}), dict):
             raise TeamsRefused("Action.Submit data must be an object")
+        msteams = (action.get("data") or {}).get("msteams") if action.get("type") == "Action.Submit" else None
+        if isinstance(msteams, dict) and msteams.get("type") == "imBack" and (
+                not isinstance(msteams.get("value"), str) or not msteams["value"]):
+            raise TeamsRefused('an imBack button needs its message as a string "value"')
         if action.get("type") == "Action.OpenUrl" and not isinstance(action.get("url"), str):
             raise TeamsRefused("Action.OpenUrl needs a url")
 
@@ -461,12 +503,23 @@ class FakeConnector:
         self.downloads: list[dict[str, Any]] = []  # {path, authorization, status}
         self.token_leaks: list[str] = []  # pre-authenticated links fetched with a bearer token
         self.card_problems: list[str] = []  # posted cards Teams could not render (see check_card)
+        # Microsoft Graph (see the module docstring)
+        self.teams: dict[str, dict[str, str]] = {TEAM_ID: {"name": "My Team", "aadGroupId": TEAM_GROUP_ID}}
+        self.rsc_granted: set[str] = set()  # group ids whose owner granted ChannelMessage.Read.Group
+        self.graph_token: str | None = None  # the bearer Graph requests must carry (None: any)
+        self.graph_messages: dict[str, dict[str, Any]] = {}  # what users posted in channels, by id
+        self.graph_calls: list[dict[str, Any]] = []  # {path, query, authorization, status}
+        self.graph_delay = 0.0  # seconds Graph takes to answer
 
     # --- lifecycle -------------------------------------------------------------------------
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.url}graph/v1.0"
 
     async def start(self) -> None:
         app = web.Application(client_max_size=4 * 1024 * 1024)
@@ -478,6 +531,10 @@ class FakeConnector:
         app.router.add_get("/v3/conversations/{cid}/members/{uid}", self._get_member)
         app.router.add_get("/v3/attachments/{aid}/views/{view}", self._get_attachment)
         app.router.add_get("/personal/files/{fid}", self._get_file)
+        app.router.add_get("/v3/teams/{team}", self._get_team)
+        app.router.add_get("/graph/v1.0/teams/{group}/channels/{channel}/messages/{mid}", self._graph_message)
+        app.router.add_get("/graph/v1.0/teams/{group}/channels/{channel}/messages/{mid}/replies",
+                           self._graph_replies)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -624,6 +681,154 @@ class FakeConnector:
         else:
             response = web.Response(body=found[0], content_type=found[1])
         self.downloads.append({"path": request.path, "authorization": authorization, "status": response.status})
+        return response
+
+    # --- Microsoft Graph: a channel's reply chains --------------------------------------------
+
+    def grant_rsc(self, group_id: str = TEAM_GROUP_ID) -> None:
+        """The team's owner consented to ChannelMessage.Read.Group when adding the app."""
+        self.rsc_granted.add(group_id)
+
+    def graph_post(self, activity: dict[str, Any], *, created: float | None = None) -> dict[str, Any]:
+        """Record a channel message (as built by `TeamsUser.channel`) where Graph shows it; the
+        activity is returned unchanged (post it to the bot if it mentions the bot)."""
+        data = activity.get("channelData") or {}
+        channel = (data.get("channel") or {}).get("id") or bare(activity["conversation"]["id"])
+        conversation = activity["conversation"]["id"]
+        root = conversation.split(";messageid=", 1)[1] if ";messageid=" in conversation else activity["id"]
+        text = activity.get("text") or ""
+        sender = activity.get("from") or {}
+        mentions: list[dict[str, Any]] = []
+        for entity in activity.get("entities") or []:  # Graph numbers the <at> tags of the body
+            if entity.get("type") != "mention" or entity.get("text") not in text:
+                continue
+            n = len(mentions)
+            who = entity.get("mentioned") or {}
+            name = who.get("name") or ""
+            text = text.replace(entity["text"], f'<at id="{n}">{name}</at>', 1)
+            mentioned = ({"application": {"id": who["id"].split(":", 1)[1], "displayName": name,
+                                          "applicationIdentityType": "bot"}, "user": None}
+                         if str(who.get("id")).startswith("28:") else
+                         {"user": {"id": who.get("aadObjectId") or who.get("id"), "displayName": name}})
+            mentions.append({"id": n, "mentionText": name, "mentioned": mentioned})
+        self.graph_messages[activity["id"]] = {
+            "id": activity["id"], "channel": channel, "root": root, "created": created or time.time(),
+            "from": {"application": None, "device": None,
+                     "user": {"id": sender.get("aadObjectId"), "displayName": sender.get("name"),
+                              "userIdentityType": "aadUser"}},
+            "body": {"contentType": "html", "content": f"<p>{text}</p>"},
+            "mentions": mentions,
+        }
+        return activity
+
+    def graph_delete(self, message_id: str) -> None:
+        """A user deleted their message: Graph still lists it, with `deletedDateTime`."""
+        self.graph_messages[message_id]["deleted"] = time.time()
+
+    @staticmethod
+    def _graph_time(at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+    def _graph_message_json(self, record: dict[str, Any]) -> dict[str, Any]:
+        created = self._graph_time(record["created"])
+        return {
+            "id": record["id"], "replyToId": None if record["id"] == record["root"] else record["root"],
+            "etag": record["id"], "messageType": record.get("messageType", "message"),
+            "createdDateTime": created, "lastModifiedDateTime": created,
+            "deletedDateTime": self._graph_time(record["deleted"]) if record.get("deleted") else None,
+            "subject": None, "summary": None, "chatId": None, "importance": "normal", "locale": "en-us",
+            "from": record["from"], "body": record["body"],
+            "channelIdentity": {"teamId": TEAM_GROUP_ID, "channelId": record["channel"]},
+            "attachments": record.get("attachments", []), "mentions": record.get("mentions", []),
+            "reactions": [],
+        }
+
+    def _chain(self, channel: str, root: str) -> list[dict[str, Any]]:
+        """Every message of a reply chain, root first, as Graph records them (users' and the bot's)."""
+        found = [r for r in self.graph_messages.values() if r["channel"] == channel and r["root"] == root]
+        app_id = BOT_ID.split(":", 1)[1]
+        for activity in self.activities.values():
+            if activity.type != "message" or activity.conversation_id != f"{channel};messageid={root}":
+                continue
+            if activity.deleted:
+                continue
+            body = ({"contentType": "html", "content": f"<p>{_markdown_html(activity.text)}</p>"} if activity.text
+                    else {"contentType": "html", "content": f'<attachment id="{activity.id}"></attachment>'})
+            found.append({
+                "id": activity.id, "channel": channel, "root": root, "created": activity.created,
+                "from": {"user": None, "device": None,
+                         "application": {"id": app_id, "displayName": BOT_NAME, "applicationIdentityType": "bot"}},
+                "body": body,
+                "attachments": [{"id": activity.id, "contentType": a.get("contentType"), "content": None}
+                                for a in activity.attachments],
+            })
+        return sorted(found, key=lambda r: (r["id"] != root, r["created"]))
+
+    def _graph_refusal(self, request: web.Request) -> web.Response | None:
+        """Graph's answer when the request cannot be served (auth, consent, bad ids or query)."""
+        authorization = request.headers.get("Authorization")
+        if self.graph_token is not None and authorization != f"Bearer {self.graph_token}":
+            return _error(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+        group = request.match_info["group"]
+        if group not in {t["aadGroupId"] for t in self.teams.values()}:
+            return _error(404, "NotFound", f"No team found with Group Id {group}")
+        if group not in self.rsc_granted:
+            return _error(403, "Forbidden", "Missing role permissions on the request. API requires one of "
+                          "'ChannelMessage.Read.Group, ChannelMessage.Read.All, Group.Read.All, "
+                          "Group.ReadWrite.All'. Roles on the request ''.")
+        for option in request.query:
+            if option != "$top":
+                return _error(400, "BadRequest", f"Query option '{option}' is not allowed.")
+        return None
+
+    def _graph_log(self, request: web.Request, response: web.Response) -> web.Response:
+        self.graph_calls.append({"path": request.path, "query": dict(request.query),
+                                 "authorization": request.headers.get("Authorization"),
+                                 "status": response.status})
+        return response
+
+    async def _graph_message(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.graph_delay)
+        refusal = self._graph_refusal(request)
+        if refusal is not None:
+            return self._graph_log(request, refusal)
+        channel, mid = request.match_info["channel"], request.match_info["mid"]
+        chain = self._chain(channel, mid)
+        if not chain or chain[0]["id"] != mid:
+            return self._graph_log(request, _error(404, "NotFound", "Message not found"))
+        return self._graph_log(request, web.json_response(self._graph_message_json(chain[0])))
+
+    async def _graph_replies(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.graph_delay)
+        refusal = self._graph_refusal(request)
+        if refusal is not None:
+            return self._graph_log(request, refusal)
+        channel, mid = request.match_info["channel"], request.match_info["mid"]
+        chain = self._chain(channel, mid)
+        if not chain or chain[0]["id"] != mid:
+            return self._graph_log(request, _error(404, "NotFound", "Message not found"))
+        top_raw = request.query.get("$top", str(GRAPH_PAGE))
+        if not top_raw.isdigit() or not 1 <= int(top_raw) <= 50:
+            return self._graph_log(request, _error(400, "BadRequest", f"Invalid page size specified: "
+                                                   f"'{top_raw}'. Must be between 1 and 50 inclusive."))
+        replies = [self._graph_message_json(r) for r in reversed(chain[1:])]  # newest first
+        top = int(top_raw)
+        body: dict[str, Any] = {"@odata.count": len(replies[:top]), "value": replies[:top]}
+        if len(replies) > top:
+            body["@odata.nextLink"] = f"{self.graph_url}{request.path.removeprefix('/graph/v1.0')}" \
+                                      f"?$top={top}&$skiptoken={top}"
+        return self._graph_log(request, web.json_response(body))
+
+    async def _get_team(self, request: web.Request) -> web.Response:
+        authorization = request.headers.get("Authorization")
+        team = self.teams.get(request.match_info["team"])
+        if self.bot_token is not None and authorization != f"Bearer {self.bot_token}":
+            response = _error(401, "Unauthorized", "Authorization has been denied for this request.")
+        elif team is None:
+            response = _error(404, "NotFound", "Team not found")
+        else:
+            response = web.json_response({"id": request.match_info["team"], **team})
+        self.calls.append(Call("GET", request.path, None, response.status))
         return response
 
     # --- faults and limits -----------------------------------------------------------------
@@ -955,15 +1160,19 @@ class TeamsUser:
         return tag, {"type": "mention", "text": tag, "mentioned": {"id": BOT_ID, "name": BOT_NAME}}
 
     def channel(self, text: str, *, channel_id: str = "19:general@thread.tacv2", root_id: str | None = None,
-                activity_id: str | None = None, mention: bool = True, value: Any = None) -> dict[str, Any]:
-        """A channel message; a new post (root_id None) or a reply in the chain of `root_id`."""
+                activity_id: str | None = None, mention: bool = True, value: Any = None,
+                group_id: bool = True) -> dict[str, Any]:
+        """A channel message; a new post (root_id None) or a reply in the chain of `root_id`.
+        `channelData.team` carries the team's `aadGroupId` unless `group_id=False`."""
         activity_id = activity_id or str(next(_inbound_ids))
         root = root_id or activity_id
         conv = {"id": f"{channel_id};messageid={root}", "conversationType": "channel", "isGroup": True}
+        team: dict[str, Any] = {"id": TEAM_ID, "name": "My Team"}
+        if group_id:
+            team["aadGroupId"] = TEAM_GROUP_ID
         activity = self._base("message", conv, activity_id=activity_id,
-                              channel_data={"teamsChannelId": channel_id, "teamsTeamId": "19:team@thread.tacv2",
-                                            "channel": {"id": channel_id},
-                                            "team": {"id": "19:team@thread.tacv2"}})
+                              channel_data={"teamsChannelId": channel_id, "teamsTeamId": TEAM_ID,
+                                            "channel": {"id": channel_id}, "team": team})
         if root_id:
             activity["replyToId"] = root_id
         if mention:
@@ -1017,3 +1226,56 @@ class TeamsUser:
         activity = self._base("conversationUpdate", conv)
         activity["membersAdded"] = [{"id": BOT_ID}]
         return activity
+
+    def installation_update(self, action: str = "add", *, conversation_id: str | None = None) -> dict[str, Any]:
+        """The installationUpdate Teams sends with it: `add`, `remove`, `add-upgrade` (a new app
+        version), `remove-upgrade`."""
+        conv = {"id": conversation_id or f"a:personal-{self.aad_object_id}", "conversationType": "personal"}
+        activity = self._base("installationUpdate", conv)
+        activity["action"] = action
+        return activity
+
+    def uninstall(self, *, conversation_id: str | None = None) -> dict[str, Any]:
+        """The conversationUpdate with the bot in `membersRemoved` (the app was removed)."""
+        conv = {"id": conversation_id or f"a:personal-{self.aad_object_id}", "conversationType": "personal"}
+        activity = self._base("conversationUpdate", conv)
+        activity["membersRemoved"] = [{"id": BOT_ID}]
+        return activity
+
+    def act(self, conversation: dict[str, Any], action: dict[str, Any],
+            card_message_id: str | None = None) -> dict[str, Any]:
+        """What Teams sends when this user presses a card button: an `imBack` button posts its
+        value as the user's own message (msteams-docs `cards-actions.md`), any other
+        Action.Submit is a card submit (`press`)."""
+        if action.get("type") != "Action.Submit":
+            raise ValueError(f"{action.get('type')} sends nothing to the bot")
+        data = action.get("data") or {}
+        msteams: dict[str, Any] = data["msteams"] if isinstance(data.get("msteams"), dict) else {}
+        if msteams.get("type") == "imBack":
+            activity = self._base("message", conversation)
+            activity["text"] = msteams["value"]
+            activity["textFormat"] = "plain"
+            return activity
+        return self.press(conversation, data, card_message_id)
+
+
+class GraphCredentials:
+    """Entra ID issuing the bot's app-only Graph token (client credentials), for `ThreadReader`:
+    `for_tenant(tenant)` is what `credentials_for` returns; every token asked for is recorded."""
+
+    def __init__(self, token: str = "graph-token-of-the-bot") -> None:
+        self.token = token
+        self.requested: list[str] = []  # tenants, in the order tokens were asked for
+        self.fail = False
+
+    def for_tenant(self, tenant: str) -> Any:
+        issuer = self
+
+        class Credentials:
+            def get_access_token(self, force_refresh: bool = False) -> str:
+                issuer.requested.append(tenant)
+                if issuer.fail:
+                    raise PermissionError("AADSTS7000215: Invalid client secret provided.")
+                return issuer.token
+
+        return Credentials()

@@ -52,6 +52,47 @@ documents (see the reference notes' `slack-platform-rules.md`), with an injectab
   HTML with status 200 to anyone else (docs.slack.dev/messaging/working-with-files). Every
   download is recorded (`downloads`).
 
+The agent surface (reference notes `slack-agents.md`; docs.slack.dev/ai/agent-sessions, the method
+and event pages named there, node-slack-sdk `packages/types` for chunks, slack-ruby/slack-api-ref
+for error lists). Each team says what it has: `agent` (the app is declared an agent),
+`agent_view` (the workspace uses the agent messaging experience, not `assistant_view`), `chunks`
+(it takes task/plan chunks), `context_actions` (it takes the `context_actions` block) and
+`events` (the bot events the app subscribes to):
+
+* **sessions** (`agents.sessions.setStatus`, Tier 3, `chat:write`): `channel_id` and a `status`
+  of `active|processing|suspended|closed` (`invalid_status`); `thread_ts` is required in DMs and
+  channels (`thread_ts_required`); `title` at most 200 characters (`invalid_arguments`) and, with
+  `initiator_user_id`, used only when the call creates the session; `not_authorized` unless the
+  app is declared an agent. Without the `agent_session_stopped` subscription the call answers
+  with the warning `missing_agent_session_stopped_event_subscription` and the session has no Stop
+  button. The status never changes by itself: `press_stop` (a person pressing Stop, only shown
+  while `processing`) stops the thread's open streams and returns the `agent_session_stopped`
+  event for the test to deliver; `chat.stopStream` sets the thread's session to its
+  `session_status` (default `active`);
+* **streams**: `chunks` on start/append/stop are checked against the documented chunk types
+  (`markdown_text{text}`, `task_update{id,title,status pending|in_progress|complete|error}`,
+  `plan_update{title}`, `blocks{blocks}`), else `invalid_chunks`; a team without `chunks` refuses
+  task/plan chunks with `invalid_chunks`; `task_display_mode` is `timeline` or `plan`
+  (`invalid_arguments`); the markdown of one call (parameter and chunks) is at most 12,000. A
+  stream a person stopped refuses `chat.appendStream` with `stopped_by_user` and
+  `chat.stopStream` with `message_not_in_streaming_state`;
+* **suggested prompts** (`assistant.threads.setSuggestedPrompts`, Tier 4, `assistant:write`):
+  `channel_id` and 1-4 `prompts` of `{title, message}`; under `agent_view` a call with `thread_ts`
+  answers ok and changes nothing (the documented silent failure);
+* **blocks**: `feedback_buttons` only inside `context_actions`, which holds at most 5
+  `feedback_buttons`/`icon_button` elements; a team without `context_actions` refuses the block
+  (`invalid_blocks`);
+* **App Home** (`views.publish`, Tier 4, no scope): `user_id` and a `home` view (1-100 blocks, no
+  `markdown` block, no title/submit/close, private_metadata <= 3,000), `hash_conflict` on a stale
+  `hash`; `home_opened` builds the `app_home_opened` event (`tab` `home` or `messages`);
+* **threads** (`conversations.replies`, Tier 3): the history scope of the channel's type
+  (`channels:history`, `groups:history`, `im:history`, `mpim:history`; `missing_scope`),
+  `thread_not_found` for an unknown thread, oldest first with `limit` (1-1,000), `latest`,
+  `oldest`, `inclusive` and a `cursor`; `post_as_user` records a person's message so a thread has
+  history;
+* **slash commands**: `command_payload` builds the signed form body of a slash command;
+  `users.info` reports `is_admin`, `is_owner`, `is_primary_owner`.
+
 Usage:
     fake = FakeSlack(); await fake.start()
     AsyncWebClient(token=fake.token, base_url=fake.url)
@@ -125,7 +166,21 @@ TIERS: dict[str, int] = {
     **dict.fromkeys(TIER3_METHODS, 50),
     "chat.postEphemeral": 100,
     "users.info": 100,
+    # the agent surface (docs.slack.dev method pages): sessions Tier 3, prompts Tier 4 (the Java
+    # SDK says Tier 3: the docs win), App Home and modals Tier 4, thread history Tier 3
+    "agents.sessions.setStatus": 50,
+    "assistant.threads.setSuggestedPrompts": 100,
+    "views.publish": 100,
+    "conversations.replies": 50,
 }
+SESSION_STATUSES = frozenset({"active", "processing", "suspended", "closed"})
+SESSION_TITLE_LIMIT = 200
+MAX_PROMPTS = 4
+TASK_STATUSES = frozenset({"pending", "in_progress", "complete", "error"})
+DISPLAY_MODES = frozenset({"timeline", "plan"})
+CONTEXT_ACTIONS_ELEMENTS = 5
+CONTEXT_ACTION_TYPES = frozenset({"feedback_buttons", "icon_button"})
+HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
 # Error codes that mean "rate limited": `ratelimited` (HTTP 429 with Retry-After) and
 # `rate_limited`, which some methods document as a plain error.
 RATE_LIMIT_ERRORS = frozenset({"ratelimited", "rate_limited"})
@@ -157,12 +212,20 @@ class FakeUser:
     team: str = "T1"
     is_bot: bool = False
     real_name: str | None = None
+    is_admin: bool = False
+    is_owner: bool = False
 
 
 # The bot scopes an installation holds unless a test says otherwise (manifest.yml's list).
 DEFAULT_SCOPES = frozenset({
     "app_mentions:read", "channels:history", "groups:history", "im:history", "mpim:history", "im:write",
-    "chat:write", "chat:write.customize", "users:read", "users:read.email", "files:read",
+    "chat:write", "chat:write.customize", "users:read", "users:read.email", "files:read", "assistant:write",
+    "commands",
+})
+# The bot events the app subscribes to unless a test says otherwise (manifest.yml's list).
+DEFAULT_EVENTS = frozenset({
+    "app_mention", "message.channels", "message.groups", "message.im", "message.mpim", "app_home_opened",
+    "agent_session_stopped",
 })
 
 
@@ -173,6 +236,11 @@ class Team:
     bot_id: str
     enterprise_id: str | None = None
     scopes: set[str] = field(default_factory=lambda: set(DEFAULT_SCOPES))
+    events: set[str] = field(default_factory=lambda: set(DEFAULT_EVENTS))
+    agent: bool = True  # the app is declared an agent (agents.sessions.* allowed)
+    agent_view: bool = True  # the agent messaging experience (else the legacy assistant_view)
+    chunks: bool = True  # task/plan chunks in streams (older workspaces: invalid_chunks)
+    context_actions: bool = True  # the context_actions block (older workspaces: invalid_blocks)
 
 
 class FakeSlack:
@@ -247,6 +315,11 @@ class FakeSlack:
         self.files: dict[str, dict[str, Any]] = {}  # file id -> {"file": object, "content": bytes}
         self.downloads: list[dict[str, Any]] = []  # every file download: id, authorized
         self._ids = itertools.count(1)
+        # The agent surface: sessions by (channel, thread_ts), the prompts each DM (or legacy
+        # assistant thread) shows, App Home views by user.
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}
+        self.prompts: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.homes: dict[str, dict[str, Any]] = {}
 
     # --- setup ----------------------------------------------------------------------------------
 
@@ -266,9 +339,11 @@ class FakeSlack:
         return team
 
     def add_user(
-        self, user_id: str, name: str, email: str | None = None, *, team: str = "T1", is_bot: bool = False
+        self, user_id: str, name: str, email: str | None = None, *, team: str = "T1", is_bot: bool = False,
+        is_admin: bool = False, is_owner: bool = False,
     ) -> FakeUser:
-        user = FakeUser(user_id, name, email, team, is_bot, real_name=name.title())
+        user = FakeUser(user_id, name, email, team, is_bot, real_name=name.title(), is_admin=is_admin,
+                        is_owner=is_owner)
         self.users[user_id] = user
         return user
 
@@ -570,6 +645,14 @@ class FakeSlack:
             if block.get("type") in ("context", "actions", "context_actions"):
                 if not elements or None in (shape.get("elements") or [None]):
                     raise _ApiError("invalid_blocks")  # empty, or an element type nobody knows
+            if block.get("type") == "context_actions":
+                # docs.slack.dev/reference/block-kit/blocks/context-actions-block: at most 5
+                # feedback_buttons / icon_button elements
+                kinds = [e.get("type") if isinstance(e, dict) else None for e in elements or []]
+                if len(kinds) > CONTEXT_ACTIONS_ELEMENTS or not set(kinds) <= CONTEXT_ACTION_TYPES:
+                    raise _ApiError("invalid_blocks")
+            elif "feedback_buttons" in _types_in(block):
+                raise _ApiError("invalid_blocks")  # feedback_buttons only go in context_actions
             _check_limits(block)
         if sum(_text_chars(b) for b in blocks) > BLOCKS_TEXT_LIMIT:
             raise _ApiError("msg_blocks_too_long")
@@ -602,6 +685,7 @@ class FakeSlack:
         if isinstance(params.get("text"), str) and len(params["text"]) > TEXT_LIMIT:
             params = {**params, "text": params["text"][:TEXT_LIMIT]}  # Slack truncates, it does not refuse
         self._check_content(params)
+        self._team_blocks(team, params.get("blocks"))
         message = {
             "ts": self._new_ts(),
             "channel": channel,
@@ -646,6 +730,7 @@ class FakeSlack:
         if isinstance(params.get("text"), str) and len(params["text"]) > UPDATE_TEXT_LIMIT:
             raise _ApiError("msg_too_long")
         self._check_content(params)
+        self._team_blocks(team, params.get("blocks"))
         if params.get("markdown_text") is not None:
             message["markdown_text"], message["blocks"] = params["markdown_text"], None
         if params.get("blocks") is not None:
@@ -669,6 +754,7 @@ class FakeSlack:
         if not params.get("user"):
             raise _ApiError("user_not_in_channel")
         self._check_content(params)
+        self._team_blocks(team, params.get("blocks"))
         ts = self._new_ts()
         self.ephemerals.append({**params, "channel": channel, "message_ts": ts, "team": team.id})
         return {"ok": True, "message_ts": ts}
@@ -682,7 +768,11 @@ class FakeSlack:
                 raise _ApiError("missing_recipient_team_id")
             if not params.get("recipient_user_id"):
                 raise _ApiError("missing_recipient_user_id")
+        mode = params.get("task_display_mode")
+        if mode is not None and mode not in DISPLAY_MODES:
+            raise _ApiError("invalid_arguments")
         self._check_content(params, required=False, stream=True)
+        pieces = self._check_chunks(team, params)
         message = {
             "ts": self._new_ts(),
             "channel": channel,
@@ -697,45 +787,316 @@ class FakeSlack:
             "stream_calls": 1,
             "edits": 0,
             "recipient": (params.get("recipient_team_id"), params.get("recipient_user_id")),
+            "task_display_mode": mode or "timeline",
+            "tasks": {},
+            "plan_title": None,
         }
+        self._apply_chunks(message, pieces)
         self.messages[channel].append(message)
         return {"ok": True, "channel": channel, "ts": message["ts"]}
 
-    def _streaming(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _check_chunks(self, team: Team, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """The documented chunk types (node-slack-sdk `packages/types/src/chunk.ts`, slack_sdk
+        `models/messages/chunk.py`), else `invalid_chunks`; task and plan chunks only where the
+        workspace takes them. The markdown of one call, parameter and chunks, is <= 12,000."""
+        chunks = params.get("chunks")
+        if chunks is None:
+            return []
+        if not isinstance(chunks, list):
+            raise _ApiError("invalid_chunks")
+        markdown = len(params.get("markdown_text") or "")
+        for chunk in chunks:
+            kind = chunk.get("type") if isinstance(chunk, dict) else None
+            if kind == "markdown_text":
+                if not isinstance(chunk.get("text"), str):
+                    raise _ApiError("invalid_chunks")
+                markdown += len(chunk["text"])
+            elif kind == "task_update":
+                if not (isinstance(chunk.get("id"), str) and chunk["id"] and isinstance(chunk.get("title"), str)
+                        and chunk["title"] and chunk.get("status") in TASK_STATUSES):
+                    raise _ApiError("invalid_chunks")
+            elif kind == "plan_update":
+                if not isinstance(chunk.get("title"), str) or not chunk["title"]:
+                    raise _ApiError("invalid_chunks")
+            elif kind == "blocks":
+                self.check_blocks(chunk.get("blocks"), stop=True)
+                self._team_blocks(team, chunk.get("blocks"))
+            else:
+                raise _ApiError("invalid_chunks")
+            if kind in ("task_update", "plan_update") and not team.chunks:
+                raise _ApiError("invalid_chunks")
+        if markdown > STREAM_CHUNK_LIMIT:
+            raise _ApiError("msg_too_long")
+        return chunks
+
+    @staticmethod
+    def _apply_chunks(message: dict[str, Any], chunks: list[dict[str, Any]]) -> None:
+        for chunk in chunks:
+            kind = chunk["type"]
+            if kind == "markdown_text":
+                message["markdown_text"] += chunk["text"]
+            elif kind == "task_update":
+                task = message["tasks"].setdefault(chunk["id"], {})
+                task.update({k: v for k, v in chunk.items() if k != "type"})
+            elif kind == "plan_update":
+                message["plan_title"] = chunk["title"]
+            elif kind == "blocks":
+                message.setdefault("chunk_blocks", []).extend(chunk["blocks"])
+
+    def _streaming(self, params: dict[str, Any], team: Team, *, append: bool = False) -> dict[str, Any]:
         channel = self._require_channel(params)
         message = self._find(channel, params.get("ts", ""))
         if not message.get("streaming"):
+            if append and message.get("stopped_by_user"):
+                raise _ApiError("stopped_by_user")
             raise _ApiError("message_not_in_streaming_state")
         self._check_content(params, required=False, stream=True)
+        pieces = self._check_chunks(team, params)
         md = params.get("markdown_text") or ""
-        if len(message["markdown_text"]) + len(md) > STREAM_TOTAL_LIMIT:
+        added = len(md) + sum(len(c["text"]) for c in pieces if c["type"] == "markdown_text")
+        if len(message["markdown_text"]) + added > STREAM_TOTAL_LIMIT:
             raise _ApiError("msg_too_long")
         message["markdown_text"] += md
+        self._apply_chunks(message, pieces)
         message["stream_calls"] += 1
         return message
 
     def _m_chat_appendStream(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
-        message = self._streaming(params)
+        message = self._streaming(params, team, append=True)
         return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
 
     def _m_chat_stopStream(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._require_channel(params)
+        status = params.get("session_status")
+        if status is not None and status not in SESSION_STATUSES:
+            raise _ApiError("invalid_arguments")
         if self._find(channel, params.get("ts", "")).get("streaming") and params.get("blocks") is not None:
             self.check_blocks(params["blocks"], stop=True)  # refused before anything changes
-        message = self._streaming({k: v for k, v in params.items() if k != "blocks"})
+            self._team_blocks(team, params["blocks"])
+        message = self._streaming({k: v for k, v in params.items() if k != "blocks"}, team)
         if params.get("blocks"):
             message["blocks"] = params["blocks"]
         message["streaming"] = False
+        # docs.slack.dev/reference/methods/chat.stopStream: `session_status`, default `active`
+        session = self.sessions.get((channel, str(message.get("thread_ts") or "")))
+        if session is not None:
+            self._set_session(session, status or "active", "chat.stopStream")
         return {"ok": True, "channel": message["channel"], "ts": message["ts"], "message": dict(message)}
 
+    def _team_blocks(self, team: Team, blocks: Any) -> None:
+        """What this workspace refuses of blocks that are valid in general."""
+        if blocks and not team.context_actions and "context_actions" in _types_in(blocks):
+            raise _ApiError("invalid_blocks")
+
     def _m_assistant_threads_setStatus(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
+        if not team.scopes & {"chat:write", "assistant:write"}:  # changelog 2026-03-05
+            raise _ApiError("missing_scope")
         if not params.get("channel_id") or not params.get("thread_ts"):
             raise _ApiError("invalid_arguments")
         self.statuses.append({**params, "team": team.id, "at": self.clock()})
         return {"ok": True}
 
     def _m_assistant_threads_setSuggestedPrompts(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
+        """docs.slack.dev/reference/methods/assistant.threads.setSuggestedPrompts: `assistant:write`,
+        `channel_id` and 1-4 prompts of {title, message}; under agent_view a `thread_ts` makes
+        the call fail silently (ok, and nothing changes)."""
+        _scope(team, "assistant:write")
+        channel = params.get("channel_id")
+        if not channel:
+            raise _ApiError("channel_not_found")
+        prompts = params.get("prompts")
+        if isinstance(prompts, str):
+            try:
+                prompts = json.loads(prompts)
+            except ValueError:
+                raise _ApiError("invalid_arguments") from None
+        if not isinstance(prompts, list) or not 1 <= len(prompts) <= MAX_PROMPTS or not all(
+            isinstance(p, dict) and isinstance(p.get("title"), str) and p["title"]
+            and isinstance(p.get("message"), str) and p["message"] for p in prompts
+        ):
+            raise _ApiError("invalid_arguments")
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts and team.agent_view:
+            return {"ok": True}  # the documented silent failure
+        self.prompts[(channel, thread_ts)] = {"prompts": prompts, "title": params.get("title"), "team": team.id}
         return {"ok": True}
+
+    # --- agent sessions (docs.slack.dev/ai/agent-sessions, reference/methods/agents.sessions.*) ----
+
+    def _m_agents_sessions_setStatus(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
+        _scope(team, "chat:write")
+        if not team.agent:
+            raise _ApiError("not_authorized")  # only apps declared as agents have sessions
+        channel = params.get("channel_id")
+        if not channel:
+            raise _ApiError("channel_not_found")
+        status = params.get("status")
+        if status not in SESSION_STATUSES:
+            raise _ApiError("invalid_status")
+        thread_ts = params.get("thread_ts")
+        if not thread_ts:
+            raise _ApiError("thread_ts_required")  # DMs and channels hold thread sessions
+        title = params.get("title")
+        if title is not None and (not isinstance(title, str) or len(title) > SESSION_TITLE_LIMIT):
+            raise _ApiError("invalid_arguments")
+        key = (channel, str(thread_ts))
+        session = self.sessions.get(key)
+        if session is None:  # created now: title and initiator count only here
+            session = self.sessions[key] = {
+                "channel": channel, "thread_ts": str(thread_ts), "team": team.id, "status": None,
+                "title": title, "initiator": params.get("initiator_user_id"),
+                "stoppable": "agent_session_stopped" in team.events, "history": [],
+            }
+        self._set_session(session, status, "agents.sessions.setStatus")
+        response: dict[str, Any] = {"ok": True, "status": status, "agent_status": status, "title": session["title"]}
+        if not session["stoppable"]:
+            response["warning"] = "missing_agent_session_stopped_event_subscription"
+        return response
+
+    def _set_session(self, session: dict[str, Any], status: str, via: str) -> None:
+        session["status"] = status
+        session["history"].append((status, via, self.clock()))
+
+    def session(self, channel: str, thread_ts: str) -> dict[str, Any] | None:
+        return self.sessions.get((channel, thread_ts))
+
+    def press_stop(self, channel: str, thread_ts: str, *, user: str = "U1") -> dict[str, Any]:
+        """A person presses the native Stop button of the thread's session (shown only while it is
+        `processing`, and only when the app subscribes to `agent_session_stopped`): Slack stops
+        the thread's open streams and sends the event, which is returned for the test to deliver
+        (docs.slack.dev/reference/events/agent_session_stopped). The session's status does not
+        change: the app must leave `processing` itself."""
+        session = self.sessions.get((channel, thread_ts))
+        if session is None or session["status"] != "processing":
+            raise AssertionError(f"no Stop button in {channel}/{thread_ts}: the session is not processing")
+        if not session["stoppable"]:
+            raise AssertionError("no Stop button: the app does not subscribe to agent_session_stopped")
+        stopped = []
+        for message in self.messages.get(channel, []):
+            if message.get("thread_ts") == thread_ts and message.get("streaming"):
+                message["streaming"] = False
+                message["stopped_by_user"] = True
+                stopped.append(message["ts"])
+        return {"type": "agent_session_stopped", "channel": channel, "user": user, "thread_ts": thread_ts,
+                "streaming_message_ts": stopped, "event_ts": f"{time.time():.6f}"}
+
+    # --- App Home ------------------------------------------------------------------------------
+
+    def home_opened(self, user: str, tab: str = "home", *, channel: str | None = None) -> dict[str, Any]:
+        """The `app_home_opened` event of `user` opening the app's Home or Messages tab."""
+        event: dict[str, Any] = {"type": "app_home_opened", "user": user, "channel": channel or "D" + user.lstrip("UW"),
+                                 "tab": tab, "event_ts": f"{time.time():.6f}"}
+        if tab == "home" and user in self.homes:
+            event["view"] = self._public(self.homes[user])
+        return event
+
+    def _m_views_publish(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
+        user = params.get("user_id")
+        if not isinstance(user, str) or not user:
+            raise _ApiError("invalid_arguments", ["[ERROR] missing required field: user_id"])
+        view = params.get("view")
+        self.check_view(view, surface="home")
+        assert isinstance(view, dict)
+        old = self.homes.get(user)
+        if params.get("hash") and old is not None and params["hash"] != old["hash"]:
+            raise _ApiError("hash_conflict")
+        stored = self._store_view(team, view, user=user, old=old)
+        self.homes[user] = stored
+        return {"ok": True, "view": self._public(stored)}
+
+    def home(self, user: str) -> dict[str, Any] | None:
+        return self.homes.get(user)
+
+    def home_action(self, user: str, action_id: str, *, team: str = "T1") -> dict[str, Any]:
+        """The block_actions payload of pressing a button (by action_id) on `user`'s Home tab."""
+        view = self.homes[user]
+        for block in view.get("blocks") or []:
+            for element in list(block.get("elements") or []) + ([block["accessory"]] if block.get("accessory") else []):
+                if isinstance(element, dict) and element.get("action_id") == action_id:
+                    action = {"action_id": action_id, "block_id": block.get("block_id") or "b",
+                              "type": element["type"], "value": element.get("value"),
+                              "action_ts": f"{time.time():.6f}"}
+                    return {"type": "block_actions", "team": {"id": team}, "user": self._actor(user, team),
+                            "api_app_id": "A1", "token": "unused",
+                            "trigger_id": self.mint_trigger(user=user, team=team),
+                            "container": {"type": "view", "view_id": view["id"]},
+                            "view": self._public(view), "actions": [action]}
+        raise KeyError(f"no element {action_id} on {user}'s Home tab")
+
+    # --- threads and people's messages ---------------------------------------------------------
+
+    def post_as_user(self, channel: str, text: str, *, user: str = "U1", thread_ts: str | None = None,
+                     team: str = "T1", mention: bool = False) -> dict[str, Any]:
+        """A person's message, kept in the channel's history (conversations.replies sees it);
+        returns the event Slack sends for it (`app_mention` when `mention`)."""
+        ts = self._new_ts()
+        message: dict[str, Any] = {"ts": ts, "channel": channel, "thread_ts": thread_ts, "text": text, "user": user,
+                                   "team": team, "type": "message"}
+        known = self.users.get(user)
+        if known is not None:
+            message["user_profile"] = {"display_name": known.name, "real_name": known.real_name}
+        self.messages[channel].append(message)
+        event = {"type": "app_mention" if mention else "message", "channel": channel, "user": user, "text": text,
+                 "ts": ts, "team": team}
+        if not mention:
+            event["channel_type"] = {"D": "im", "G": "group"}.get(channel[:1], "channel")
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return event
+
+    def _m_conversations_replies(self, team: Team, params: dict[str, Any]) -> dict[str, Any]:
+        """docs.slack.dev/reference/methods/conversations.replies: the history scope of the channel's
+        type, the parent first then its replies oldest first, `limit`/`cursor` pages,
+        `latest`/`oldest` bounds (`inclusive`)."""
+        channel = self._require_channel(params)
+        _scope(team, HISTORY_SCOPES.get(channel[:1], "channels:history"))
+        ts = str(params.get("ts") or "")
+        if not ts:
+            raise _ApiError("invalid_arguments")
+        thread = [m for m in self.messages.get(channel, []) if m["ts"] == ts or m.get("thread_ts") == ts]
+        if not any(m["ts"] == ts for m in thread):
+            raise _ApiError("thread_not_found")
+        thread.sort(key=lambda m: float(m["ts"]))
+        inclusive = str(params.get("inclusive") or "").lower() in ("1", "true")
+        latest, oldest = params.get("latest"), params.get("oldest")
+        if latest:
+            thread = [m for m in thread if float(m["ts"]) < float(latest) or (inclusive and m["ts"] == latest)]
+        if oldest:
+            thread = [m for m in thread if float(m["ts"]) > float(oldest) or (inclusive and m["ts"] == oldest)]
+        try:
+            limit = int(params.get("limit") or 1000)
+            start = int(params.get("cursor") or 0)
+        except ValueError:
+            raise _ApiError("invalid_cursor") from None
+        limit = max(1, min(limit, 1000))
+        page = thread[start:start + limit]
+        more = start + limit < len(thread)
+        return {"ok": True, "messages": [self._history_json(m) for m in page], "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    def _history_json(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A message as conversations.replies shows it (a stream's text is its markdown)."""
+        out: dict[str, Any] = {"type": "message", "ts": message["ts"], "user": message.get("user"),
+                               "text": message.get("text") or message.get("markdown_text") or ""}
+        for key in ("thread_ts", "bot_id", "blocks", "user_profile", "username"):
+            if message.get(key):
+                out[key] = message[key]
+        if message.get("bot_id"):
+            out["bot_profile"] = {"id": message["bot_id"], "name": message.get("username") or "Moveworks"}
+        return out
+
+    # --- slash commands ------------------------------------------------------------------------
+
+    def command_payload(self, text: str, *, user: str = "U1", channel: str = "C1", team: str = "T1",
+                        command: str = "/moveworks") -> dict[str, str]:
+        """The form fields Slack POSTs for a slash command (docs.slack.dev/interactivity/
+        implementing-slash-commands), with a fresh trigger_id."""
+        known = self.users.get(user)
+        return {"token": "unused", "team_id": team, "team_domain": team.lower(), "channel_id": channel,
+                "channel_name": channel.lower(), "user_id": user, "user_name": known.name if known else user,
+                "command": command, "text": text, "api_app_id": "A1", "is_enterprise_install": "false",
+                "response_url": f"http://127.0.0.1:{self.port}/commands/{next(self._ids)}",
+                "trigger_id": self.mint_trigger(user=user, team=team)}
 
     def _user_json(self, user: FakeUser) -> dict[str, Any]:
         return {
@@ -744,6 +1105,9 @@ class FakeSlack:
             "name": user.name,
             "real_name": user.real_name,
             "is_bot": user.is_bot,
+            "is_admin": user.is_admin or user.is_owner,  # owners are admins too
+            "is_owner": user.is_owner,
+            "is_primary_owner": False,
             "deleted": False,
             "profile": {
                 "email": user.email,
@@ -801,9 +1165,10 @@ class FakeSlack:
         return known
 
     @staticmethod
-    def check_view(view: Any) -> None:
-        """Slack's rules for a modal view payload; raises what views.open/views.update answer
-        (`invalid_arguments` with the reason in `response_metadata.messages`, `view_too_large`)."""
+    def check_view(view: Any, *, surface: str = "modal") -> None:
+        """Slack's rules for a modal (or, `surface="home"`, an App Home tab) view payload; raises what
+        views.open/views.update/views.publish answer (`invalid_arguments` with the reason in
+        `response_metadata.messages`, `view_too_large`)."""
 
         def bad(reason: str) -> _ApiError:
             return _ApiError("invalid_arguments", [f"[ERROR] {reason}"])
@@ -812,9 +1177,9 @@ class FakeSlack:
             raise bad("view must be a JSON object")
         if len(json.dumps(view)) > VIEW_SIZE_LIMIT:
             raise _ApiError("view_too_large")
-        if view.get("type") != "modal":
-            raise bad("type must be modal")
-        for key, required in (("title", True), ("submit", False), ("close", False)):
+        if view.get("type") != surface:
+            raise bad(f"type must be {surface}")
+        for key, required in (("title", surface == "modal"), ("submit", False), ("close", False)):
             text = view.get(key)
             if text is None and not required:
                 continue
@@ -879,7 +1244,7 @@ class FakeSlack:
             accessory = block.get("accessory")
             if isinstance(accessory, dict):
                 _check_element(accessory, where)
-        if inputs and view.get("submit") is None:
+        if inputs and view.get("submit") is None and surface == "modal":
             raise bad("submit is required when the view has an input block")
 
     def _store_view(self, team: Team, view: dict[str, Any], *, user: str, old: dict[str, Any] | None) -> dict[str, Any]:
@@ -1059,6 +1424,17 @@ class FakeSlack:
             "view": {**self._public(view), "state": state}, "response_urls": [],
         }
 
+    def closing(self, view_id: str, *, user: str = "U1", team: str = "T1") -> dict[str, Any] | None:
+        """A person closes (cancels) a modal: Slack sends `view_closed` only when the view asked
+        for it with `notify_on_close` (docs.slack.dev/reference/interaction-payloads/view-interactions-payload);
+        returns that payload, or None when Slack sends nothing."""
+        view = self.views[view_id]
+        view["closed"] = True
+        if not view.get("notify_on_close"):
+            return None
+        return {"type": "view_closed", "team": {"id": team}, "user": self._actor(user, team), "api_app_id": "A1",
+                "token": "unused", "view": {**self._public(view), "state": self._state(view)}, "is_cleared": False}
+
     def answer_submission(self, view_id: str, status: int, body: str, elapsed: float) -> None:
         """What Slack does with the app's HTTP response to a view_submission: nothing after 3
         seconds (the person sees an error and the modal stays); an empty 200 closes the view;
@@ -1111,6 +1487,27 @@ class FakeSlack:
                         action["value"] = element["value"]
                     return self._message_payload(message, channel, action, user=user, team=team, age=age)
         raise KeyError(f"no element {action_id} in the message")
+
+    def feedback_click(self, message: dict[str, Any], channel: str, *, helpful: bool, user: str = "U1",
+                       team: str = "T1", age: float = 0.0) -> dict[str, Any]:
+        """The block_actions payload of clicking 👍 (`helpful`) or 👎 under a message: the native
+        `feedback_buttons` (the clicked button's value), or the plain buttons of a workspace
+        without `context_actions` (action ids ending `_yes` / `_no`)."""
+        for block in message.get("blocks") or []:
+            for element in block.get("elements") or []:
+                if not isinstance(element, dict):
+                    continue
+                if element.get("type") == "feedback_buttons":
+                    button = element["positive_button" if helpful else "negative_button"]
+                    action = {"action_id": element["action_id"], "block_id": block.get("block_id") or "b",
+                              "type": "feedback_buttons", "value": button["value"],
+                              "action_ts": f"{time.time():.6f}"}
+                    return self._message_payload(message, channel, action, user=user, team=team, age=age)
+                action_id = str(element.get("action_id") or "")
+                if element.get("type") == "button" and action_id.endswith("_yes" if helpful else "_no") \
+                        and action_id.startswith("mw_feedback"):
+                    return self.message_action(message, channel, action_id, user=user, team=team, age=age)
+        raise KeyError("no feedback buttons under the message")
 
     def message_pick(self, message: dict[str, Any], channel: str, label: str, *, user: str = "U1",
                      team: str = "T1", age: float = 0.0) -> dict[str, Any]:
@@ -1196,6 +1593,18 @@ class FakeSlack:
             "enterprise": None,
             "is_enterprise_install": False,
         }
+
+
+def _types_in(value: Any) -> set[str]:
+    """Every `type` named anywhere inside a block."""
+    if isinstance(value, dict):
+        found = {value["type"]} if isinstance(value.get("type"), str) else set()
+        for item in value.values():
+            found |= _types_in(item)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_types_in(v) for v in value)) if value else set()
+    return set()
 
 
 def _text_chars(value: Any) -> int:
@@ -1296,6 +1705,11 @@ def _check_element(element: dict[str, Any], where: str) -> None:
     for option in initial:
         if not any(o.get("value") == option.get("value") and o.get("text") == option.get("text") for o in options):
             raise _ApiError("invalid_arguments", [f"[ERROR] an initial option is not one of the options {where}"])
+
+
+def _scope(team: Team, scope: str) -> None:
+    if scope not in team.scopes:
+        raise _ApiError("missing_scope")
 
 
 class MissingRequired(Exception):
