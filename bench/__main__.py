@@ -18,12 +18,12 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import drills, faults, poller, scale, stop, strategies
+from bench import drills, faults, poller, replicas, scale, stop, strategies
 from bench.leaks import scan
 from bench.report import Context, DrillFailed, Table
 
 SECTIONS = {"strategies": strategies, "scale": scale, "poller": poller, "drills": drills, "faults": faults,
-            "stop": stop}
+            "stop": stop, "replicas": replicas}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -68,8 +68,10 @@ class ServeProcess:
     """`python -m bridge serve` with its own environment, log file and /proc figures."""
 
     def __init__(self, ctx: Context, name: str, env: dict[str, str], *,
-                 preexec: Callable[[], None] | None = None, log_pipe: bool = False) -> None:
+                 preexec: Callable[[], None] | None = None, log_pipe: bool = False,
+                 command: str = "serve") -> None:
         self.name = name
+        self.command = command  # `serve`, or `poll` (no HTTP: ready when its log says it polls)
         self.env = env
         self.log_path = ctx.log_file(f"serve-{name}")
         self.port = free_port()
@@ -85,7 +87,7 @@ class ServeProcess:
         try:
             out: Any = asyncio.subprocess.PIPE if self.log_pipe else log
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bridge", "serve", cwd=str(ROOT), env=env,
+                sys.executable, "-m", "bridge", self.command, cwd=str(ROOT), env=env,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out,
                 stderr=asyncio.subprocess.STDOUT if self.log_pipe else log, preexec_fn=self.preexec)
         finally:
@@ -98,6 +100,13 @@ class ServeProcess:
             while True:
                 if self.proc.returncode is not None:
                     raise RuntimeError(f"serve {self.name} exited at start-up: {self.tail()}")
+                if self.command != "serve":
+                    if "poller running" in self.tail(50):
+                        return self
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{self.command} {self.name} not running after {timeout:.0f} s")
+                    await asyncio.sleep(0.1)
+                    continue
                 try:
                     async with session.get(f"{self.url}/readyz") as resp:
                         if resp.status == 200:

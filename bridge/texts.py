@@ -35,6 +35,7 @@ ANSWER_FAILED = "Sorry, the assistant ran into a problem answering that. Please 
 UNAVAILABLE = "Sorry, I can't reach the assistant right now. Please try again in a few minutes."
 BUG = "Sorry, something went wrong on my side. Please try again."
 RESTARTED = "I was restarted before I could finish this answer. Please ask again."
+REQUEUED = "I'm restarting; your question is queued and will be answered in a moment."
 TOO_SLOW = "Sorry, the assistant is taking too long to answer. Please try again in a little while."
 STORE_DOWN = "Sorry, I can't take questions right now because of a problem on my side. Please try again later."
 NO_ANSWER = "I couldn't find an answer to that. Could you try rephrasing your question?"

@@ -70,6 +70,15 @@ class ServedBridge(ABC):
         await self.sim.stop()
         await self.fake.stop()
 
+    def settled(self) -> bool:
+        """Every accepted question has been answered (or failed): none waits in the durable
+        inbound queue (`submit` stores it there; a worker takes it a moment later) and no answer
+        is streaming."""
+        if self.runtime is None:
+            return True
+        counts = self.runtime.store.sync.queue.counts()  # type: ignore[attr-defined]
+        return self.runtime.relay.in_flight == 0 and counts["queued"] == 0 and counts["taken"] == 0
+
     @property
     def adapter(self) -> Any:
         assert self.runtime is not None

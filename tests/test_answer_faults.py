@@ -169,7 +169,7 @@ async def test_an_answer_whose_shutdown_note_cannot_be_written_is_told_by_the_ne
     relay = _relay(store, client, adapter)
     stalling_sim.inject_fault("stall", endpoint="stream")
     try:
-        relay.submit(ask("How do I reset my password?"))
+        await relay.submit(ask("How do I reset my password?"))
         await until(lambda: list(store.db.query("SELECT 1 FROM replies WHERE status = 'streaming' "
                                                 "AND checkpoint IS NOT NULL")),
                     timeout=5.0, what="the answer streaming")

@@ -163,7 +163,7 @@ async def test_after_a_crash_the_answering_process_tells_the_thread_but_a_poll_w
     path = tmp_path / "bridge.db"
     crashed = Store(path)  # the process that died mid-answer
     link = crashed.links.insert(THREAD, "u1", "", "conv_x", {})
-    crashed.replies.start(link.id)
+    crashed.replies.start(link.id, owner="crashed-process")  # no heartbeat: its owner is dead
     crashed.close()
     settings = Settings(db=str(path), moveworks_base_url=sim.base_url,
                         moveworks_assistant_name="moveworks-bridge-dev", moveworks_api_key="sim-key")

@@ -265,7 +265,7 @@ async def test_per_employee_identities_are_polled_separately(jwt_env):
     env.employee(ANN)
     env.employee(BOB, platform="teams", workspace="tenant-1")
     poller = env.poller()
-    poller.refresh_identities()
+    await poller.refresh_identities()
     assert set(poller.schedule.states) == {ANN, BOB}
     env.sim.inject_event(ANN, "for ann")
     env.sim.inject_event(BOB, "for bob")
@@ -281,7 +281,7 @@ async def test_one_identity_errors_do_not_block_others(jwt_env):
     env.employee(ANN)
     env.employee(BOB)
     poller = env.poller()
-    poller.refresh_identities()
+    await poller.refresh_identities()
     env.sim.inject_event(ANN, "for ann")
     env.sim.inject_event(BOB, "for bob")
     env.slack.failures = [transient()]  # ann's delivery fails once

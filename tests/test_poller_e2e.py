@@ -49,7 +49,7 @@ async def test_event_lands_in_the_mapped_slack_thread(ph):
     root = new_ts()
     await ph.send(mention("when is payday?", channel="C1", ts=root))
     await ph.answered("C1", root)
-    link = ph.runtime.store.links.get(ThreadKey("slack", "T1", "C1", root), "U1")
+    link = ph.runtime.store.sync.links.get(ThreadKey("slack", "T1", "C1", root), "U1")
     assert link is not None
     ph.sim.inject_event(SIM_IDENTITY, "Update: your **payroll ticket** was resolved.",
                         conversation_id=link.conversation_id)
@@ -75,7 +75,7 @@ async def test_proactive_dm_is_opened_mapped_and_continues(ph):
     assert ph.fake.calls_to("conversations.open")
     [posted] = [m for m in ph.fake.bot_messages(dm_channel) if "expense report" in ph.fake.body_text(m)]
     def mapped():  # the reply thread is mapped right after the post is accepted
-        links = ph.runtime.store.links.for_conversation(event["conversation_id"])
+        links = ph.runtime.store.sync.links.for_conversation(event["conversation_id"])
         return sorted((link.thread.channel, link.thread.thread, link.user_id) for link in links)
 
     await until(lambda: len(mapped()) == 2, what="the DM and its reply thread mapped")

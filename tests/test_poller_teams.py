@@ -65,8 +65,9 @@ class PollingHarness(Harness):
 
     @property
     def store(self) -> Store:
+        """The synchronous view of the runtime's (SQLite) store, for assertions."""
         assert self.runtime is not None
-        return self.runtime.store
+        return self.runtime.store.sync  # type: ignore[attr-defined]
 
     async def poll(self, identity: str | None = None) -> int:
         assert self.runtime is not None

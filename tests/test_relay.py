@@ -175,8 +175,8 @@ async def test_shutdown_marks_an_unfinished_answer_in_its_thread(sim, mw):
     store = Store(":memory:")
     relay, adapter = build(store, mw)
     sim.script_answer(text="A slow answer " * 50, match="slow", chunks=50, delay=0.2)
-    relay.submit(ask("a slow one"))
-    relay.submit(ask("a second question, waiting for the first"))
+    await relay.submit(ask("a slow one"))
+    await relay.submit(ask("a second question, waiting for the first"))
     while not adapter.thread(THREAD).messages:
         await asyncio.sleep(0.02)
     assert await relay.drain(0.1) == 2  # neither finished in the grace period

@@ -142,7 +142,7 @@ async def test_stop_mid_answer_closes_moveworks_ends_in_place_and_the_thread_goe
     assert shown.startswith("w0 w1 ") and shown.endswith(texts.failure_note(texts.STOPPED))
     assert LONG not in shown and not messages[0]["streaming"]
     assert h.fake.session("D1", root)["status"] == "active"
-    row = h.runtime.store.db.execute("SELECT status FROM replies ORDER BY id DESC LIMIT 1").fetchone()
+    row = h.runtime.store.sync.db.execute("SELECT status FROM replies ORDER BY id DESC LIMIT 1").fetchone()
     assert row[0] == "canceled"
 
     # The thread is ready for the next question.
@@ -213,7 +213,7 @@ async def test_a_stop_received_by_another_process_reaches_the_one_streaming(harn
 
     other = Sessions(OtherProcess(h.adapter.core))  # type: ignore[arg-type]
     stop = h.fake.press_stop("D1", event["ts"])
-    assert other.stopped("T1", "D1", event["ts"], stop["streaming_message_ts"]) is False
+    assert await other.stopped("T1", "D1", event["ts"], stop["streaming_message_ts"]) is False
     await until(lambda: "disconnected" in timing(h, "elsewhere"), what="the Moveworks stream to close")
     await h.idle()
     assert h.fake.body_text(h.answers("D1", event["ts"])[0]).endswith(texts.STOPPED)

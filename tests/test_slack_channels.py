@@ -49,7 +49,7 @@ async def test_only_admins_change_a_channel_and_anyone_can_ask(harness_factory):
         behaviour=texts.SLACK_CHANNEL_MODES["all"])
     assert await command(h, "channel off", channel="D1") == texts.SLACK_COMMAND_IN_CHANNEL
     assert "Usage" in await command(h, "what is this")
-    assert h.runtime.store.kv.namespace("slack.channels").get("T1:C1") == "all", "shared by every process"
+    assert h.runtime.store.sync.kv.namespace("slack.channels").get("T1:C1") == "all", "shared by every process"
 
 
 async def test_all_answers_every_new_message_and_mention_only_mentions(harness_factory):
@@ -63,7 +63,7 @@ async def test_all_answers_every_new_message_and_mention_only_mentions(harness_f
     await h.send(channel_message("thanks, trying", user="U1", thread_ts=top["ts"]))
 
     await command(h, "channel mention")
-    assert h.runtime.store.kv.namespace("slack.channels").get("T1:C1") is None, "the default is not stored"
+    assert h.runtime.store.sync.kv.namespace("slack.channels").get("T1:C1") is None, "the default is not stored"
     await h.send(channel_message("chatting with colleagues", user="U2"))
     h.sim.script_answer(text="Mentioned.", match="mentioned")
     asked = mention("am I mentioned?")

@@ -65,7 +65,7 @@ async def test_a_mention_mid_thread_carries_the_earlier_messages(harness_factory
     await h.answered("C1", root, before + 3)
     assert "carol: I restarted it" in questions(h.sim)[-1]
     assert len([c for c in h.fake.calls_to("users.info")[lookups:] if c.params["user"] == "U4"]) == 0
-    assert h.runtime.store.kv.namespace("slack.names").get("T1:U4") == "carol"
+    assert h.runtime.store.sync.kv.namespace("slack.names").get("T1:U4") == "carol"
 
 
 async def test_a_long_thread_is_bounded_to_its_start_and_latest_messages(harness_factory):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 import pytest_asyncio
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -162,7 +163,7 @@ class Harness(ServedBridge):
     async def idle(self) -> None:
         """Every accepted question has been answered (or failed)."""
         assert self.runtime is not None
-        await until(lambda: self.runtime.relay.in_flight == 0, what="answers to finish")
+        await until(self.settled, what="answers to finish")
 
     def answers(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
         return [m for m in self.fake.thread(channel, thread_ts) if m.get("bot_id")]
@@ -172,7 +173,7 @@ class Harness(ServedBridge):
         def done() -> bool:
             msgs = self.answers(channel, thread_ts)
             return len(msgs) >= count and not any(m.get("streaming") for m in msgs) and \
-                self.runtime is not None and self.runtime.relay.in_flight == 0
+                self.runtime is not None and self.settled()
         await until(done, what=f"{count} answer(s) in {channel}/{thread_ts}")
         return self.fake.body_text(self.answers(channel, thread_ts)[-1])
 
@@ -210,8 +211,36 @@ async def test_dm_is_answered_in_its_thread(harness_factory):
     text = await h.answered("D1", event["ts"])
     assert text == "Reset it at **id.example.com**."
     assert h.fake.calls_to("users.info"), "the asker's email is looked up"
-    employee = h.runtime.store.employees.get("slack", "T1", "U1")
+    employee = h.runtime.store.sync.employees.get("slack", "T1", "U1")
     assert employee is not None and employee.email == "alice@example.com"
+
+
+async def test_a_question_is_stored_before_slack_is_acknowledged(h, caplog):
+    """process_before_response: the 200 goes only after `core.submit` stored the question; a
+    submit that fails answers 500, so Slack delivers the event again and it is answered then."""
+    from bridge.errors import StoreUnavailable
+
+    assert h.runtime is not None and h.runtime.intake is not None
+    h.sim.script_answer(text="Kept.", match="kept")
+    core = h.adapter.core
+    submit = core.submit
+
+    async def store_down(inbound: Any) -> bool:
+        raise StoreUnavailable("the store is down")
+
+    core.submit = store_down
+    event = dm("is my question kept?")
+    with caplog.at_level(logging.CRITICAL, logger="slack_bolt"):
+        status, _ = await h.send(event, event_id="Ev-kept")
+    assert status == 500, "not acknowledged: Slack sends the event again"
+    assert h.runtime.store.sync.queue.counts() == {"queued": 0, "taken": 0}
+    core.submit = submit
+    await h.runtime.intake.stop_taking()  # nobody answers meanwhile: the 200 alone says it is stored
+    status, _ = await h.send(event, event_id="Ev-kept", retry=1)
+    assert status == 200
+    assert h.runtime.store.sync.queue.counts() == {"queued": 1, "taken": 0}
+    h.runtime.intake.start()
+    assert await h.answered("D1", event["ts"]) == "Kept."
 
 
 async def test_mention_answered_in_thread_with_markup_decoded(h):
@@ -235,7 +264,7 @@ async def test_follow_up_in_thread_reuses_conversation_even_after_restart(h):
     await h.restart()
     await h.send(channel_message("third question", thread_ts=root["ts"]))
     assert await h.answered("C1", root["ts"], 3) == "Third."
-    links = list(h.runtime.store.db.query("SELECT DISTINCT conversation_id FROM thread_links"))
+    links = list(h.runtime.store.sync.db.query("SELECT DISTINCT conversation_id FROM thread_links"))
     assert len(links) == 1, "one Moveworks conversation for the thread"
 
 
@@ -247,10 +276,10 @@ async def test_two_users_in_one_thread_get_their_own_conversations(h):
     await h.answered("C1", root["ts"])
     await h.send(mention("bob asks too", user="U2", thread_ts=root["ts"]))  # others must mention the bot
     assert await h.answered("C1", root["ts"], 2) == "For Bob."
-    a = h.runtime.store.links.get(h.runtime.store.links.for_conversation(
-        list(h.runtime.store.db.query("SELECT conversation_id FROM thread_links WHERE user_id='U1'"))[0]["conversation_id"]
+    a = h.runtime.store.sync.links.get(h.runtime.store.sync.links.for_conversation(
+        list(h.runtime.store.sync.db.query("SELECT conversation_id FROM thread_links WHERE user_id='U1'"))[0]["conversation_id"]
     )[0].thread, "U1")
-    b = list(h.runtime.store.db.query("SELECT conversation_id FROM thread_links WHERE user_id='U2'"))[0]["conversation_id"]
+    b = list(h.runtime.store.sync.db.query("SELECT conversation_id FROM thread_links WHERE user_id='U2'"))[0]["conversation_id"]
     assert a is not None and a.conversation_id != b
 
 
@@ -266,8 +295,8 @@ async def test_another_users_unmentioned_reply_in_the_thread_is_not_answered(h):
     assert len(h.answers("C1", root["ts"])) == 2
     assert not [q for q in questions(h.sim) if "bob" in q]
     thread = ThreadKey("slack", "T1", "C1", root["ts"])
-    assert h.runtime.store.links.get(thread, "U1") is not None and h.runtime.store.links.get(thread, "U2") is None
-    claimed = {r["delivery_id"] for r in list(h.runtime.store.db.query("SELECT delivery_id FROM inbound_deliveries"))}
+    assert h.runtime.store.sync.links.get(thread, "U1") is not None and h.runtime.store.sync.links.get(thread, "U2") is None
+    claimed = {r["delivery_id"] for r in list(h.runtime.store.sync.db.query("SELECT delivery_id FROM inbound_deliveries"))}
     assert f"T1:C1:{bob['ts']}" not in claimed
 
 
@@ -321,7 +350,7 @@ async def test_bad_and_stale_signatures_are_rejected_without_side_effects(h):
     tampered = sign(body)
     assert (await h.post(body.replace("unsigned", "tampered"), {"Content-Type": "application/json", **tampered}))[0] == 401
     assert not h.fake.write_calls()
-    assert list(h.runtime.store.db.query("SELECT * FROM inbound_deliveries")) == []
+    assert list(h.runtime.store.sync.db.query("SELECT * FROM inbound_deliveries")) == []
 
 
 async def test_url_verification_and_garbage(h):
@@ -424,7 +453,7 @@ async def test_a_stream_left_open_by_a_crash_is_stopped_in_place_after_restart(h
                         chunks=6, delay=0.3)
     event = dm("code please")
     await h.send(event)
-    store = h.runtime.relay.store
+    store = h.runtime.relay.store.sync
 
     def checkpoint() -> dict[str, Any] | None:
         row = store.db.execute("SELECT checkpoint FROM replies WHERE status = 'streaming'").fetchone()
@@ -441,7 +470,9 @@ async def test_a_stream_left_open_by_a_crash_is_stopped_in_place_after_restart(h
                                            recipient_team_id="T1", recipient_user_id="U1")
     link = store.links.get(ThreadKey("slack", "T1", "D1", event["ts"]), "U1")
     assert link is not None
-    store.replies.checkpoint(store.replies.start(link.id), {"channel": "D1", "ts": opened["ts"], "fence": "```"})
+    # the reply of a process that died (no heartbeat), so any live process may recover it
+    store.replies.checkpoint(store.replies.start(link.id, owner="crashed-process"),
+                             {"channel": "D1", "ts": opened["ts"], "fence": "```"})
     before = len(h.answers("D1", event["ts"]))
     await h.restart()
 
@@ -587,6 +618,31 @@ async def test_socket_mode_dispatch(harness_factory):
     assert len(h.fake.bot_messages()) == 2
 
 
+async def test_socket_mode_acknowledges_an_envelope_only_once_its_question_is_stored(harness_factory, caplog):
+    from bridge.errors import StoreUnavailable
+
+    h = await harness_factory(streaming="edit", socket=True)
+    assert h.runtime is not None and h.runtime.intake is not None
+    h.sim.script_answer(text="Kept.", match="kept")
+    core = h.adapter.core
+    submit = core.submit
+
+    async def store_down(inbound: Any) -> bool:
+        raise StoreUnavailable("the store is down")
+
+    core.submit = store_down
+    event = dm("is my socket question kept?")
+    body = event_body(event, event_id="EvKept")
+    with caplog.at_level(logging.CRITICAL, logger="slack_bolt"), pytest.raises(TimeoutError):
+        await h.fake.socket_send(body, timeout=1.0)  # no ack: Slack sends the envelope again
+    core.submit = submit
+    await h.runtime.intake.stop_taking()  # nobody answers meanwhile: the ack alone says it is stored
+    assert (await h.fake.socket_send(body, retry_attempt=1))["envelope_id"]
+    assert h.runtime.store.sync.queue.counts() == {"queued": 1, "taken": 0}
+    h.runtime.intake.start()
+    assert await h.answered("D1", event["ts"]) == "Kept."
+
+
 async def install(h: Harness, team: str, token: str) -> tuple[int, str]:
     """Click "Add to Slack" and come back from Slack with a code for `team`: (status, page)."""
     import re
@@ -610,7 +666,7 @@ async def test_oauth_install_then_answer_with_that_workspace_token(harness_facto
         "OAuth without an allow-list warns at start-up"
     status, page = await install(h, "T2", "xoxb-fake-T2")
     assert status == 200, page
-    assert h.runtime.store.kv.items("slack.bot")
+    assert h.runtime.store.sync.kv.items("slack.bot")
     h.sim.script_answer(text="Hello T2.", match="t2")
     event = dm("hi from t2", channel="D9")
     body = json.dumps(event_body(event, team="T2"))
@@ -656,7 +712,7 @@ async def test_allow_list_ignores_other_workspaces_and_slack_connect_users(harne
     assert questions(h.sim) == ["sentinel from T1"]
     assert len(h.fake.bot_messages()) == 1 and not h.fake.ephemerals
     assert not [c for c in h.fake.calls if c.params.get("user") == "U9"], "no lookups for the outsiders"
-    claimed = [r["delivery_id"] for r in list(h.runtime.store.db.query("SELECT delivery_id FROM inbound_deliveries"))]
+    claimed = [r["delivery_id"] for r in list(h.runtime.store.sync.db.query("SELECT delivery_id FROM inbound_deliveries"))]
     assert claimed == [f"T1:D1:{sentinel['ts']}"]
 
 
@@ -668,7 +724,7 @@ async def test_oauth_install_outside_the_allow_list_is_refused(harness_factory, 
     assert status == 403
     assert "can't install" in page and "T2" in page and "SLACK_ALLOWED_TEAMS" in page
     assert "xoxb" not in page
-    assert h.runtime.store.kv.items("slack.bot") == [] and h.runtime.store.kv.items("slack.installation") == []
+    assert h.runtime.store.sync.kv.items("slack.bot") == [] and h.runtime.store.sync.kv.items("slack.installation") == []
     assert h.fake.revoked == ["xoxb-fake-T2"], "the token Slack issued is given back"
     assert (await install(h, "T1", "xoxb-fake-T1"))[0] == 200
 
@@ -742,7 +798,7 @@ async def test_non_utf8_bodies_and_bad_signature_headers_never_give_500(h):
                     {**sign(body), "X-Slack-Signature": "garbage"}):
         assert (await h.post(body, {"Content-Type": "application/json", **headers}))[0] == 401
     assert not h.fake.write_calls()
-    assert list(h.runtime.store.db.query("SELECT * FROM inbound_deliveries")) == []
+    assert list(h.runtime.store.sync.db.query("SELECT * FROM inbound_deliveries")) == []
 
 
 async def test_feedback_without_ids_or_with_an_unexpected_error_still_answers(h, caplog):

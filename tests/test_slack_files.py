@@ -62,7 +62,7 @@ async def test_without_files_read_slacks_sign_in_page_is_not_passed_on(v1):
     file = v1.fake.add_file("error.png", PNG, "image/png")
     event = shared(v1, "Why does my screen look like this?", file)
     await v1.send(event)
-    await until(lambda: len(v1.answers("D1", event["ts"])) >= 2 and v1.runtime.relay.in_flight == 0,
+    await until(lambda: len(v1.answers("D1", event["ts"])) >= 2 and v1.settled(),
                 what="the note and the answer")
     shown = " ".join(v1.fake.body_text(m) for m in v1.answers("D1", event["ts"]))
     assert texts.FILE_UNREADABLE.format(name="error.png") in shown

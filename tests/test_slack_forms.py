@@ -332,7 +332,8 @@ async def test_an_expired_trigger_is_explained_and_the_loading_view_beats_a_slow
     # Moveworks slower than the trigger's life: the "Loading…" view is already open when it answers.
     v1.sim.inject_fault("slow", endpoint="modals", delay=3.5)
     await v1.press(answer, "Edit/Add details")
-    assert v1.fake.calls_to("views.open", ok=True)
+    # opened right after the click's acknowledgement (a background task), long before Moveworks
+    await until(lambda: v1.fake.calls_to("views.open", ok=True), timeout=1.0, what="the Loading… view")
     await v1.form_shown()
 
 
@@ -445,11 +446,13 @@ async def test_metadata_past_slacks_3000_characters_is_kept_by_the_bridge(v1):
     # Forty option values too long for Slack: their keys would overflow private_metadata.
     options = tuple(Choice(f"{i:02d}-" + "v" * 200, f"Choice {i}") for i in range(40))
     form = _form(ModalField("pick", "CHOICE", label="Pick", options=options))
-    view = forms.form_view(form, "session-9", v1.adapter._pack)
+    pending: list[tuple[str, str]] = []
+    view = forms.form_view(form, "session-9", v1.adapter._packer(pending))
+    await v1.adapter._keep_packed(pending)  # stored before the view is shown
     assert view is not None
     FakeSlack.check_view(view)
     assert len(view["private_metadata"]) <= 3000
-    meta = v1.adapter._unpack(view["private_metadata"])
+    meta = await v1.adapter._unpack(view["private_metadata"])
     picked = element(view, "f.pick")["options"][7]
     state = {"values": {"f.pick": {"mw_field": {"type": "static_select", "selected_option": picked}}}}
     assert forms.read_values(state, forms.Keys(meta["k"]))["pick"] == options[7].value

@@ -20,7 +20,7 @@ IDENTITY = "employee@example.com"  # the simulator's identity of the bridge's AP
 async def test_home_tab_shows_prompts_notifications_and_privacy_and_a_prompt_asks_in_the_dm(v1_factory):
     h: V1Harness = await v1_factory(streaming="native")
     await h.ask("is my laptop ordered?")
-    conversation = list(h.runtime.store.db.query("SELECT conversation_id FROM thread_links"))[0]["conversation_id"]
+    conversation = list(h.runtime.store.sync.db.query("SELECT conversation_id FROM thread_links"))[0]["conversation_id"]
     h.sim.inject_event(IDENTITY, "Your laptop request was **approved**.", conversation_id=conversation)
     await until(lambda: any("approved" in h.fake.body_text(m) for m in h.fake.bot_messages("D1")),
                 what="the notification in the thread")

@@ -20,6 +20,7 @@ from bridge.mechanisms.ratelimit import Budgets
 from bridge.models import Answer, CitationLink, FeedbackTarget, Frame
 from bridge.moveworks.models import Action
 from bridge.store import Store
+from bridge.store.aio import as_async
 from bridge.testing.slack_api import FakeSlack
 
 WHERE = Where("T1", None, False, "UBOT")
@@ -82,47 +83,51 @@ def _msg(**kw: Any) -> dict[str, Any]:
     return {"type": "message", "channel": "C1", "channel_type": "channel", "user": "U1", "ts": "1.1", "text": "hi", **kw}
 
 
-def test_normalise_rules():
-    never = lambda thread, user: False  # noqa: E731
-    always = lambda thread, user: True  # noqa: E731
-    assert isinstance(normalise(_msg(subtype="message_changed"), WHERE, mention=False, followed=always), Ignore)
-    assert isinstance(normalise(_msg(bot_id="B2"), WHERE, mention=False, followed=always), Ignore)
-    assert isinstance(normalise(_msg(user="UBOT"), WHERE, mention=False, followed=always), Ignore)
-    assert isinstance(normalise(_msg(), WHERE, mention=False, followed=always), Ignore)  # top level
-    assert isinstance(normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=never), Ignore)
-    follow = normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=always)
+async def test_normalise_rules():
+    async def never(thread, user):
+        return False
+
+    async def always(thread, user):
+        return True
+
+    assert isinstance(await normalise(_msg(subtype="message_changed"), WHERE, mention=False, followed=always), Ignore)
+    assert isinstance(await normalise(_msg(bot_id="B2"), WHERE, mention=False, followed=always), Ignore)
+    assert isinstance(await normalise(_msg(user="UBOT"), WHERE, mention=False, followed=always), Ignore)
+    assert isinstance(await normalise(_msg(), WHERE, mention=False, followed=always), Ignore)  # top level
+    assert isinstance(await normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=never), Ignore)
+    follow = await normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=always)
     assert isinstance(follow, Inbound) and follow.thread.thread == "1.0"
-    twin = normalise(_msg(text="<@UBOT> q", thread_ts="1.0"), WHERE, mention=False, followed=always)
+    twin = await normalise(_msg(text="<@UBOT> q", thread_ts="1.0"), WHERE, mention=False, followed=always)
     assert isinstance(twin, Ignore)  # answered from app_mention
-    men = normalise({"type": "app_mention", "channel": "C1", "user": "U1", "ts": "1.1", "text": "<@UBOT> q"},
-                    WHERE, mention=True, followed=never)
+    men = await normalise({"type": "app_mention", "channel": "C1", "user": "U1", "ts": "1.1", "text": "<@UBOT> q"},
+                          WHERE, mention=True, followed=never)
     assert isinstance(men, Inbound) and men.text == "q" and men.thread.thread == "1.1"
-    assert men.dedupe_id == normalise(_msg(thread_ts="1.0", text="x"), WHERE, mention=False,
-                                        followed=always).dedupe_id  # same message, same id
-    im = normalise(_msg(channel="D1", channel_type="im"), WHERE, mention=False, followed=never)
+    assert men.dedupe_id == (await normalise(_msg(thread_ts="1.0", text="x"), WHERE, mention=False,
+                                             followed=always)).dedupe_id  # same message, same id
+    im = await normalise(_msg(channel="D1", channel_type="im"), WHERE, mention=False, followed=never)
     assert isinstance(im, Inbound) and im.direct
-    files = normalise(_msg(channel="D1", channel_type="im", text="", subtype="file_share", files=[{"id": "F"}]),
-                      WHERE, mention=False, followed=never)
+    files = await normalise(_msg(channel="D1", channel_type="im", text="", subtype="file_share", files=[{"id": "F"}]),
+                            WHERE, mention=False, followed=never)
     assert isinstance(files, Notice)
-    assert isinstance(normalise("garbage", WHERE, mention=False, followed=never), Ignore)  # type: ignore[arg-type]
+    assert isinstance(await normalise("garbage", WHERE, mention=False, followed=never), Ignore)  # type: ignore[arg-type]
 
 
-def test_unmentioned_thread_follow_up_is_answered_only_for_a_user_the_bot_talks_with():
+async def test_unmentioned_thread_follow_up_is_answered_only_for_a_user_the_bot_talks_with():
     asked: list[tuple[str, str]] = []
 
-    def followed(thread, user):
+    async def followed(thread, user):
         asked.append((thread.thread, user))
         return user == "U1"  # the bot answered U1 in this thread, nobody else
 
-    assert isinstance(normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=followed), Inbound)
-    other = normalise(_msg(user="U2", thread_ts="1.0"), WHERE, mention=False, followed=followed)
+    assert isinstance(await normalise(_msg(thread_ts="1.0"), WHERE, mention=False, followed=followed), Inbound)
+    other = await normalise(_msg(user="U2", thread_ts="1.0"), WHERE, mention=False, followed=followed)
     assert isinstance(other, Ignore)
     assert asked == [("1.0", "U1"), ("1.0", "U2")]
-    mentioned = normalise({"type": "app_mention", "channel": "C1", "user": "U2", "ts": "1.2", "thread_ts": "1.0",
-                           "text": "<@UBOT> me too"}, WHERE, mention=True, followed=followed)
+    mentioned = await normalise({"type": "app_mention", "channel": "C1", "user": "U2", "ts": "1.2", "thread_ts": "1.0",
+                                 "text": "<@UBOT> me too"}, WHERE, mention=True, followed=followed)
     assert isinstance(mentioned, Inbound) and mentioned.user.user_id == "U2"  # a mention is always answered
-    dm = normalise(_msg(user="U2", channel="D2", channel_type="im", thread_ts="1.0"), WHERE, mention=False,
-                   followed=followed)
+    dm = await normalise(_msg(user="U2", channel="D2", channel_type="im", thread_ts="1.0"), WHERE, mention=False,
+                         followed=followed)
     assert isinstance(dm, Inbound)  # DMs unchanged
 
 
@@ -152,19 +157,19 @@ def test_team_allow_list():
 
 async def test_installation_and_state_stores_live_in_the_bridge_db(tmp_path):
     store = Store(tmp_path / "b.db")
-    installations = KvInstallationStore(store.kv.namespace)
+    installations = KvInstallationStore(as_async(store).kv.namespace)
     await installations.async_save(Installation(
         app_id="A1", team_id="T9", bot_token="xoxb-t9", bot_id="B9", bot_user_id="U9", user_id="UADMIN",
         bot_scopes=["chat:write"],
     ))
     store.close()
     reopened_store = Store(tmp_path / "b.db")
-    reopened = KvInstallationStore(reopened_store.kv.namespace)
+    reopened = KvInstallationStore(as_async(reopened_store).kv.namespace)
     bot = await reopened.async_find_bot(enterprise_id=None, team_id="T9")
     assert bot is not None and bot.bot_token == "xoxb-t9" and bot.bot_scopes == ["chat:write"]
     assert (await reopened.async_find_installation(enterprise_id=None, team_id="T9")).user_id == "UADMIN"
     assert await reopened.async_find_bot(enterprise_id=None, team_id="T0") is None
-    states = KvOAuthStateStore(reopened_store.kv.namespace)
+    states = KvOAuthStateStore(as_async(reopened_store).kv.namespace)
     state = await states.async_issue()
     assert await states.async_consume(state) and not await states.async_consume(state)
 
@@ -173,7 +178,7 @@ async def test_installation_store_refuses_teams_outside_the_allow_list(tmp_path)
     from adapters.slack.install import InstallationRefused
 
     store = Store(tmp_path / "b.db")
-    installations = KvInstallationStore(store.kv.namespace, allowed=frozenset({"T1", "E1"}))
+    installations = KvInstallationStore(as_async(store).kv.namespace, allowed=frozenset({"T1", "E1"}))
     with pytest.raises(InstallationRefused) as refused:
         await installations.async_save(Installation(app_id="A1", team_id="T9", bot_token="xoxb-t9",
                                                     bot_id="B9", bot_user_id="U9", user_id="UADMIN"))

@@ -220,14 +220,14 @@ async def test_readyz_answers_503_while_the_disk_is_full_and_200_once_a_write_su
         response = await client.get("/readyz")
         assert response.status == 200 and await response.json() == {"status": "ready"}
 
-        fill(runtime.store)
+        fill(runtime.store.sync)
         response = await client.get("/readyz")
         assert response.status == 503
         assert await response.json() == {"status": "not ready", "reason": "database not writable"}
         assert (await client.get("/healthz")).status == 200  # alive: only readiness changes
 
-        free(runtime.store)
-        runtime.store.inbound.claim("slack", "Ev-after")
+        free(runtime.store.sync)
+        await runtime.store.inbound.claim("slack", "Ev-after")
         response = await client.get("/readyz")
         assert response.status == 200 and await response.json() == {"status": "ready"}
 

@@ -226,7 +226,7 @@ async def test_poll_worker_start_keeps_tokens_fresh_and_loads_no_signing_keys(tm
         assert refresher.running
     finally:
         await adapter.stop()
-        adapter.core.store.close()  # type: ignore[attr-defined]
+        await adapter.core.store.close()  # type: ignore[attr-defined]
     assert not refresher.running
     await adapter.stop()  # twice is harmless
 
@@ -237,4 +237,4 @@ async def test_without_an_app_id_nothing_runs_in_the_background(tmp_path: Path) 
     await adapter.stop_inbound()
     assert adapter.auth_refresher is None
     await adapter.stop()
-    adapter.core.store.close()  # type: ignore[attr-defined]
+    await adapter.core.store.close()  # type: ignore[attr-defined]

@@ -189,7 +189,7 @@ async def test_a_refused_personal_final_is_not_retried_and_the_stream_ends_with_
     activity = h.alice.personal("when is my laptop refresh?")
     started = time.monotonic()
     await h.post(activity)
-    await until(lambda: h.runtime.relay.in_flight == 0, timeout=12, what="the answer to end")
+    await until(h.settled, timeout=12, what="the answer to end")
     conv = activity["conversation"]["id"]
     [stream] = h.fake.in_conversation(conv)
     assert stream.stream_state == "final" and stream.text == text, "the stream ended with the text alone"
@@ -211,7 +211,7 @@ async def test_a_refused_channel_final_is_not_retried(h: Harness) -> None:
                      and (b.get("channelData") or {}).get("feedbackLoopEnabled"))
     activity = h.alice.channel("what is the vpn address?")
     await h.post(activity)
-    await until(lambda: h.runtime.relay.in_flight == 0, timeout=10, what="the answer to end")
+    await until(h.settled, timeout=10, what="the answer to end")
     chain = activity["conversation"]["id"]
     [message] = h.fake.in_conversation(chain)
     assert message.text == text and message.ai_label, "sent again without the feedback flag, label kept"

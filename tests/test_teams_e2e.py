@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class Harness(ServedBridge):
 
     async def drain(self) -> None:
         assert self.runtime is not None
-        await until(lambda: self.runtime.relay.in_flight == 0, what="answers to finish")
+        await until(self.settled, what="answers to finish")
 
 
 @pytest_asyncio.fixture
@@ -96,6 +97,36 @@ def final_of(fake: FakeConnector, conversation_id: str) -> list[Any]:
 
 
 # --- personal chat: native streaming ---------------------------------------------------------------
+
+
+async def test_a_question_is_stored_before_teams_gets_its_answer(h: Harness, caplog: Any) -> None:
+    """The POST is answered when the turn returns, after `core.submit` stored the question; a
+    submit that fails answers 500, so Teams sends the activity again and it is answered then."""
+    from bridge.errors import StoreUnavailable
+
+    assert h.runtime is not None and h.runtime.intake is not None
+    h.sim.script_answer(text="Kept.", match="kept")
+    core = h.adapter.core
+    submit = core.submit
+
+    async def store_down(inbound: Any) -> bool:
+        raise StoreUnavailable("the store is down")
+
+    core.submit = store_down
+    activity = h.alice.personal("is my question kept?")
+    with caplog.at_level(logging.CRITICAL):
+        status, _ = await h.post(activity)
+    assert status == 500, "not acknowledged: Teams sends the activity again"
+    assert h.runtime.store.sync.queue.counts() == {"queued": 0, "taken": 0}
+    core.submit = submit
+    await h.runtime.intake.stop_taking()  # nobody answers meanwhile: the 201 alone says it is stored
+    status, _ = await h.post(activity)
+    assert status in (200, 201)
+    assert h.runtime.store.sync.queue.counts() == {"queued": 1, "taken": 0}
+    h.runtime.intake.start()
+    await h.drain()
+    [answer] = h.fake.in_conversation(activity["conversation"]["id"])
+    assert answer.text == "Kept."
 
 
 async def test_personal_chat_streams_natively_with_streaminfo_on_the_wire(h: Harness) -> None:
@@ -192,7 +223,7 @@ async def test_a_stream_left_open_by_a_crash_is_ended_in_place_after_restart(h: 
     activity = h.alice.personal("a slow answer please")
     await h.post(activity)
     conv = activity["conversation"]["id"]
-    store = h.runtime.relay.store
+    store = h.runtime.relay.store.sync
 
     def checkpoint() -> dict[str, Any] | None:
         row = store.db.execute("SELECT checkpoint FROM replies WHERE status = 'streaming'").fetchone()
@@ -209,7 +240,8 @@ async def test_a_stream_left_open_by_a_crash_is_ended_in_place_after_restart(h: 
     async with h.session.post(f"{h.fake.url}v3/conversations/{conv}/activities", json=body) as resp:
         stream_id = (await resp.json())["id"]
     link_id = store.db.execute("SELECT id FROM thread_links").fetchone()[0]
-    store.replies.checkpoint(store.replies.start(link_id), {"stream_id": stream_id})
+    # the reply of a process that died (no heartbeat), so any live process may recover it
+    store.replies.checkpoint(store.replies.start(link_id, owner="crashed-process"), {"stream_id": stream_id})
     before = len(h.fake.in_conversation(conv))
     await h.restart()
 
@@ -246,7 +278,7 @@ async def test_two_people_in_one_chain_get_their_own_conversations(h: Harness) -
     await h.drain()
     await h.post(h.bob.channel("bob asks too", root_id=first["id"]))
     await h.drain()
-    store = h.runtime.store
+    store = h.runtime.store.sync
     from bridge.models import ThreadKey
     thread = ThreadKey("teams", TENANT, "19:general@thread.tacv2", first["id"])
     alice, bob = store.links.get(thread, "aad-alice"), store.links.get(thread, "aad-bob")
@@ -341,7 +373,7 @@ async def test_user_cancel_stops_the_answer(h: Harness) -> None:
     calls = h.fake.calls_for(conv)
     canceled_at = next(i for i, c in enumerate(calls) if c.status == 403)
     assert calls[canceled_at:] == [calls[canceled_at]], "nothing written after the user pressed Stop"
-    assert h.runtime.store.db.execute("SELECT status FROM replies").fetchall()[-1][0] == "canceled"
+    assert h.runtime.store.sync.db.execute("SELECT status FROM replies").fetchall()[-1][0] == "canceled"
     message = h.fake.in_conversation(conv)[0]
     assert message.text != text  # the partial text stays as the user stopped it
 
@@ -501,8 +533,8 @@ async def test_writes_blocked_drops_the_reference(h: Harness) -> None:
     with pytest.raises(PlatformError) as caught:
         await sink.finish(Answer(text="nobody will see this"))
     assert caught.value.permanent
-    assert h.runtime.store.kv.get("teams.references", chain) is None
-    assert not h.runtime.store.links.get(thread, "aad-alice").active
+    assert h.runtime.store.sync.kv.get("teams.references", chain) is None
+    assert not h.runtime.store.sync.links.get(thread, "aad-alice").active
 
 
 def channel_install(user: TeamsUser, channel_id: str = "19:general@thread.tacv2") -> dict[str, Any]:
@@ -526,7 +558,7 @@ async def test_404_on_one_reply_chain_drops_only_that_chain(h: Harness) -> None:
     other = h.alice.channel("a question in another chain")
     await h.post(other)
     await h.drain()
-    store = h.runtime.store
+    store = h.runtime.store.sync
     gone_chain, other_chain = gone["conversation"]["id"], other["conversation"]["id"]
     gone_thread = ThreadKey("teams", TENANT, channel, gone["id"])
     other_thread = ThreadKey("teams", TENANT, channel, other["id"])
@@ -560,7 +592,7 @@ async def test_bot_removed_403_on_a_chain_drops_the_whole_channel(h: Harness) ->
     second = h.alice.channel("second chain")
     await h.post(second)
     await h.drain()
-    store = h.runtime.store
+    store = h.runtime.store.sync
     thread = ThreadKey("teams", TENANT, channel, first["id"])
     h.fake.fail_next("bot_removed")
     sink = await h.adapter.open_reply(thread, {"ref_key": first["conversation"]["id"]}, user=None, proactive=True)

@@ -150,7 +150,7 @@ async def test_stop_ends_the_moveworks_request_at_once_and_the_next_question_is_
     await h.post(activity)
     stop = await until(lambda: next((c for c in h.fake.calls_for(conv) if c.status == 403), None), timeout=15,
                        what="the Stop")
-    store = h.runtime.store  # type: ignore[union-attr]
+    store = h.runtime.store.sync  # type: ignore[union-attr]
 
     def status() -> str | None:
         row = store.db.execute("SELECT status FROM replies ORDER BY rowid DESC LIMIT 1").fetchone()

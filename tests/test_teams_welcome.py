@@ -73,7 +73,7 @@ async def test_a_personal_install_is_welcomed_once_with_the_prompts_as_buttons(h
     posts = [c for c in h.fake.calls_for(dm(h)) if c.method == "POST"]
     assert [c.path for c in posts] == [f"/v3/conversations/{dm(h)}/activities"]
     # the install is still remembered for proactive messages
-    assert h.adapter.references.personal("aad-alice") is not None
+    assert await h.adapter.references.personal("aad-alice") is not None
     # after a restart, a late redelivery or an app upgrade welcomes nobody again
     await h.restart()
     await h.post(install)
@@ -163,6 +163,6 @@ async def test_two_replicas_getting_both_install_events_at_once_welcome_once(h: 
         assert set(statuses) == {200}
         for user in users:
             assert len(welcomes(h, f"a:personal-{user.aad_object_id}")) == 1
-        assert h.runtime.store.kv.namespace(NS_WELCOME).get(dm(h)).startswith("sent 0 ")
+        assert h.runtime.store.sync.kv.namespace(NS_WELCOME).get(dm(h)).startswith("sent 0 ")
     finally:
         await runner.cleanup()

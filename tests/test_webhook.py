@@ -31,7 +31,7 @@ class TriggerRecorder:
     def __init__(self) -> None:
         self.calls: list[str | None] = []
 
-    def trigger(self, identity: str | None = None) -> int:
+    async def trigger(self, identity: str | None = None) -> int:
         self.calls.append(identity)
         return 1
 
@@ -172,8 +172,8 @@ async def test_webhook_for_unknown_identity_is_ignored(tmp_path):
     try:
         env.employee("ann@example.com")
         poller = env.poller()
-        assert poller.trigger("stranger@example.com") == 0
-        assert poller.trigger("ANN@example.com") == 1
+        assert await poller.trigger("stranger@example.com") == 0
+        assert await poller.trigger("ANN@example.com") == 1
         assert poller.schedule.states["ann@example.com"].reason == "webhook"
     finally:
         await close_env(env)
@@ -207,7 +207,7 @@ async def three(tmp_path):
         env.store.links.insert(ThreadKey("teams", "T1", "19:chat", ""), users[BOB].user_id, BOB, "conv_bob",
                                {"conversation": "19:chat"})
         poller = env.poller(interval=60.0)
-        poller.refresh_identities()
+        await poller.refresh_identities()
         calls: list[str | None] = []
         original = poller.trigger
 

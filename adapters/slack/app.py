@@ -2,7 +2,8 @@
 Socket Mode), and the `ChatAdapter` surface the relay writes through.
 
 Thin by design: bolt verifies signatures, answers url_verification and acks; listeners normalise
-the event (`events.py`) and hand it to `core.submit`; replies go out through a native stream sink
+the event (`events.py`) and hand it to `core.submit`, which stores it before bolt acknowledges
+Slack (`process_before_response`, see `_build_bolt`); replies go out through a native stream sink
 (`native.py`, which the core falls back from to edits) or the core's `EditingSink` over
 `SlackMessageOps` (`ops.py`).
 
@@ -31,9 +32,9 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiohttp import web
@@ -68,7 +69,7 @@ from . import directory, files, forms, home
 from . import feedback as fb
 from .admission import START_RATE, STOP_RATE, Edges, Seats, StatusThenPostSink
 from .calls import TRANSIENT, call, error_code, to_platform_error
-from .context import Names, thread_context
+from .context import ACK_DEADLINE, Names, thread_context
 from .events import PLATFORM, Ignore, Notice, ids, normalise, normalise_action, register
 from .install import InstallationRefused, KvInstallationStore, KvOAuthStateStore
 from .mrkdwn import escape
@@ -78,6 +79,8 @@ from .sessions import Session, Sessions, SessionSink
 from .status import StatusKeeper
 
 log = logging.getLogger("adapters.slack")
+
+T = TypeVar("T")
 
 # chat.update is Tier 3: ~50 per minute per workspace. Half may go at once (never over 50 in any
 # minute), so the finals of the few live edited answers (admission.py) find a token waiting.
@@ -122,6 +125,7 @@ FORM_UPDATE_GRACE = 0.5  # seconds between that answer and the views.update that
 TRIGGER_ERRORS = frozenset({"expired_trigger_id", "invalid_trigger_id", "exchanged_trigger_id"})
 FORM_METADATA = "slack.form_metadata"  # kv: private_metadata too long for Slack's 3,000 characters
 FORM_METADATA_TTL = 24 * 3600.0
+BACKGROUND_GRACE = 5.0  # seconds `stop` lets work begun after an acknowledgement finish
 
 
 class SlackAdapter(ChatAdapter):
@@ -164,6 +168,7 @@ class SlackAdapter(ChatAdapter):
         self.names = Names(core, USERS_RATE, count=self._count)
         self._socket: Any = None
         self._http_files: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # work after an acknowledgement (`spawn`)
         self.form_fast_reply = FORM_FAST_REPLY
         self.bolt = self._build_bolt()
         register(self.bolt, self)
@@ -177,7 +182,16 @@ class SlackAdapter(ChatAdapter):
             "signing_secret": secret,
             # Without a secret only Socket Mode is served (the HTTP route is not mounted).
             "request_verification_enabled": secret is not None,
-            "process_before_response": False,
+            # Acknowledge Slack only after the listener returned, in HTTP and in Socket Mode alike
+            # (the socket handler sends an envelope's ack when bolt's dispatch returns): a
+            # question is acknowledged once `core.submit` stored it, and a listener that fails
+            # (the store is down) answers 500 / no ack, so Slack delivers the event again. With
+            # False, bolt acks an event before running its listener and a crash in between would
+            # lose the question. The cost: every listener must return within Slack's 3 seconds,
+            # so anything slow (posts, modals, Moveworks calls) runs in a background task
+            # (`spawn`) after the acknowledgement, and the one read a question waits for, the
+            # thread's earlier messages, is bounded by `context.ACK_DEADLINE`.
+            "process_before_response": True,
             "logger": logging.getLogger("slack_bolt"),
         }
         if self.oauth:
@@ -313,6 +327,7 @@ class SlackAdapter(ChatAdapter):
 
     async def stop(self) -> None:
         await self.stop_inbound()
+        await self._finish_tasks(BACKGROUND_GRACE)
         await self.sessions.close()
         if self._http_files is not None:
             http, self._http_files = self._http_files, None
@@ -322,7 +337,7 @@ class SlackAdapter(ChatAdapter):
         """`doctor` lines; never prints tokens."""
         lines: list[tuple[str, bool, str]] = []
         if self.oauth:
-            teams = self.installations.installed_teams() if self.installations else []
+            teams = await self.installations.installed_teams() if self.installations else []
             lines.append(("slack oauth", True, f"{len(teams)} workspace(s) installed"))
             return lines
         try:
@@ -364,34 +379,61 @@ class SlackAdapter(ChatAdapter):
     def _count(self, op: str) -> None:
         self.core.count_write(PLATFORM, op)
 
+    def spawn(self, coroutine: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+        """Run work Slack's acknowledgement must not wait for (see `_build_bolt`); a failure is
+        logged, and `stop` gives what is still running `BACKGROUND_GRACE` seconds."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+
+        def finished(done: asyncio.Task[Any]) -> None:
+            self._tasks.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("slack: %s failed", name, exc_info=done.exception())
+
+        task.add_done_callback(finished)
+        return task
+
+    async def _finish_tasks(self, grace: float) -> None:
+        running = [task for task in self._tasks if not task.done()]
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
     # --- inbound --------------------------------------------------------------------------------
 
     async def on_event(self, body: dict, event: dict, context: Any, *, mention: bool) -> None:
+        """A message or a mention. Slack is acknowledged when this returns (see `_build_bolt`), so
+        a question is submitted (stored) here, inline; notices go out in the background."""
         where = ids(body, context)
         channel = event.get("channel") if isinstance(event, dict) else None
         mode = ch.DEFAULT_MODE
         if isinstance(channel, str) and channel and event.get("channel_type") != "im" and not channel.startswith("D"):
-            mode = self.channels.mode(where.team_id, channel)
+            mode = await self.channels.mode(where.team_id, channel)
         if mode == "off":
             if mention:
-                await self._tell_off(context, where, event)
+                self.spawn(self._tell_off(context, where, event), "slack-channel-off")
             return
-        decision = normalise(event, where, mention=mention, followed=self._follows, everything=mode == "all")
+        decision = await normalise(event, where, mention=mention, followed=self._follows, everything=mode == "all")
         if isinstance(decision, Ignore):
             log.debug("slack event ignored: %s", decision.reason)
             return
         if isinstance(decision, Notice):
-            await self._post_notice(context, decision)
+            self.spawn(self._post_notice(context, decision), "slack-notice")
             return
         inbound = decision
         thread_ts, ts = event.get("thread_ts"), event.get("ts")
         if mention and isinstance(thread_ts, str) and thread_ts != ts and isinstance(ts, str) \
-                and not self._follows(inbound.thread, inbound.user.user_id):
-            # Brought into a thread: the earlier messages go with the question (context.py).
+                and not await self._follows(inbound.thread, inbound.user.user_id):
+            # Brought into a thread: the earlier messages go with the question (context.py),
+            # read within ACK_DEADLINE since Slack waits for the acknowledgement meanwhile; a
+            # thread that cannot be read by then is left out and the question goes without it.
             text = await thread_context(
                 context.client, self.core, self.names, team=where.team_id, channel=inbound.thread.channel,
                 thread_ts=thread_ts, before=ts, bot_user_id=where.bot_user_id, bot_id=context.get("bot_id"),
-                count=self._count,
+                count=self._count, deadline=ACK_DEADLINE,
             )
             if text:
                 inbound = replace(inbound, context=text)
@@ -406,7 +448,7 @@ class SlackAdapter(ChatAdapter):
             inbound = _replace_address(inbound, address)
         self._keep_title(inbound.thread.workspace, str(inbound.address.get("channel") or inbound.thread.channel),
                          str(inbound.address.get("thread_ts") or inbound.thread.thread), inbound.text)
-        self.core.submit(inbound)
+        await self.core.submit(inbound)  # stored before bolt acknowledges the event
 
     def _keep_title(self, team: str, channel: str, thread_ts: str, question: str) -> None:
         """The question, for the title of its answer's agent session (open_reply takes it)."""
@@ -423,7 +465,7 @@ class SlackAdapter(ChatAdapter):
             return
         if event.get("bot_id") or user == where.bot_user_id:
             return
-        if not self.core.claim_inbound(PLATFORM, f"off:{where.team_id}:{channel}:{ts}"):
+        if not await self.core.claim_inbound(PLATFORM, f"off:{where.team_id}:{channel}:{ts}"):
             return
         kwargs: dict[str, Any] = {"channel": channel, "user": user, "text": texts.SLACK_CHANNEL_OFF}
         if isinstance(event.get("thread_ts"), str):
@@ -434,12 +476,12 @@ class SlackAdapter(ChatAdapter):
         except (SlackApiError, *TRANSIENT) as exc:
             log.info("could not tell someone the bot is off in a channel: %s", error_code(exc) or type(exc).__name__)
 
-    def _follows(self, thread: ThreadKey, user_id: str) -> bool:
+    async def _follows(self, thread: ThreadKey, user_id: str) -> bool:
         """Is the bot talking with this user in this thread (so they need no new mention)?"""
-        return self.core.follows(thread, user_id)
+        return await self.core.follows(thread, user_id)
 
     async def _post_notice(self, context: Any, reply: Notice) -> None:
-        if not self.core.claim_inbound(PLATFORM, reply.dedupe_id):
+        if not await self.core.claim_inbound(PLATFORM, reply.dedupe_id):
             return
         try:
             self._count("post")
@@ -479,7 +521,7 @@ class SlackAdapter(ChatAdapter):
     async def _open_comment(self, context: Any, body: dict, target: Any, helpful: bool, channel: str | None,
                             thread_ts: str | None) -> bool:
         """The comment modal for a rating; False when Slack would not open it."""
-        meta = self._pack(fb.metadata(target, helpful, channel, thread_ts))
+        meta = await self._pack(fb.metadata(target, helpful, channel, thread_ts))
         try:
             self._count("view_open")
             await context.client.views_open(trigger_id=body.get("trigger_id"), view=fb.comment_view(helpful, meta))
@@ -504,27 +546,31 @@ class SlackAdapter(ChatAdapter):
         outcome follows privately in the thread."""
         view = _obj(body.get("view"))
         user = self._actor(body, context)
-        decoded = fb.from_metadata(self._unpack(view.get("private_metadata")))
+        decoded = fb.from_metadata(await self._unpack(view.get("private_metadata")))
         if user is None or decoded is None:
             await ack(response_action="update", view=fb.outcome_view(texts.FEEDBACK_UNAVAILABLE))
             return
         target, helpful, channel, thread_ts = decoded
-        task = asyncio.ensure_future(self._rate(user, target, helpful, fb.comment(view)))
+        task = self.spawn(self._rate(user, target, helpful, fb.comment(view)), "slack-rate")
         await asyncio.wait({task}, timeout=self.form_fast_reply)
         if task.done():
             await ack(response_action="update", view=fb.outcome_view(task.result().text))
             return
         await ack(response_action="clear")
+        if channel:  # after the acknowledgement (sent when this listener returns)
+            self.spawn(self._tell_rated(context.client, channel, user.user_id, thread_ts, task), "slack-rated")
+
+    async def _tell_rated(self, client: AsyncWebClient, channel: str, user: str, thread_ts: str | None,
+                          task: asyncio.Task[Any]) -> None:
         result = await task
-        if channel:
-            await self._tell_at(context.client, channel, user.user_id, thread_ts, result.text)
+        await self._tell_at(client, channel, user, thread_ts, result.text)
 
     async def on_feedback_closed(self, body: dict, context: Any) -> None:
         """The comment modal closed without sending ("Skip", ✕): the rating still goes, without a
         comment; the person hears back only when it did not go through."""
         view = _obj(body.get("view"))
         user = self._actor(body, context)
-        decoded = fb.from_metadata(self._unpack(view.get("private_metadata")))
+        decoded = fb.from_metadata(await self._unpack(view.get("private_metadata")))
         if user is None or decoded is None:
             return
         target, helpful, channel, thread_ts = decoded
@@ -561,7 +607,7 @@ class SlackAdapter(ChatAdapter):
                     self._prompted.clear()
                 self._prompted[(team, channel)] = self._clock()
         elif tab == "home":
-            notes = self.core.recent_notifications(ChatUser(PLATFORM, team, user), home.NOTIFICATIONS)
+            notes = await self.core.recent_notifications(ChatUser(PLATFORM, team, user), home.NOTIFICATIONS)
             view = home.home_view(self.settings.suggested_prompts, notes)
             try:
                 self._count("view_publish")
@@ -600,7 +646,7 @@ class SlackAdapter(ChatAdapter):
             log.info("slack: agent_session_stopped without its thread")
             return
         streams = [ts for ts in event.get("streaming_message_ts") or [] if isinstance(ts, str)]
-        if self.sessions.stopped(team, channel, thread_ts, streams):
+        if await self.sessions.stopped(team, channel, thread_ts, streams):
             log.info("slack: the person stopped the answer")
         else:
             log.info("slack: Stop for an answer this process does not stream; passed on to the others")
@@ -624,7 +670,7 @@ class SlackAdapter(ChatAdapter):
         if not isinstance(channel, str) or not channel or channel.startswith("D") or not isinstance(user, str):
             return texts.SLACK_COMMAND_IN_CHANNEL
         if command.action == "show":
-            return ch.describe(self.channels.mode(team, channel))
+            return ch.describe(await self.channels.mode(team, channel))
         try:
             async with asyncio.timeout(COMMAND_DEADLINE):
                 await self.core.budget(f"slack:{team}:users", USERS_RATE).acquire()
@@ -636,13 +682,22 @@ class SlackAdapter(ChatAdapter):
         if profile is None or not profile.is_admin:
             return texts.SLACK_COMMAND_ADMINS_ONLY
         assert command.mode is not None
-        self.channels.set(team, channel, command.mode)
+        await self.channels.set(team, channel, command.mode)
         log.info("slack: channel %s of %s set to %s by an admin", channel, team, command.mode)
         return ch.describe(command.mode, changed=True)
 
-    async def on_home_prompt(self, body: dict, action: dict, context: Any) -> None:
+    async def on_home_prompt(self, ack: Any, body: dict, action: dict, context: Any) -> None:
         """A suggested prompt pressed on the Home tab: asked in the person's DM (the bot posts
-        "You asked: …" there, and the answer streams in that message's thread)."""
+        "You asked: …" there, and the answer streams in that message's thread).
+
+        The question's thread is that post, so two Slack calls come before the submit: the click
+        is acknowledged once the question is submitted when that takes up to `form_fast_reply`
+        seconds (Slack allows 3), else acknowledged then, and the asking goes on behind it."""
+        task = self.spawn(self._ask_home_prompt(body, action, context), "slack-home-prompt")
+        await asyncio.wait({task}, timeout=self.form_fast_reply)
+        await ack()
+
+    async def _ask_home_prompt(self, body: dict, action: dict, context: Any) -> None:
         user = self._actor(body, context)
         prompt = action.get("value") if isinstance(action, dict) else None
         if user is None or not isinstance(prompt, str) or not prompt.strip() or len(prompt) > texts.MAX_INPUT_CHARS:
@@ -661,7 +716,7 @@ class SlackAdapter(ChatAdapter):
         address = {"channel": channel, "thread_ts": root, "recipient_team_id": team, "user": user.user_id}
         self._keep_title(team, channel, root, prompt)
         stamp = action.get("action_ts") or body.get("trigger_id") or root
-        self.core.submit(Inbound(
+        await self.core.submit(Inbound(
             dedupe_id=f"home:{team}:{user.user_id}:{stamp}", thread=ThreadKey(PLATFORM, team, channel, root),
             user=user, text=prompt, address=address, direct=True,
         ))
@@ -676,7 +731,7 @@ class SlackAdapter(ChatAdapter):
         if user is None or not isinstance(key, str) or not key or not dm:
             return
         shares = self.core.kv(ch.SHARES)
-        raw = shares.get(key)
+        raw = await shares.get(key)
         record = json.loads(raw) if raw else None
         if not isinstance(record, dict):
             await self._tell_at(context.client, dm, user.user_id, None, texts.SLACK_SHARE_GONE)
@@ -687,7 +742,7 @@ class SlackAdapter(ChatAdapter):
         channel, thread_ts = str(record.get("c") or ""), record.get("ts")
         where = f"<#{channel}>"
         answer = ch.shared_answer(record)
-        name = self.names.known(user.workspace, user.user_id) or user.name or texts.SLACK_SOMEONE
+        name = await self.names.known(user.workspace, user.user_id) or user.name or texts.SLACK_SOMEONE
         parts = ch.share_parts(answer.text + "\n\n_" + texts.SLACK_SHARED_BY.format(user=name) + "_")
         ops = SlackMessageOps(context.client, channel, thread_ts, on_write=self._count,
                               formats=self._formats.setdefault(user.workspace, {}))
@@ -698,7 +753,7 @@ class SlackAdapter(ChatAdapter):
             log.warning("slack: could not share a private answer: %s", exc)
             await self._tell_at(context.client, dm, user.user_id, None, texts.SLACK_SHARE_FAILED.format(channel=where))
             return
-        shares.delete(key)
+        await shares.delete(key)
         if offer_ts:
             done = texts.SLACK_SHARED.format(channel=where)
             try:
@@ -712,7 +767,7 @@ class SlackAdapter(ChatAdapter):
         where = ids(body, context)
         inbound = normalise_action(body, action, where, bk.decode(action.get("value")))
         if inbound is not None:
-            self.core.submit(inbound)
+            await self.core.submit(inbound)
 
     # --- forms and the get-help menu ----------------------------------------------------------------
 
@@ -753,7 +808,7 @@ class SlackAdapter(ChatAdapter):
         except Exception:  # the contract says never; a modal must not stay "Loading…" anyway
             log.exception("opening a form failed unexpectedly")
             step = FormStep(notice=texts.FORM_FAILED)
-        await self._update_view(client, view.get("id"), view.get("hash"), forms.step_view(step, title, self._pack))
+        await self._update_view(client, view.get("id"), view.get("hash"), await self._step_view(step, title))
 
     async def on_help_pick(self, body: dict, action: dict, context: Any) -> None:
         """A get-help menu pick (already acked): a form opens like its button; anything else is
@@ -792,7 +847,7 @@ class SlackAdapter(ChatAdapter):
         user = self._actor(body, context)
         if not view or user is None:
             return
-        meta = self._unpack(view.get("private_metadata"))
+        meta = await self._unpack(view.get("private_metadata"))
         session, title = str(meta.get("s") or ""), str(meta.get("t") or texts.FORM_DEFAULT_TITLE)
         values = forms.read_values(view.get("state"), forms.Keys(meta.get("k")), user.workspace)
         try:
@@ -801,7 +856,7 @@ class SlackAdapter(ChatAdapter):
             log.exception("refreshing a form failed unexpectedly")
             return  # the form stays as it is, still usable
         await self._update_view(context.client, view.get("id"), view.get("hash"),
-                                forms.step_view(step, title, self._pack))
+                                await self._step_view(step, title))
 
     async def on_form_submit(self, ack: Any, body: dict, context: Any) -> None:
         """A form submitted. Slack wants the answer within 3 seconds: when the core is done within
@@ -809,25 +864,30 @@ class SlackAdapter(ChatAdapter):
         form again, a notice); otherwise "Submitting…" now and the outcome by views.update."""
         view = _obj(body.get("view"))
         user = self._actor(body, context)
-        meta = self._unpack(view.get("private_metadata"))
+        meta = await self._unpack(view.get("private_metadata"))
         session, title = str(meta.get("s") or ""), str(meta.get("t") or texts.FORM_DEFAULT_TITLE)
         keys = forms.Keys(meta.get("k"))
         if user is None or not session:
             await ack(response_action="update", view=forms.message_view(title, texts.FORM_GONE))
             return
         values = forms.read_values(view.get("state"), keys, user.workspace)
-        task = asyncio.ensure_future(self._submit(user, session, values))
+        task = self.spawn(self._submit(user, session, values), "slack-form-submit")
         await asyncio.wait({task}, timeout=self.form_fast_reply)
         if task.done():
-            await ack(**self._submission_reply(task.result(), view, keys, title))
+            await ack(**await self._submission_reply(task.result(), view, keys, title))
             return
         await ack(response_action="update", view=forms.submitting_view(title))
+        # The acknowledgement goes when this listener returns: the outcome follows behind it.
+        self.spawn(self._submitted_late(context.client, view, title, task), "slack-form-late")
+
+    async def _submitted_late(self, client: AsyncWebClient, view: dict, title: str,
+                              task: asyncio.Task[FormStep]) -> None:
         acked = time.monotonic()
         step = await task
         # Slack applies the "Submitting…" answer when our HTTP response reaches it; an update sent
         # before that would be overwritten by it, so the outcome waits a moment after the ack.
         await self._sleep(max(0.0, FORM_UPDATE_GRACE - (time.monotonic() - acked)))
-        await self._update_view(context.client, view.get("id"), None, forms.step_view(step, title, self._pack))
+        await self._update_view(client, view.get("id"), None, await self._step_view(step, title))
 
     async def _submit(self, user: ChatUser, session: str, values: dict[str, Any]) -> FormStep:
         try:
@@ -836,13 +896,13 @@ class SlackAdapter(ChatAdapter):
             log.exception("submitting a form failed unexpectedly")
             return FormStep(notice=texts.FORM_SUBMIT_FAILED)
 
-    def _submission_reply(self, step: FormStep, view: dict, keys: forms.Keys, title: str) -> dict[str, Any]:
+    async def _submission_reply(self, step: FormStep, view: dict, keys: forms.Keys, title: str) -> dict[str, Any]:
         """The view_submission response for a step known within Slack's 3 seconds."""
         if step.done:
             return {"response_action": "clear"}
         if step.form is None:
-            return {"response_action": "update", "view": forms.step_view(step, title, self._pack)}
-        shown = forms.step_view(step, title, self._pack)
+            return {"response_action": "update", "view": await self._step_view(step, title)}
+        shown = await self._step_view(step, title)
         same_fields = forms.input_block_ids(shown) == forms.input_block_ids(view)
         errors = forms.response_errors(step.errors, view, keys) if step.errors else None
         if errors and same_fields:
@@ -884,21 +944,45 @@ class SlackAdapter(ChatAdapter):
         except (SlackApiError, *TRANSIENT) as exc:
             log.warning("could not post an ephemeral message: %s", error_code(exc) or type(exc).__name__)
 
-    def _pack(self, data: dict[str, Any]) -> str:
-        """A modal's private_metadata (<= 3,000 characters): the data itself, or a key to it."""
-        raw = forms.pack(data)
-        if len(raw) <= forms.METADATA_LIMIT:
-            return raw
-        key = secrets.token_urlsafe(12)
-        stored = self.core.kv(FORM_METADATA)
-        stored.set(key, raw)
-        stored.prune(FORM_METADATA_TTL)
-        return forms.pack({"ref": key})
+    def _packer(self, pending: list[tuple[str, str]]) -> forms.Packer:
+        """A modal's private_metadata (<= 3,000 characters): the data itself, or a key to it whose
+        data is added to `pending`, for `_keep_packed` to store before the view is shown."""
 
-    def _unpack(self, raw: Any) -> dict[str, Any]:
+        def pack(data: dict[str, Any]) -> str:
+            raw = forms.pack(data)
+            if len(raw) <= forms.METADATA_LIMIT:
+                return raw
+            key = secrets.token_urlsafe(12)
+            pending.append((key, raw))
+            return forms.pack({"ref": key})
+
+        return pack
+
+    async def _keep_packed(self, pending: list[tuple[str, str]]) -> None:
+        if not pending:
+            return
+        stored = self.core.kv(FORM_METADATA)
+        for key, raw in pending:
+            await stored.set(key, raw)
+        await stored.prune(FORM_METADATA_TTL)
+
+    async def _pack(self, data: dict[str, Any]) -> str:
+        pending: list[tuple[str, str]] = []
+        packed = self._packer(pending)(data)
+        await self._keep_packed(pending)
+        return packed
+
+    async def _step_view(self, step: FormStep, title: str) -> dict[str, Any]:
+        """`forms.step_view`, with the metadata too long for Slack kept in the store."""
+        pending: list[tuple[str, str]] = []
+        view = forms.step_view(step, title, self._packer(pending))
+        await self._keep_packed(pending)
+        return view
+
+    async def _unpack(self, raw: Any) -> dict[str, Any]:
         data = forms.unpack(raw)
         if "s" not in data and isinstance(data.get("ref"), str):
-            data = forms.unpack(self.core.kv(FORM_METADATA).get(data["ref"]))
+            data = forms.unpack(await self.core.kv(FORM_METADATA).get(data["ref"]))
         return data
 
     # --- files ------------------------------------------------------------------------------------

@@ -51,14 +51,14 @@ class ChannelRules:
         self._clock = clock
         self._cache: dict[str, tuple[str, float]] = {}
 
-    def mode(self, team: str, channel: str) -> str:
+    async def mode(self, team: str, channel: str) -> str:
         key = f"{team}:{channel}"
         cached = self._cache.get(key)
         now = self._clock()
         if cached is not None and now - cached[1] < CACHE_TTL:
             return cached[0]
         try:
-            mode = self._store.get(key) or DEFAULT_MODE
+            mode = await self._store.get(key) or DEFAULT_MODE
         except Exception:  # the store is down: behave as by default
             log.warning("slack: could not read a channel's mode; using %s", DEFAULT_MODE, exc_info=True)
             return DEFAULT_MODE
@@ -69,12 +69,12 @@ class ChannelRules:
         self._cache[key] = (mode, now)
         return mode
 
-    def set(self, team: str, channel: str, mode: str) -> None:
+    async def set(self, team: str, channel: str, mode: str) -> None:
         key = f"{team}:{channel}"
         if mode == DEFAULT_MODE:
-            self._store.delete(key)
+            await self._store.delete(key)
         else:
-            self._store.set(key, mode)
+            await self._store.set(key, mode)
         self._cache[key] = (mode, self._clock())
 
 
@@ -152,9 +152,9 @@ class ShareSink(ReplySink):
             key = secrets.token_urlsafe(16)
             try:
                 shares = self.core.kv(SHARES)
-                shares.set(key, share_record(answer, team=self.team, user=self.user, channel=self.channel,
+                await shares.set(key, share_record(answer, team=self.team, user=self.user, channel=self.channel,
                                              thread_ts=self.thread_ts))
-                shares.prune(SHARE_TTL)
+                await shares.prune(SHARE_TTL)
                 await self._offer(key, self.channel)
             except Exception:  # the answer is there; only the offer to share it is missing
                 log.warning("slack: could not offer to share a private answer", exc_info=True)

@@ -44,7 +44,11 @@ CONTEXT_CHARS = 6_000
 MESSAGE_CHARS = 1_000
 PAGE = 200  # conversations.replies per page
 PAGES = 5  # a thread longer than PAGES * PAGE keeps its first pages' messages only
-DEADLINE = 5.0  # seconds for the whole context (the answer waits for it)
+DEADLINE = 5.0  # seconds for the whole context, by default
+# The adapter reads the context before `core.submit`, and acknowledges Slack only after the submit
+# (Slack wants the event's HTTP response within 3 seconds): there it gets this long, then the
+# question goes without it.
+ACK_DEADLINE = 1.5
 HISTORY_RATE = Rate(50, 60.0)  # conversations.replies: Tier 3 per workspace
 NAMES = "slack.names"  # kv: "team:user" -> display name
 NAME_TTL = 7 * 24 * 3600.0
@@ -67,7 +71,7 @@ class Names:
         self._store = core.kv(NAMES)
         self._pruned = 0.0
 
-    def remember(self, team: str, user: str, name: str) -> None:
+    async def remember(self, team: str, user: str, name: str) -> None:
         key = f"{team}:{user}"
         if self._memory.get(key) == name:
             return
@@ -76,19 +80,19 @@ class Names:
         while len(self._memory) > MEMORY_NAMES:
             self._memory.popitem(last=False)
         try:
-            self._store.set(key, name)
+            await self._store.set(key, name)
             if self._clock() - self._pruned > 3600:
                 self._pruned = self._clock()
-                self._store.prune(NAME_TTL)
+                await self._store.prune(NAME_TTL)
         except Exception:  # a cache: the name is still used this time
             log.debug("could not store a Slack display name", exc_info=True)
 
-    def known(self, team: str, user: str) -> str | None:
+    async def known(self, team: str, user: str) -> str | None:
         key = f"{team}:{user}"
         name = self._memory.get(key)
         if name is None:
             try:
-                name = self._store.get(key)
+                name = await self._store.get(key)
             except Exception:  # noqa: BLE001 - the store is down: look it up instead
                 name = None
             if name:
@@ -97,7 +101,7 @@ class Names:
 
     async def resolve(self, client: AsyncWebClient, team: str, users: list[str]) -> dict[str, str]:
         """Names of `users` (at most LOOKUPS looked up); unknown ones are left out."""
-        found = {u: n for u in users if (n := self.known(team, u))}
+        found = {u: n for u in users if (n := await self.known(team, u))}
         missing = [u for u in users if u not in found][:LOOKUPS]
 
         async def one(user: str) -> None:
@@ -110,7 +114,7 @@ class Names:
                 return
             if profile is not None and profile.name:
                 found[user] = profile.name
-                self.remember(team, user, profile.name)
+                await self.remember(team, user, profile.name)
 
         await asyncio.gather(*(one(u) for u in missing))
         return found
@@ -170,13 +174,14 @@ async def thread_context(
     bot_user_id: str,
     bot_id: str | None,
     count: Callable[[str], None] = lambda op: None,
+    deadline: float = DEADLINE,
 ) -> str:
     """The "Name: text" lines of the thread before the mention (see module docstring); "" when
-    there is nothing or it cannot be read in time."""
+    there is nothing or it cannot be read within `deadline` seconds."""
     root: dict[str, Any] | None = None
     kept: list[dict[str, Any]] = []
     try:
-        async with asyncio.timeout(DEADLINE):
+        async with asyncio.timeout(deadline):
             messages = await read_thread(client, core, team=team, channel=channel, thread_ts=thread_ts,
                                          before=before, count=count)
             written = [m for m in messages if m.get("subtype") in WRITTEN]
@@ -192,7 +197,7 @@ async def thread_context(
                 user = m.get("user")
                 if isinstance(user, str) and user:
                     if name:
-                        names.remember(team, user, str(name))
+                        await names.remember(team, user, str(name))
                     elif not _is_bot(m, bot_user_id, bot_id):
                         people.append(user)
             mentioned = _mentioned(kept)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -121,16 +121,17 @@ def message_key(team_id: str, channel: str, ts: str) -> str:
     return f"{team_id}:{channel}:{ts}"
 
 
-def normalise(
+async def normalise(
     event: dict[str, Any],
     where: Where,
     *,
     mention: bool,
-    followed: Callable[[ThreadKey, str], bool],
+    followed: Callable[[ThreadKey, str], Awaitable[bool]],
     everything: bool = False,
 ) -> Inbound | Notice | Ignore:
     """One Slack event -> what to do with it. Pure apart from `followed(thread, user_id)` (a store
-    lookup: does this user have an active conversation in this thread?). `everything`: the
+    lookup, awaited only for a reply in a thread: does this user have an active conversation in
+    this thread?). `everything`: the
     channel answers every top-level message (its mode is `all`, see channels.py)."""
     if not isinstance(event, dict):
         return Ignore("not an event")
@@ -161,7 +162,7 @@ def normalise(
         if not thread_ts or thread_ts == ts:
             if not everything:
                 return Ignore("channel message not for the bot")
-        elif not followed(thread, user):
+        elif not await followed(thread, user):
             return Ignore("thread where the bot is not talking with this user")
     did = message_key(where.team_id, channel, ts)
     text = to_plain(raw, bot_user_id=where.bot_user_id)
@@ -239,6 +240,11 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
 
         app.use(allow_list)
 
+    # Bolt runs with process_before_response=True (see SlackAdapter._build_bolt): Slack gets its
+    # acknowledgement when a listener returns. What a question needs (its submit) runs inline;
+    # anything slower goes to `later` (a background task of the adapter) after `ack()`.
+    later = adapter.spawn
+
     async def on_mention(body: dict, event: dict, context: Any) -> None:
         await adapter.on_event(body, event, context, mention=True)
 
@@ -250,38 +256,39 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
 
     async def on_feedback(ack: Any, body: dict, action: dict, context: Any) -> None:
         await ack()
-        await adapter.on_feedback(body, action, context)
+        later(adapter.on_feedback(body, action, context), "slack-feedback")  # views.open within 3 s
 
     async def on_callback(ack: Any, body: dict, action: dict, context: Any) -> None:
+        await adapter.on_callback(body, action, context)  # submitted (a store write) before the ack
         await ack()
-        await adapter.on_callback(body, action, context)
 
     async def just_ack(ack: Any) -> None:
         await ack()
 
     async def on_open_form(ack: Any, body: dict, action: dict, context: Any) -> None:
-        await ack()  # first: Slack allows 3 seconds, and views.open must follow within them
-        await adapter.on_open_form(body, action, context)
+        await ack()
+        # at once: Slack allows 3 seconds from the click, and views.open must follow within them
+        later(adapter.on_open_form(body, action, context), "slack-open-form")
 
     async def on_help_pick(ack: Any, body: dict, action: dict, context: Any) -> None:
         await ack()
-        await adapter.on_help_pick(body, action, context)
+        later(adapter.on_help_pick(body, action, context), "slack-help-pick")
 
     async def on_form_field(ack: Any, body: dict, context: Any) -> None:
         await ack()
-        await adapter.on_form_field(body, context)
+        later(adapter.on_form_field(body, context), "slack-form-field")
 
     async def on_form_submit(ack: Any, body: dict, context: Any) -> None:
         await adapter.on_form_submit(ack, body, context)  # acks itself: the reply carries the outcome
 
     async def on_home_opened(body: dict, event: dict, context: Any) -> None:
-        await adapter.on_home_opened(body, event, context)
+        later(adapter.on_home_opened(body, event, context), "slack-home")
 
     async def on_session_stopped(body: dict, event: dict, context: Any) -> None:
-        await adapter.on_session_stopped(body, event, context)
+        await adapter.on_session_stopped(body, event, context)  # quick: memory, or one store write
 
     async def on_assistant_thread(body: dict, event: dict, context: Any) -> None:
-        await adapter.on_assistant_thread_started(body, event, context)
+        later(adapter.on_assistant_thread_started(body, event, context), "slack-assistant-thread")
 
     async def on_command(ack: Any, body: dict, context: Any) -> None:
         await adapter.on_command(ack, body, context)  # acks itself: the reply is the answer
@@ -291,15 +298,14 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
 
     async def on_feedback_closed(ack: Any, body: dict, context: Any) -> None:
         await ack()
-        await adapter.on_feedback_closed(body, context)
+        later(adapter.on_feedback_closed(body, context), "slack-feedback-closed")
 
     async def on_home_prompt(ack: Any, body: dict, action: dict, context: Any) -> None:
-        await ack()
-        await adapter.on_home_prompt(body, action, context)
+        await adapter.on_home_prompt(ack, body, action, context)  # acks itself, after the submit
 
     async def on_share(ack: Any, body: dict, action: dict, context: Any) -> None:
         await ack()
-        await adapter.on_share(body, action, context)
+        later(adapter.on_share(body, action, context), "slack-share")
 
     app.event("app_mention")(on_mention)
     app.event("message")(on_message)

@@ -79,22 +79,22 @@ class KvInstallationStore(AsyncInstallationStore):
                     installation.bot_token)
         key = _key(installation.enterprise_id, installation.team_id, installation.is_enterprise_install)
         data = _dump(installation)
-        self.kv(NS_INSTALLATION).set(f"{key}:latest", data)
+        await self.kv(NS_INSTALLATION).set(f"{key}:latest", data)
         if installation.user_id:
-            self.kv(NS_INSTALLATION).set(f"{key}:{installation.user_id}", data)
+            await self.kv(NS_INSTALLATION).set(f"{key}:{installation.user_id}", data)
         if installation.bot_token:
             await self.async_save_bot(installation.to_bot())
 
     async def async_save_bot(self, bot: Bot) -> None:
         self._check(bot.enterprise_id, bot.team_id, bot.is_enterprise_install, bot.bot_token)
-        self.kv(NS_BOT).set(_key(bot.enterprise_id, bot.team_id, bot.is_enterprise_install), _dump(bot))
+        await self.kv(NS_BOT).set(_key(bot.enterprise_id, bot.team_id, bot.is_enterprise_install), _dump(bot))
 
     async def async_find_bot(
         self, *, enterprise_id: str | None, team_id: str | None, is_enterprise_install: bool | None = False
     ) -> Bot | None:
-        raw = self.kv(NS_BOT).get(_key(enterprise_id, team_id, is_enterprise_install))
+        raw = await self.kv(NS_BOT).get(_key(enterprise_id, team_id, is_enterprise_install))
         if raw is None and enterprise_id and not is_enterprise_install:  # org-wide install
-            raw = self.kv(NS_BOT).get(_key(enterprise_id, None, True))
+            raw = await self.kv(NS_BOT).get(_key(enterprise_id, None, True))
         return Bot(**json.loads(raw)) if raw else None
 
     async def async_find_installation(
@@ -106,24 +106,25 @@ class KvInstallationStore(AsyncInstallationStore):
         is_enterprise_install: bool | None = False,
     ) -> Installation | None:
         key = _key(enterprise_id, team_id, is_enterprise_install)
-        raw = self.kv(NS_INSTALLATION).get(f"{key}:{user_id or 'latest'}")
+        raw = await self.kv(NS_INSTALLATION).get(f"{key}:{user_id or 'latest'}")
         return Installation(**json.loads(raw)) if raw else None
 
     async def async_delete_bot(self, *, enterprise_id: str | None, team_id: str | None) -> None:
-        self.kv(NS_BOT).delete(_key(enterprise_id, team_id))
+        await self.kv(NS_BOT).delete(_key(enterprise_id, team_id))
 
     async def async_delete_installation(
         self, *, enterprise_id: str | None, team_id: str | None, user_id: str | None = None
     ) -> None:
         key = _key(enterprise_id, team_id)
         if user_id:
-            self.kv(NS_INSTALLATION).delete(f"{key}:{user_id}")
+            await self.kv(NS_INSTALLATION).delete(f"{key}:{user_id}")
             return
-        for item_key, _ in self.kv(NS_INSTALLATION).items(prefix=f"{key}:"):
-            self.kv(NS_INSTALLATION).delete(item_key)
+        installations = self.kv(NS_INSTALLATION)
+        for item_key, _ in await installations.items(prefix=f"{key}:"):
+            await installations.delete(item_key)
 
-    def installed_teams(self) -> list[str]:
-        return [key for key, _ in self.kv(NS_BOT).items()]
+    async def installed_teams(self) -> list[str]:
+        return [key for key, _ in await self.kv(NS_BOT).items()]
 
 
 class KvOAuthStateStore(AsyncOAuthStateStore):
@@ -139,12 +140,12 @@ class KvOAuthStateStore(AsyncOAuthStateStore):
 
     async def async_issue(self, *args: Any, **kwargs: Any) -> str:
         state = secrets.token_urlsafe(24)
-        self.kv(NS_STATE).set(state, str(time.time()))
+        await self.kv(NS_STATE).set(state, str(time.time()))
         return state
 
     async def async_consume(self, state: str) -> bool:
-        raw = self.kv(NS_STATE).get(state)
+        raw = await self.kv(NS_STATE).get(state)
         if raw is None:
             return False
-        self.kv(NS_STATE).delete(state)
+        await self.kv(NS_STATE).delete(state)
         return time.time() - float(raw) <= self.expiration_seconds

@@ -269,7 +269,7 @@ class Sessions:
             self._warned.add((team, message))
             log.warning("%s (workspace %s)", message, team)
 
-    def stopped(self, team: str, channel: str, thread_ts: str, streams: list[str]) -> bool:
+    async def stopped(self, team: str, channel: str, thread_ts: str, streams: list[str]) -> bool:
         """A person pressed Stop in `channel`/`thread_ts`: stop the answer there. True when this
         process stopped one; False leaves a mark for the process that streams it."""
         key = session_key(team, channel, thread_ts)
@@ -284,8 +284,8 @@ class Sessions:
         if self.core.stop_answer(ThreadKey(PLATFORM, team, channel, thread_ts)):
             return True
         try:
-            self._marks.set(key, repr(time.time()))
-            self._marks.prune(STOP_TTL)
+            await self._marks.set(key, repr(time.time()))
+            await self._marks.prune(STOP_TTL)
         except Exception:  # the store is down: nothing more to do for this Stop
             log.warning("slack: could not pass a Stop on to the other processes", exc_info=True)
         return False
@@ -316,7 +316,7 @@ class Sessions:
             if not self.live:
                 return
             try:
-                marks = self._marks.items()
+                marks = await self._marks.items()
             except Exception:  # noqa: BLE001 - the store is down; try again at the next look
                 continue
             for key, value in marks:
@@ -328,7 +328,7 @@ class Sessions:
                 except ValueError:
                     pressed = 0.0
                 with contextlib.suppress(Exception):
-                    self._marks.delete(key)
+                    await self._marks.delete(key)
                 if pressed >= session.started_at - 1.0:  # not a Stop of an earlier answer there
                     session.note_stopped([])
                     if not self.core.stop_answer(session.thread):

@@ -133,8 +133,8 @@ class TeamsAdapter(ChatAdapter):
         With an app id, tokens are fetched and kept fresh in the background from here on; this
         returns at once and never fails for want of a network (see `AuthRefresher`)."""
         # Feedback and action buttons of month-old answers are not worth keeping (they grow per answer).
-        self.core.kv(NS_FEEDBACK).prune(FEEDBACK_TTL)
-        self.core.kv(NS_PRESSED).prune(FEEDBACK_TTL)
+        await self.core.kv(NS_FEEDBACK).prune(FEEDBACK_TTL)
+        await self.core.kv(NS_PRESSED).prune(FEEDBACK_TTL)
         if not self.app_id:
             log.warning(
                 "!!! TEAMS RUNS UNAUTHENTICATED: TEAMS_APP_ID is not set, so /api/messages accepts "
@@ -239,8 +239,8 @@ class TeamsAdapter(ChatAdapter):
         """Every bot API call of a tenant counts against Teams' per-app, per-tenant limit."""
         return self.core.budget(f"teams:{tenant}", TENANT_RATE)
 
-    def target(self, ref_key: str, *, asker: str | None = None) -> TeamsTarget:
-        stored = self.references.load(ref_key)
+    async def target(self, ref_key: str, *, asker: str | None = None) -> TeamsTarget:
+        stored = await self.references.load(ref_key)
         if stored is None:
             raise PlatformError("no stored Teams conversation reference", permanent=True)
         return self.target_of(stored, asker=asker)
@@ -257,7 +257,7 @@ class TeamsAdapter(ChatAdapter):
     async def open_reply(
         self, thread: ThreadKey, address: Address, *, user: ChatUser | None, proactive: bool
     ) -> ReplySink:
-        target = self.target(str(address.get("ref_key") or ""), asker=user.user_id if user else None)
+        target = await self.target(str(address.get("ref_key") or ""), asker=user.user_id if user else None)
         tenant = target.stored.tenant or thread.workspace
         budget_key = f"teams:{tenant}"
         budget = self.tenant_budget(tenant)
@@ -282,7 +282,7 @@ class TeamsAdapter(ChatAdapter):
         if not stream_id:
             return False
         try:
-            target = self.target(str(address.get("ref_key") or ""))
+            target = await self.target(str(address.get("ref_key") or ""))
             if target.stored.scope != "personal":
                 return False
             tenant = target.stored.tenant or thread.workspace
@@ -295,7 +295,7 @@ class TeamsAdapter(ChatAdapter):
         return True
 
     async def open_direct(self, employee: Employee) -> tuple[ThreadKey, Address] | None:
-        stored = self.references.personal(employee.user_id)
+        stored = await self.references.personal(employee.user_id)
         if stored is None:
             stored = await self._create_personal_chat(employee)
         if stored is None:
@@ -306,7 +306,7 @@ class TeamsAdapter(ChatAdapter):
 
     async def _create_personal_chat(self, employee: Employee):
         """`create_conversation` for a user we only met in a channel or group chat."""
-        member = self.references.member(employee.workspace, employee.user_id)
+        member = await self.references.member(employee.workspace, employee.user_id)
         if not member or not member.get("service_url"):
             return None
         tenant = employee.workspace
@@ -336,7 +336,7 @@ class TeamsAdapter(ChatAdapter):
             conversation=ConversationAccount(id=created[0], conversation_type="personal", tenant_id=tenant),
             channel_id="msteams", service_url=member["service_url"],
         )
-        return self.references.save(created[0], reference, tenant=tenant, scope="personal",
+        return await self.references.save(created[0], reference, tenant=tenant, scope="personal",
                                     user_id=employee.user_id)
 
     async def download(self, attachment: Attachment, limit: int) -> bytes:
@@ -360,10 +360,10 @@ class TeamsAdapter(ChatAdapter):
 
     async def resolve_email(self, user: ChatUser) -> str | None:
         """Email (else UPN) from the Teams roster, via the chat where we met the user."""
-        member = self.references.member(user.workspace, user.user_id)
+        member = await self.references.member(user.workspace, user.user_id)
         if not member:
             return None
-        stored = self.references.load(member["ref_key"])
+        stored = await self.references.load(member["ref_key"])
         if stored is None:
             return None
 

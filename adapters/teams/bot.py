@@ -2,7 +2,9 @@
 
 The turn stays short: remember the conversation reference, send a typing indicator, hand the
 question to `core.submit` and return, so the HTTP POST is answered long before Teams' ~15 s
-timeout and redelivery. The answer is written later through the stored reference.
+timeout and redelivery. The POST is answered when the turn returns, so only after `core.submit`
+stored the question (a turn that fails answers 500 and Teams delivers the activity again). The
+answer is written later through the stored reference.
 
 Clicks: a 👍/👎 (`message/submitAction` invoke) goes to Moveworks with the text typed with it,
 for the message it names or, when it names none (the Agents Playground), the clicker's latest
@@ -201,22 +203,23 @@ class TeamsBot(TeamsActivityHandler):
             return  # a card submit that is not ours
         thread, write_to = thread_of(activity, tenant, scope)
         user = user_of(activity, tenant)
-        stored = self.adapter.references.remember(
+        stored = await self.adapter.references.remember(
             activity, ref_key=write_to, scope=scope, user_id=user.user_id if scope == "personal" else None
         )
         if sender.id:
-            self.adapter.references.remember_member(
+            await self.adapter.references.remember_member(
                 tenant, user.user_id, member_id=sender.id, ref_key=write_to,
                 service_url=activity.service_url or "", bot=stored.bot,
             )
         if help_pick is not None:
-            if activity.id and not self.adapter.core.claim_inbound(PLATFORM, f"help|{thread.channel}|{activity.id}"):
+            if activity.id and not await self.adapter.core.claim_inbound(
+                    PLATFORM, f"help|{thread.channel}|{activity.id}"):
                 return  # a redelivery of a pick already handled
             ref, where = help_pick
             self._spawn(self._help_item(activity, user, thread, {"ref_key": write_to, "scope": scope}, ref, where),
                         "help-item")
             return
-        if callback and not self.adapter.references.press(
+        if callback and not await self.adapter.references.press(
             str(value.get("conversation_id") or ""), value["callback_id"], user.user_id, activity.id
         ):
             log.info("teams: an action button was pressed again; it runs once")
@@ -244,14 +247,16 @@ class TeamsBot(TeamsActivityHandler):
                 log.info("teams typing indicator failed: %s", exc)
         if scope == "channel" and not callback:
             inbound = replace(inbound, context=await self._thread_context(activity, thread, user))
-        self.adapter.core.submit(inbound)
+        # Stored before the turn returns, so before botbuilder answers the POST: a question Teams
+        # got its 200/201 for is never lost (a failure here answers 500 and Teams sends it again).
+        await self.adapter.core.submit(inbound)
 
     async def _thread_context(self, activity: Activity, thread: ThreadKey, user: ChatUser) -> str:
         """The reply chain's earlier messages when someone brings the bot into it with a mention
         in a reply (thread_context.py); "" for a chain's root, and for someone the bot is already
         talking with there (their Moveworks conversation has the chain already)."""
         chain = chain_of(activity, thread.thread)
-        if chain is None or self.adapter.core.follows(thread, user.user_id):
+        if chain is None or await self.adapter.core.follows(thread, user.user_id):
             return ""
         return await self.adapter.threads.context(chain)
 
@@ -270,21 +275,21 @@ class TeamsBot(TeamsActivityHandler):
         activity = turn_context.activity
         bot_id = activity.recipient.id if activity.recipient else None
         if bot_id and bot_id in [m.id for m in activity.members_removed or []]:
-            self.adapter.references.forget(activity.conversation.id or "")
-            self.adapter.welcomes.removed(activity.conversation.id or "")
+            await self.adapter.references.forget(activity.conversation.id or "")
+            await self.adapter.welcomes.removed(activity.conversation.id or "")
         elif bot_id and bot_id in [m.id for m in activity.members_added or []]:
-            self._remember_install(activity)
+            await self._remember_install(activity)
             await self._welcome(activity)
 
     async def on_installation_update_add(self, turn_context: TurnContext) -> None:
-        self._remember_install(turn_context.activity)
+        await self._remember_install(turn_context.activity)
         if turn_context.activity.action == "add":  # not "add-upgrade": a new version is no install
             await self._welcome(turn_context.activity)
 
     async def on_installation_update_remove(self, turn_context: TurnContext) -> None:
-        self.adapter.references.forget(turn_context.activity.conversation.id or "")
+        await self.adapter.references.forget(turn_context.activity.conversation.id or "")
         if turn_context.activity.action == "remove":
-            self.adapter.welcomes.removed(turn_context.activity.conversation.id or "")
+            await self.adapter.welcomes.removed(turn_context.activity.conversation.id or "")
 
     async def _welcome(self, activity: Activity) -> None:
         """The welcome card, once per personal install (welcome.py). A welcome that cannot be sent
@@ -293,7 +298,7 @@ class TeamsBot(TeamsActivityHandler):
         if scope_of(activity) != "personal" or not chat:
             return
         welcomes = self.adapter.welcomes
-        generation = welcomes.claim(chat)
+        generation = await welcomes.claim(chat)
         if generation is None:
             return  # welcomed already, or the other install event is doing it
         card = Attachment(content_type=ADAPTIVE_CARD, content=welcome_card(self.adapter.settings.suggested_prompts))
@@ -302,12 +307,12 @@ class TeamsBot(TeamsActivityHandler):
                 self._send_into(activity, Activity(type=ActivityTypes.message, attachments=[card])), WELCOME_TIMEOUT)
         except (PlatformError, TimeoutError) as exc:
             log.warning("teams welcome could not be sent: %s", str(exc) or "timed out")
-            welcomes.failed(chat, generation)
+            await welcomes.failed(chat, generation)
             return
-        welcomes.sent(chat, generation)
+        await welcomes.sent(chat, generation)
         log.info("teams: welcomed a new personal install")
 
-    def _remember_install(self, activity: Activity) -> None:
+    async def _remember_install(self, activity: Activity) -> None:
         """The app was installed here: keep the reference (and, in a personal chat, the user's)
         so the poller can post before anyone has asked anything."""
         scope = scope_of(activity)
@@ -315,11 +320,11 @@ class TeamsBot(TeamsActivityHandler):
         write_to = activity.conversation.id or ""
         user = user_of(activity, tenant)
         personal = scope == "personal"
-        stored = self.adapter.references.remember(
+        stored = await self.adapter.references.remember(
             activity, ref_key=write_to, scope=scope, user_id=user.user_id if personal else None
         )
         if personal and activity.from_property and activity.from_property.id:
-            self.adapter.references.remember_member(
+            await self.adapter.references.remember_member(
                 tenant, user.user_id, member_id=activity.from_property.id, ref_key=write_to,
                 service_url=activity.service_url or "", bot=stored.bot,
             )
@@ -472,9 +477,9 @@ class TeamsBot(TeamsActivityHandler):
         # Teams names the rated message (any message of the answer: its targets are kept under
         # each); the Agents Playground names none: then it is the clicker's latest answer here.
         if activity.reply_to_id:
-            target = references.feedback(conversation_id, activity.reply_to_id)
+            target = await references.feedback(conversation_id, activity.reply_to_id)
         else:
-            target = references.latest_feedback(conversation_id, user.user_id)
+            target = await references.latest_feedback(conversation_id, user.user_id)
         comment = feedback_comment(action.get("feedback"))
         if target is None:
             log.info("teams feedback for a message with no rating target")

@@ -84,7 +84,7 @@ class TeamsTarget:
         self.calls += 1
         self.count_write(PLATFORM, op)
 
-    def _failed(self, exc: BaseException, op: str) -> PlatformError:
+    async def _failed(self, exc: BaseException, op: str) -> PlatformError:
         error = to_platform_error(exc, op)
         if isinstance(error, PlatformRateLimited):
             self.count_rate_limited(PLATFORM)
@@ -92,10 +92,10 @@ class TeamsTarget:
             return error  # a refused message says nothing about the conversation
         if getattr(error, "status", None) == 404 and MESSAGE_ID_MARK in self.stored.ref_key:
             log.warning("teams reply chain is gone (%s); dropping it, the channel stays", error)
-            self.references.forget_chain(self.stored.ref_key)
+            await self.references.forget_chain(self.stored.ref_key)
         else:  # 403: the bot cannot write here at all (Teams often omits the subCode)
             log.warning("teams conversation is no longer writable (%s); dropping its reference", error)
-            self.references.forget(self.stored.ref_key)
+            await self.references.forget(self.stored.ref_key)
         return error
 
     def message(self, text: str, *, kind: str = ActivityTypes.message, entities: list[Entity] | None = None,
@@ -120,7 +120,7 @@ class TeamsTarget:
                 self.cloud, self.app_id, self.stored.to_reference(), lambda ctx: ctx.send_activity(activity)
             )
         except Exception as exc:  # noqa: BLE001 - mapped onto the core's delivery errors
-            raise self._failed(exc, "stream" if op == "stream" else "post") from None
+            raise await self._failed(exc, "stream" if op == "stream" else "post") from None
         return str(getattr(response, "id", "") or "")
 
     async def update(self, activity_id: str, activity: Activity, *, final: bool = False) -> None:
@@ -132,7 +132,7 @@ class TeamsTarget:
                 self.cloud, self.app_id, self.stored.to_reference(), lambda ctx: ctx.update_activity(activity)
             )
         except Exception as exc:  # noqa: BLE001
-            raise self._failed(exc, "update") from None
+            raise await self._failed(exc, "update") from None
 
     async def delete(self, activity_id: str) -> None:
         self._count("delete")
@@ -141,7 +141,7 @@ class TeamsTarget:
                 self.cloud, self.app_id, self.stored.to_reference(), lambda ctx: ctx.delete_activity(activity_id)
             )
         except Exception as exc:  # noqa: BLE001
-            raise self._failed(exc, "delete") from None
+            raise await self._failed(exc, "delete") from None
 
     async def extra_call(self, *, final: bool = True) -> None:
         """Take a tenant token for a call the renderer did not pay for (a card, a fall-back)."""
@@ -168,16 +168,16 @@ class TeamsTarget:
             return None
         return Activity(type=ActivityTypes.message, attachments=[card])
 
-    def remember_answer(self, message_ids: Iterable[str | None], answer: Answer | None) -> None:
+    async def remember_answer(self, message_ids: Iterable[str | None], answer: Answer | None) -> None:
         """Feedback arrives later as an invoke naming (at best) one message id: keep the target
         under every message of the answer, and as the asker's latest answer here."""
         if answer is None or answer.feedback is None:
             return
         ids = [message_id for message_id in message_ids if message_id]
         for message_id in ids:
-            self.references.remember_feedback(self.conversation_id, message_id, answer.feedback)
+            await self.references.remember_feedback(self.conversation_id, message_id, answer.feedback)
         if ids:
-            self.references.remember_latest(self.conversation_id, self.asker, answer.feedback)
+            await self.references.remember_latest(self.conversation_id, self.asker, answer.feedback)
 
 
 class TeamsMessageOps:
@@ -246,7 +246,7 @@ class TeamsMessageOps:
                     raise
                 log.warning("teams refused the citations of an earlier part (%s)", exc)
         await self._card(answer)
-        self.target.remember_answer([*self.parts, self.card_id], answer)
+        await self.target.remember_answer([*self.parts, self.card_id], answer)
 
     async def _card(self, answer: Answer) -> None:
         activity = self.target.card_message(answer)

@@ -287,7 +287,7 @@ class TeamsStreamSink(ReplySink):
             except PlatformError:
                 log.info("could not delete a surplus part")
         await self._card(answer)
-        self.target.remember_answer([*ids, self.card_id], answer)
+        await self.target.remember_answer([*ids, self.card_id], answer)
         self._state = "done"
         self._shown_answer = answer.text
         self.message_ids = ids

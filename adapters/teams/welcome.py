@@ -27,7 +27,7 @@ the prompt into the chat as the person's own message, so it is asked like a type
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bridge import texts
@@ -66,37 +66,37 @@ class Welcomes:
 
     `teams.welcome` holds, per chat, `sent <generation> <time>` or `open <generation>`."""
 
-    def __init__(self, kv: KeyValue, claim: Callable[[str, str], bool], platform: str) -> None:
+    def __init__(self, kv: KeyValue, claim: Callable[[str, str], Awaitable[bool]], platform: str) -> None:
         self.kv = kv
         self.claim_inbound = claim
         self.platform = platform
 
-    def _state(self, chat: str) -> tuple[str, int]:
-        raw = (self.kv.get(chat) or "").split()
+    async def _state(self, chat: str) -> tuple[str, int]:
+        raw = (await self.kv.get(chat) or "").split()
         if len(raw) >= 2 and raw[0] in ("sent", "open") and raw[1].isdigit():
             return raw[0], int(raw[1])
         return "open", 0
 
-    def claim(self, chat: str) -> int | None:
+    async def claim(self, chat: str) -> int | None:
         """The generation to welcome `chat` under, or None when it was (or is being) welcomed."""
-        state, generation = self._state(chat)
+        state, generation = await self._state(chat)
         if state == "sent":
             return None
-        if not self.claim_inbound(self.platform, f"welcome|{chat}|{generation}"):
+        if not await self.claim_inbound(self.platform, f"welcome|{chat}|{generation}"):
             return None
         return generation
 
-    def sent(self, chat: str, generation: int) -> None:
-        self.kv.set(chat, f"sent {generation} {int(time.time())}")
+    async def sent(self, chat: str, generation: int) -> None:
+        await self.kv.set(chat, f"sent {generation} {int(time.time())}")
 
-    def failed(self, chat: str, generation: int) -> None:
+    async def failed(self, chat: str, generation: int) -> None:
         """The welcome did not go out: the next install event may try again."""
-        state, current = self._state(chat)
+        state, current = await self._state(chat)
         if state == "open" and current == generation:
-            self.kv.set(chat, f"open {generation + 1}")
+            await self.kv.set(chat, f"open {generation + 1}")
 
-    def removed(self, chat: str) -> None:
+    async def removed(self, chat: str) -> None:
         """The app was uninstalled from the chat: a reinstall is welcomed again."""
-        state, generation = self._state(chat)
+        state, generation = await self._state(chat)
         if state == "sent":
-            self.kv.set(chat, f"open {generation + 1}")
+            await self.kv.set(chat, f"open {generation + 1}")

@@ -251,7 +251,10 @@ class Relay:
             # the employee, creating the conversation): say so rather than go silent. Once
             # streaming, `_stream` has already said it.
             outcome = "interrupted"
-            if not await self._note_restart(renderer):
+            # From the durable queue (`started` given), the question goes back to the queue and
+            # another process answers it: say that, not "please ask again".
+            note = texts.RESTARTED if started is None else texts.REQUEUED
+            if not await self._note_restart(renderer, note):
                 self.unmarked += 1
                 log.warning("a question cancelled by the shutdown before it streamed could not be "
                             "told so in its %s thread", platform)
@@ -260,10 +263,10 @@ class Relay:
             metrics.ANSWERS.labels(platform, outcome).inc()
 
     @staticmethod
-    async def _note_restart(renderer: StreamRenderer) -> bool:
+    async def _note_restart(renderer: StreamRenderer, note: str = texts.RESTARTED) -> bool:
         """The restart note, within a few seconds; False when it could not be written."""
         try:
-            await asyncio.wait_for(asyncio.shield(renderer.fail(texts.RESTARTED)), NOTE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(renderer.fail(note)), NOTE_TIMEOUT)
         except Exception:  # noqa: BLE001 - best effort while shutting down; the caller says what happened
             return False
         return True
@@ -330,9 +333,8 @@ class Relay:
         if files is None:
             await renderer.fail(texts.FILES_NONE_USABLE)
             return "rejected"
-        if started is not None:
-            await started()
-        return await self._stream(inbound, link, renderer, deadline, retry_lost=True, files=files)
+        return await self._stream(inbound, link, renderer, deadline, retry_lost=True, files=files,
+                                  started=started)
 
     async def _pass_on_files(
         self, inbound: Inbound, adapter: ChatAdapter | None, link: ThreadLink
@@ -379,9 +381,12 @@ class Relay:
         *,
         retry_lost: bool,
         files: tuple[FileRef, ...] = (),
+        started: Callable[[], Awaitable[None]] | None = None,
     ) -> str:
         identity = link.identity or None
         reply_id = await self.store.replies.start(link.id, owner=self.owner)
+        if started is not None:  # the reply row exists: a crash from here on is told, not re-asked
+            await started()
         renderer.on_response_id = lambda rid: self.store.replies.finish(reply_id, "streaming", response_id=rid)
         renderer.on_checkpoint = lambda checkpoint: self.store.replies.checkpoint(reply_id, checkpoint)
         await renderer.save_checkpoint()  # what the status line already shows

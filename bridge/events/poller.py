@@ -107,6 +107,9 @@ class Poller:
             dm_single_identity=dm_single_identity,
             max_attempts=max_attempts,
             owner=owner,
+            # only the poller-lease holder delivers, so a claim need only outlive the holder:
+            # when it dies, its claims lapse as the role passes on
+            claim_lease=lease_ttl,
         )
         self.max_concurrency = max(1, int(max_concurrency))
         self._locks = KeyedLock()
@@ -403,6 +406,7 @@ class Poller:
                 continue
             log.info("poller: this process polls Moveworks events now")
             self.active = True
+            metrics.POLLER_ACTIVE.set(1)
             polling = asyncio.create_task(self.run(), name="events-poller-active")
             try:
                 while not self._stopping and not polling.done():
@@ -419,6 +423,7 @@ class Poller:
                         break
             finally:
                 self.active = False
+                metrics.POLLER_ACTIVE.set(0)
                 if not polling.done():
                     polling.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -436,6 +441,8 @@ class Poller:
 
     async def run(self) -> None:
         self._stopping = False
+        if self.owner is None:
+            metrics.POLLER_ACTIVE.set(1)
         await self.refresh_identities()
         try:
             await self.recover()

@@ -34,12 +34,8 @@ class WriteBudget:
         self.rate = rate
         self._clock = clock
         self._sleep = sleep
-        if rate is None:
-            self.burst, self.refill = 0, 0.0
-        else:
-            self.burst = max(1, min(rate.burst or rate.count // 10, rate.count - 1))
-            spare = rate.count - self.burst
-            self.refill = (spare if spare > 0 else rate.count) / rate.per
+        self.share = 1.0  # this process's part of the rate, when several processes write
+        self._size()
         self.tokens = float(self.burst)
         # Tokens intermediate writes leave untouched, so the finals of live answers never queue
         # behind them (the owner sets it to the number of live answers that will need one).
@@ -49,6 +45,27 @@ class WriteBudget:
         self._waiters: list[list[Any]] = []  # heap of [priority, seq, wake event, done]
         self._seq = itertools.count()
         self.granted = 0
+
+    def _size(self) -> None:
+        rate = self.rate
+        if rate is None:
+            self.burst, self.refill = 0, 0.0
+            return
+        count = max(1, int(rate.count * self.share))
+        burst = rate.burst if rate.burst is None else max(1, int(rate.burst * self.share))
+        self.burst = max(1, min(burst or count // 10, count - 1)) if count > 1 else 1
+        spare = count - self.burst
+        self.refill = (spare if spare > 0 else count) / rate.per
+
+    def set_share(self, share: float) -> None:
+        """Several processes write to the same workspace: each keeps to `share` of the limit, so
+        together they stay inside it (`Budgets.split`)."""
+        share = min(1.0, max(0.01, share))
+        if share != self.share:
+            self._refresh()
+            self.share = share
+            self._size()
+            self.tokens = min(self.tokens, float(self.burst))
 
     @property
     def unlimited(self) -> bool:
@@ -138,12 +155,23 @@ class WriteBudget:
 
 
 class Budgets:
-    """Registry of budgets by key ("slack:T123", "teams:<tenant>")."""
+    """Registry of budgets by key ("slack:T123", "teams:<tenant>").
+
+    Several processes: each live process keeps to an equal share of every limit (`split`, set
+    from the heartbeats), so together they stay inside it. A load balancer spreads questions
+    evenly; the cost is a share an idle process leaves unused."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, sleep: Sleep = asyncio.sleep):
         self._clock = clock
         self._sleep = sleep
         self._budgets: dict[str, WriteBudget] = {}
+        self.processes = 1
+
+    def split(self, processes: int) -> None:
+        """`processes` live processes share every workspace's limit from now on."""
+        self.processes = max(1, processes)
+        for budget in self._budgets.values():
+            budget.set_share(1.0 / self.processes)
 
     def get(self, key: str, rate: Rate | None) -> WriteBudget:
         """The budget of `key`. A reply that writes nothing budgeted (`rate` None: a thread status
@@ -154,5 +182,6 @@ class Budgets:
         budget = self._budgets.get(key)
         if budget is None or budget.rate != rate:
             budget = WriteBudget(rate, clock=self._clock, sleep=self._sleep)
+            budget.set_share(1.0 / self.processes)
             self._budgets[key] = budget
         return budget

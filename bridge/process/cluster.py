@@ -23,6 +23,7 @@ from collections.abc import Callable
 from bridge.answers.intake import LEASE
 from bridge.answers.recovery import Interrupted
 from bridge.errors import StoreUnavailable
+from bridge.mechanisms.ratelimit import Budgets
 from bridge.store.aio import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class Membership:
         *,
         sweep: bool,
         announce: Callable[[Interrupted], None] | None = None,
+        budgets: Budgets | None = None,
         beat: float = BEAT,
         ttl: float = TTL,
         lease: float = LEASE,
@@ -51,10 +53,13 @@ class Membership:
         self.beat_every = beat
         self.ttl = ttl
         self.lease = lease
+        self.budgets = budgets
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.store.instances.beat(self.instance_id)
+        if self.budgets is not None:  # from the first write on, not from the first heartbeat
+            self.budgets.split(await self.store.instances.living(self.ttl))
         await self.sweep()
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 
@@ -73,6 +78,8 @@ class Membership:
             try:
                 await self.store.instances.beat(self.instance_id)
                 await self.store.queue.extend(self.instance_id, self.lease)
+                if self.budgets is not None:
+                    self.budgets.split(await self.store.instances.living(self.ttl))
                 await self.sweep()
             except StoreUnavailable:
                 log.error("heartbeat: the store cannot be written")

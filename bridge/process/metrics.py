@@ -43,6 +43,10 @@ MOVEWORKS_REQUESTS = Counter(
     ["endpoint", "status"], registry=REGISTRY,
 )
 ACTIVE_ANSWERS = Gauge("bridge_active_answers", "Answers streaming now", registry=REGISTRY)
+POLLER_ACTIVE = Gauge("bridge_poller_active", "1 while this process is the one polling Moveworks events",
+                      registry=REGISTRY)
+QUEUED_QUESTIONS = Gauge("bridge_queued_questions", "Questions this process has taken from the durable queue",
+                         registry=REGISTRY)
 EVENTS_DELIVERED = Counter(
     "bridge_events_delivered", "Moveworks events posted into chat", ["platform"], registry=REGISTRY
 )

@@ -161,7 +161,7 @@ def build_runtime(
 
     # Only processes that answer questions sweep unfinished answers: a `poll` worker has no
     # adapters receiving questions, but it sees the same store.
-    membership = Membership(store, instance_id, sweep=answers, announce=announce,
+    membership = Membership(store, instance_id, sweep=answers, announce=announce, budgets=budgets,
                             ttl=settings.instance_ttl, beat=settings.instance_ttl / 5)
     intake = Intake(relay, store, instance_id) if answers else None
     relay.intake = intake

@@ -21,6 +21,11 @@ class InstanceQuery(PgQuery):
         )
         return row is not None
 
+    async def living(self, ttl: float) -> int:
+        """How many processes beat within `ttl` (write budgets are split between them)."""
+        row = await self._row("SELECT COUNT(*) AS n FROM instances WHERE heartbeat_at >= %s", (self.clock() - ttl,))
+        return int(row["n"]) if row is not None else 0
+
     async def dead(self, ttl: float) -> list[str]:
         rows = await self._rows(
             "SELECT id FROM instances WHERE heartbeat_at < %s ORDER BY heartbeat_at, id", (self.clock() - ttl,)

@@ -24,6 +24,12 @@ class InstanceQuery(Query):
         ).fetchall()
         return bool(rows)
 
+    def living(self, ttl: float) -> int:
+        """How many processes beat within `ttl` (write budgets are split between them)."""
+        row = self.db.execute("SELECT COUNT(*) FROM instances WHERE heartbeat_at >= ?",
+                              (self.clock() - ttl,)).fetchone()
+        return int(row[0])
+
     def dead(self, ttl: float) -> list[str]:
         rows = self.db.execute(
             "SELECT id FROM instances WHERE heartbeat_at < ? ORDER BY heartbeat_at, id", (self.clock() - ttl,)
