@@ -1148,14 +1148,28 @@ class SlackAdapter(ChatAdapter):
             return False
         fence = checkpoint.get("fence")
         text = ("\n" + fence if fence else "") + "\n\n" + texts.failure_note(message)
+        stop = self._edges(thread.workspace).stop  # chat.stopStream: a Tier 2 call like any stop
+        if not stop.try_take():
+            # Many streams cut off at once (a crash) and the Tier 2 budget is spent: the asker is
+            # told now by a posted note, and the stream stops when the budget allows.
+            self.spawn(self._stop_later(thread, address, channel, ts, fence), name="slack-stop-orphan")
+            return False
         try:
             client = await self.client_for(thread.workspace, address.get("enterprise_id"))
-            await self._edges(thread.workspace).stop.acquire(final=True)  # a Tier 2 call like any stop
             await call(client.chat_stopStream, channel=channel, ts=ts, markdown_text=text, sleep=self._sleep)
         except (SlackApiError, *TRANSIENT, PlatformError) as exc:
             log.info("could not stop the interrupted stream (%s); posting the note instead", error_code(exc))
             return False
         return True
+
+    async def _stop_later(self, thread: ThreadKey, address: Address, channel: str, ts: str, fence: Any) -> None:
+        try:
+            client = await self.client_for(thread.workspace, address.get("enterprise_id"))
+            await self._edges(thread.workspace).stop.acquire(final=True)
+            await call(client.chat_stopStream, channel=channel, ts=ts, markdown_text="\n" + fence if fence else None,
+                       sleep=self._sleep)
+        except (SlackApiError, *TRANSIENT, PlatformError) as exc:
+            log.info("could not stop an interrupted stream (%s)", error_code(exc))
 
     async def open_direct(self, employee: Employee) -> tuple[ThreadKey, Address] | None:
         """The employee's DM with the bot, for proactive messages from the poller."""

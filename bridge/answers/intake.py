@@ -64,7 +64,15 @@ class Intake:
     async def submit(self, inbound: Inbound) -> bool:
         """Store the question (deduplicated) before the platform is acknowledged."""
         platform = inbound.thread.platform
-        fresh = await self.store.queue.enqueue(**queue_fields(inbound))
+        try:
+            fresh = await self.store.queue.enqueue(**queue_fields(inbound))
+        except StoreUnavailable:
+            # The store cannot be written (disk full, database down): nothing can be made
+            # durable, but the asker must not meet silence. Answer from memory; the relay tells
+            # them the store is down if it cannot even record the conversation.
+            log.error("the inbound queue cannot be written; answering %s from memory", platform)
+            self.relay.spawn_answer(self.relay.handle(inbound, dedupe=False), name=f"answer:{platform}")
+            return True
         if not fresh:
             metrics.INBOUND_DUPLICATES.labels(platform).inc()
             log.info("duplicate delivery %s dropped", inbound.dedupe_id)
