@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from bridge.models import ChatUser, Employee
 from bridge.store.postgres.guard import PgQuery
+from bridge.store.rows import employee_from_row as _employee
 
 KEY = "platform = %s AND workspace = %s AND user_id = %s"
 
 
-def _employee(row: dict[str, Any]) -> Employee:
-    return Employee(
-        platform=row["platform"],
-        workspace=row["workspace"],
-        user_id=row["user_id"],
-        email=row["email"],
-        name=row["name"],
-        last_active_at=row["last_active_at"],
-    )
 
 
 class EmployeeQuery(PgQuery):

@@ -7,24 +7,14 @@ from typing import Any
 
 from bridge.models import ThreadKey, ThreadLink
 from bridge.store.postgres.guard import PgQuery
+from bridge.store.rows import link_from_row as _link
+from bridge.store.rows import thread_params as _thread
 
 THREAD_WHERE = "platform = %s AND workspace = %s AND channel = %s AND thread = %s"
 
 
-def _link(row: dict[str, Any]) -> ThreadLink:
-    return ThreadLink(
-        id=row["id"],
-        thread=ThreadKey(row["platform"], row["workspace"], row["channel"], row["thread"]),
-        user_id=row["user_id"],
-        identity=row["identity"],
-        conversation_id=row["conversation_id"],
-        address=json.loads(row["address"] or "{}"),
-        active=bool(row["active"]),
-    )
 
 
-def _thread(thread: ThreadKey) -> list[str]:
-    return [thread.platform, thread.workspace, thread.channel, thread.thread]
 
 
 class LinkQuery(PgQuery):

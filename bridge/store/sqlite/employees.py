@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlite_utils.db import NotFoundError
 
 from bridge.models import ChatUser, Employee
+from bridge.store.rows import employee_from_row as _employee
 from bridge.store.sqlite.guard import Query
 
 TABLE = "employees"
 
 
-def _employee(row: dict[str, Any]) -> Employee:
-    return Employee(
-        platform=row["platform"],
-        workspace=row["workspace"],
-        user_id=row["user_id"],
-        email=row["email"],
-        name=row["name"],
-        last_active_at=row["last_active_at"],
-    )
 
 
 @dataclass

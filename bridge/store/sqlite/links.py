@@ -9,26 +9,16 @@ from typing import Any
 from sqlite_utils.db import NotFoundError
 
 from bridge.models import ThreadKey, ThreadLink
+from bridge.store.rows import link_from_row as _link
+from bridge.store.rows import thread_params as _thread
 from bridge.store.sqlite.guard import Query
 
 TABLE = "thread_links"
 THREAD_WHERE = "platform = ? AND workspace = ? AND channel = ? AND thread = ?"
 
 
-def _link(row: dict[str, Any]) -> ThreadLink:
-    return ThreadLink(
-        id=row["id"],
-        thread=ThreadKey(row["platform"], row["workspace"], row["channel"], row["thread"]),
-        user_id=row["user_id"],
-        identity=row["identity"],
-        conversation_id=row["conversation_id"],
-        address=json.loads(row["address"] or "{}"),
-        active=bool(row["active"]),
-    )
 
 
-def _thread(thread: ThreadKey) -> list[str]:
-    return [thread.platform, thread.workspace, thread.channel, thread.thread]
 
 
 @dataclass
