@@ -301,13 +301,17 @@ class NativeStreamSink(ReplySink):
         self._step = step
         return True
 
-    async def _start_plan(self, chunks: list[dict[str, Any]]) -> None:
-        kwargs: dict[str, Any] = {"channel": self.channel, "thread_ts": self.thread_ts, "chunks": chunks,
-                                  "task_display_mode": "plan"}
+    def _start_args(self, **content: Any) -> dict[str, Any]:
+        """chat.startStream's arguments: where, for whom (required in channels), and `content`."""
+        kwargs: dict[str, Any] = {"channel": self.channel, "thread_ts": self.thread_ts, **content}
         if self.recipient_user_id:
             kwargs["recipient_user_id"] = self.recipient_user_id
         if self.recipient_team_id:
             kwargs["recipient_team_id"] = self.recipient_team_id
+        return kwargs
+
+    async def _start_plan(self, chunks: list[dict[str, Any]]) -> None:
+        kwargs = self._start_args(chunks=chunks, task_display_mode="plan")
         await self._pay("start")
         try:
             self._on_write("stream_start")
@@ -531,11 +535,7 @@ class NativeStreamSink(ReplySink):
 
     async def _start(self, piece: str) -> None:
         text = self._reopen + piece
-        kwargs: dict[str, Any] = {"channel": self.channel, "thread_ts": self.thread_ts, "markdown_text": text}
-        if self.recipient_user_id:
-            kwargs["recipient_user_id"] = self.recipient_user_id
-        if self.recipient_team_id:
-            kwargs["recipient_team_id"] = self.recipient_team_id
+        kwargs = self._start_args(markdown_text=text)
         await self._pay("start")
         try:
             self._on_write("stream_start")

@@ -787,7 +787,8 @@ class FakeConnector:
                                  "status": response.status})
         return response
 
-    async def _graph_message(self, request: web.Request) -> web.Response:
+    async def _graph_chain(self, request: web.Request) -> list[dict[str, Any]] | web.Response:
+        """The reply chain a Graph message route names, or the refusal Graph would answer."""
         await asyncio.sleep(self.graph_delay)
         refusal = self._graph_refusal(request)
         if refusal is not None:
@@ -796,17 +797,18 @@ class FakeConnector:
         chain = self._chain(channel, mid)
         if not chain or chain[0]["id"] != mid:
             return self._graph_log(request, _error(404, "NotFound", "Message not found"))
+        return chain
+
+    async def _graph_message(self, request: web.Request) -> web.Response:
+        chain = await self._graph_chain(request)
+        if isinstance(chain, web.Response):
+            return chain
         return self._graph_log(request, web.json_response(self._graph_message_json(chain[0])))
 
     async def _graph_replies(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.graph_delay)
-        refusal = self._graph_refusal(request)
-        if refusal is not None:
-            return self._graph_log(request, refusal)
-        channel, mid = request.match_info["channel"], request.match_info["mid"]
-        chain = self._chain(channel, mid)
-        if not chain or chain[0]["id"] != mid:
-            return self._graph_log(request, _error(404, "NotFound", "Message not found"))
+        chain = await self._graph_chain(request)
+        if isinstance(chain, web.Response):
+            return chain
         top_raw = request.query.get("$top", str(GRAPH_PAGE))
         if not top_raw.isdigit() or not 1 <= int(top_raw) <= 50:
             return self._graph_log(request, _error(400, "BadRequest", f"Invalid page size specified: "
